@@ -1,0 +1,3 @@
+from smallfleet.cli import main
+
+main()

@@ -1,0 +1,43 @@
+"""The `smallfleet` command. Each subcommand lives in its own module."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from smallfleet.errors import SmallfleetError
+
+
+class _Group(click.Group):
+    """Turns SmallfleetError into one clear message and exit code 1, without a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SmallfleetError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="smallfleet")
+def main() -> None:
+    """Fine-tune small specialists for narrow tasks, evaluate them, and serve them locally.
+
+    \b
+    Typical flow:
+      smallfleet train fleet.yaml --out runs/myfleet     train every task of a fleet
+      smallfleet eval runs/myfleet/tickets --data test.jsonl
+      smallfleet predict runs/myfleet/tickets --text "my card never arrived"
+    """
+
+
+def _register() -> None:
+    from smallfleet.cli import evaluate, models, predict, train
+
+    for module in (train, evaluate, predict, models):
+        main.add_command(module.command)
+
+
+_register()

@@ -1,0 +1,59 @@
+"""`smallfleet predict`: answer one text, or a whole file."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import track
+
+
+@click.command("predict")
+@click.argument("specialist", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--text", "texts", multiple=True, help="A text to classify (repeatable).")
+@click.option("--input", "input_file", type=click.Path(path_type=Path), help="JSONL or CSV file of texts.")
+@click.option("--output", type=click.Path(path_type=Path), help="JSONL output for --input ('-' for stdout).")
+@click.option("--text-field", help="Text field of --input; default: the one the specialist was trained with.")
+@click.option("--batch-size", default=256, show_default=True, help="Texts per progress step for --input.")
+def command(specialist, texts, input_file, output, text_field, batch_size):
+    """Predict with SPECIALIST.
+
+    \b
+    smallfleet predict DIR --text "where is my parcel?"
+    smallfleet predict DIR --input in.jsonl --output out.jsonl
+
+    Each output line holds the text, `label`, calibrated `confidence` and `top_k`.
+    """
+    from smallfleet.data import load_examples
+    from smallfleet.data.validate import check_rows
+    from smallfleet.tasks import load_specialist
+
+    if bool(texts) == bool(input_file):
+        raise click.UsageError("give --text or --input (not both)")
+    if input_file and not output:
+        raise click.UsageError("--input needs --output (use '-' for stdout)")
+    model = load_specialist(specialist)
+    if texts:
+        for text, pred in zip(texts, model.predict(list(texts))):
+            click.echo(json.dumps({"text": text, **pred.to_dict()}, ensure_ascii=False))
+        return
+    field = text_field or model.manifest.get("fields", {}).get("text", "text")
+    examples = load_examples(input_file, field, None)
+    check_rows(examples, str(input_file), need_labels=False)
+    sink = sys.stdout if str(output) == "-" else None
+    if sink is None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = output.with_name(output.name + ".partial")
+        sink = tmp.open("w", encoding="utf-8")
+    steps = range(0, len(examples), batch_size)
+    for start in track(steps, description="predicting", console=Console(stderr=True), disable=sink is sys.stdout):
+        chunk = examples[start : start + batch_size]
+        for ex, pred in zip(chunk, model.predict([ex.text for ex in chunk])):
+            sink.write(json.dumps({"text": ex.text, **pred.to_dict()}, ensure_ascii=False) + "\n")
+    if sink is not sys.stdout:
+        sink.close()
+        tmp.replace(output)
+        Console(stderr=True).print(f"wrote {len(examples)} predictions to {output}")

@@ -1,0 +1,1 @@
+"""Evaluation of specialists on held-out data: metrics and their printed reports."""

@@ -1,0 +1,53 @@
+"""Shared fixtures: the shipped quickstart data, the shared real datasets, and
+specialists trained once per session (real MiniLM, real data, CPU)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from smallfleet.config import FieldMap, TaskSpec, TrainSettings, datasets_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICKSTART = ROOT / "examples" / "quickstart"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def quickstart_data() -> Path:
+    return QUICKSTART / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    """The shared public datasets; a clear failure (not a skip) when missing under CI."""
+    path = datasets_dir()
+    if not (path / "README.md").is_file():
+        message = f"shared datasets not found at {path}; set SMALLFLEET_DATASETS to their folder"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def ticket_task(data: Path, **training) -> TaskSpec:
+    """The quickstart support-ticket task with short training for tests."""
+    return TaskSpec(
+        name="support_ticket",
+        train=data / "tickets_train.jsonl",
+        test=data / "tickets_test.jsonl",
+        fields=FieldMap(text="text", label="category"),
+        training=TrainSettings(epochs=4, **training),
+    )
+
+
+@pytest.fixture(scope="session")
+def ticket_specialist(tmp_path_factory, quickstart_data) -> Path:
+    """A real MiniLM support-ticket specialist, trained once for the whole session."""
+    from smallfleet.tasks.classify import train_classifier
+
+    out = tmp_path_factory.mktemp("specialists") / "support_ticket"
+    train_classifier(ticket_task(quickstart_data), out)
+    return out
