@@ -1,0 +1,37 @@
+# smallfleet: `make quickstart` sets everything up and runs the embedded demo fleet;
+# `make test` sets up and runs the tests. Both work offline on a fresh CPU machine.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# torch is pinned to the CPU build available on this machine; unpinned, pip pulls multi-GB CUDA wheels
+TORCH  ?= torch==2.13.0
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: setup quickstart test test-fast bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH)" -e ".[dev]"
+	touch $@
+
+setup: $(VENV)/.installed  ## create the virtual environment and install smallfleet + test tools
+
+quickstart: setup  ## train the two-task demo fleet on shipped examples, print its evaluation, predict
+	$(BIN)/smallfleet train examples/quickstart/fleet.yaml --out runs/quickstart --force
+	$(BIN)/smallfleet predict runs/quickstart/support_ticket \
+		--text "I was charged twice for order 88412, please refund the extra payment" \
+		--text "The tracking page has said 'label created' for six days now"
+	$(BIN)/smallfleet predict runs/quickstart/review_sentiment \
+		--text "Stopped charging after a week and support never answered." \
+		--text "Does what it says, nothing more, nothing less."
+
+test: setup  ## run the test suite (real models on shipped data; shared datasets when present)
+	$(BIN)/python -m pytest
+
+bench: setup  ## classification benchmark on the shared datasets (about 20 minutes)
+	$(BIN)/python bench/classify.py
+
+clean:
+	rm -rf runs $(VENV)

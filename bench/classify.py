@@ -1,0 +1,169 @@
+"""Benchmark classification specialists on real public data.
+
+banking77 (train -> test, 77 intents) and sms_spam (seeded 80/20 stratified split),
+MiniLM base, on whatever machine this runs on. Reports accuracy, macro-F1, ECE,
+accuracy at 90% coverage, training wall time, batched throughput and single-text
+latency; prints a table, writes bench/results/classify.json and updates bench/RESULTS.md.
+
+    python bench/classify.py                 # both datasets, default settings
+    python bench/classify.py --only sms_spam --epochs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from smallfleet.config import FieldMap, TaskSpec, TrainSettings, datasets_dir
+from smallfleet.data import load_examples, stratified_split
+from smallfleet.eval.classification import classification_metrics
+from smallfleet.tasks import load_specialist
+from smallfleet.tasks.classify import train_classifier
+
+HERE = Path(__file__).resolve().parent
+LATENCY_SAMPLES = 300
+
+
+def write_split(examples, path: Path) -> Path:
+    path.write_text("".join(json.dumps({"text": e.text, "label": e.label}) + "\n" for e in examples))
+    return path
+
+
+def datasets(work: Path, seed: int) -> dict[str, tuple[Path, Path]]:
+    root = datasets_dir()
+    if not root.is_dir():
+        raise SystemExit(f"shared datasets not found at {root}; set SMALLFLEET_DATASETS")
+    spam = load_examples(root / "sms_spam" / "all.jsonl")
+    spam_train, spam_test = stratified_split(spam, 0.2, seed)
+    return {
+        "banking77": (root / "banking77" / "train.jsonl", root / "banking77" / "test.jsonl"),
+        "sms_spam": (write_split(spam_train, work / "spam_train.jsonl"), write_split(spam_test, work / "spam_test.jsonl")),
+    }
+
+
+def measure(name: str, train: Path, test: Path, settings: TrainSettings, work: Path, console: Console) -> dict:
+    out = work / name
+    task = TaskSpec(name=name, train=train, test=test, fields=FieldMap(), training=settings)
+    started = time.perf_counter()
+    train_classifier(task, out, force=True, console=console)
+    train_seconds = time.perf_counter() - started
+
+    model = load_specialist(out)
+    examples = load_examples(test)
+    texts = [e.text for e in examples]
+    started = time.perf_counter()
+    predictions = model.predict(texts)
+    throughput = len(texts) / (time.perf_counter() - started)
+    metrics = classification_metrics([e.label for e in examples], predictions)
+
+    model.predict(texts[:20])  # warm-up
+    latencies = []
+    for text in texts[:LATENCY_SAMPLES]:
+        t0 = time.perf_counter()
+        model.predict([text])
+        latencies.append((time.perf_counter() - t0) * 1000)
+    latencies.sort()
+    manifest = model.manifest
+    return {
+        "dataset": name,
+        "train_rows": manifest["data"]["train_rows"],
+        "test_rows": len(texts),
+        "labels": len(manifest["labels"]),
+        "accuracy": metrics["accuracy"],
+        "macro_f1": metrics["macro_f1"],
+        "ece": metrics["ece"],
+        "ece_before_temperature": manifest["calibration"]["ece_before"],
+        "accuracy_at_90_coverage": metrics["coverage"]["0.9"],
+        "coverage": metrics["coverage"],
+        "epochs_run": manifest["fit"]["epochs_run"],
+        "best_epoch": manifest["fit"]["best_epoch"],
+        "train_seconds": train_seconds,
+        "throughput_texts_per_s": throughput,
+        "latency_p50_ms": statistics.median(latencies),
+        "latency_p95_ms": latencies[int(0.95 * (len(latencies) - 1))],
+    }
+
+
+def render_markdown(results: list[dict], env: dict) -> str:
+    lines = [
+        f"Machine: {env['cpu_count']} CPU cores, torch {env['torch']} ({env['threads']} threads), "
+        f"Python {env['python']}; base `minilm`; settings {env['settings']}. Run {env['date']}.",
+        "",
+        "| dataset | train | test | labels | accuracy | macro-F1 | ECE (before T) | acc@90% cov | epochs | "
+        "train time | throughput | p50 / p95 latency |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['dataset']} | {r['train_rows']} | {r['test_rows']} | {r['labels']} | {r['accuracy']:.4f} | "
+            f"{r['macro_f1']:.4f} | {r['ece']:.4f} ({r['ece_before_temperature']:.4f}) | "
+            f"{r['accuracy_at_90_coverage']:.4f} | {r['best_epoch']}/{r['epochs_run']} | {r['train_seconds'] / 60:.1f} min | "
+            f"{r['throughput_texts_per_s']:.0f} texts/s | {r['latency_p50_ms']:.1f} / {r['latency_p95_ms']:.1f} ms |"
+        )
+    return "\n".join(lines)
+
+
+def update_results(section: str, body: str, path: Path = HERE / "RESULTS.md") -> None:
+    """Replace this benchmark's section of RESULTS.md, leaving the others as they are."""
+    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    block = f"{start}\n{body}\n{end}"
+    if start in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["banking77", "sms_spam"], action="append", help="Run only these datasets.")
+    parser.add_argument("--epochs", type=int, default=6, help="Maximum epochs (early stopping may end sooner).")
+    parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--no-update", action="store_true", help="Do not rewrite bench/RESULTS.md.")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    console = Console(stderr=True)
+    settings = TrainSettings(epochs=args.epochs, seed=args.seed)
+    with tempfile.TemporaryDirectory(prefix="smallfleet-bench-") as tmp:
+        work = Path(tmp)
+        data = datasets(work, args.seed)
+        results = [
+            measure(name, *data[name], settings, work, console) for name in (args.only or ["banking77", "sms_spam"])
+        ]
+    env = {
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "settings": f"epochs<={args.epochs}, seed {args.seed}",
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    table = Table(title="classification specialists (MiniLM)")
+    for col in ("dataset", "accuracy", "macro-F1", "ECE", "acc@90%", "train", "texts/s", "p50 ms", "p95 ms"):
+        table.add_column(col, justify="right")
+    for r in results:
+        table.add_row(
+            r["dataset"], f"{r['accuracy']:.4f}", f"{r['macro_f1']:.4f}", f"{r['ece']:.4f}",
+            f"{r['accuracy_at_90_coverage']:.4f}", f"{r['train_seconds'] / 60:.1f} min",
+            f"{r['throughput_texts_per_s']:.0f}", f"{r['latency_p50_ms']:.1f}", f"{r['latency_p95_ms']:.1f}",
+        )  # fmt: skip
+    Console().print(table)
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "classify.json").write_text(json.dumps({"env": env, "results": results}, indent=2) + "\n")
+    if not args.no_update:
+        update_results("classify", render_markdown(results, env))
+
+
+if __name__ == "__main__":
+    main()

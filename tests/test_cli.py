@@ -1,0 +1,95 @@
+"""The `smallfleet` command as a user runs it (subprocesses, real files, real model)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def run(*args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "smallfleet", *map(str, args)], capture_output=True, text=True, env=ENV)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def review_specialist(tmp_path_factory, quickstart_data):
+    out = tmp_path_factory.mktemp("cli") / "reviews"
+    run(
+        "train", "--kind", "classify", "--train", quickstart_data / "reviews_train.csv",
+        "--text-field", "review", "--label-field", "rating_label", "--epochs", "4", "--out", out,
+    )  # fmt: skip
+    return out
+
+
+def test_train_eval_json_has_the_documented_keys(review_specialist, quickstart_data, tmp_path):
+    report = tmp_path / "eval.json"
+    proc = run("eval", review_specialist, "--data", quickstart_data / "reviews_test.csv", "--json", report)
+    metrics = json.loads(report.read_text())
+    assert {"accuracy", "macro_f1", "ece", "n", "coverage", "per_label", "confused"} <= set(metrics)
+    assert set(metrics["coverage"]) == {"0.8", "0.9", "0.95", "1.0"}
+    assert metrics["n"] == 45 and metrics["accuracy"] >= 0.7
+    assert "risk-coverage" in proc.stdout and "macro-F1" in proc.stdout
+
+
+def test_predict_text_and_file(review_specialist, tmp_path):
+    proc = run("predict", review_specialist, "--text", "Absolutely love it, best purchase this year!")
+    answer = json.loads(proc.stdout)
+    assert answer["label"] == "positive" and 0 < answer["confidence"] <= 1 and len(answer["top_k"]) == 3
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"review": t}) + "\n" for t in ["Broke after two days. Refund please.", "ok"]))
+    out = tmp_path / "out" / "pred.jsonl"
+    run("predict", review_specialist, "--input", src, "--output", out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["text"] for r in rows] == ["Broke after two days. Refund please.", "ok"]
+    assert rows[0]["label"] == "negative"
+
+
+def test_bad_input_gets_one_clear_message_and_exit_1(review_specialist, quickstart_data, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine", "label": "a"}\n{"text": oops}\n')
+    cases = [
+        (["train", "--train", bad, "--out", tmp_path / "x"], f"{bad}:2: not valid JSON"),
+        (["train", "--train", quickstart_data / "tickets_train.jsonl", "--base", "gpt-17", "--out", tmp_path / "x"],
+         "unknown base model 'gpt-17'"),
+        (["train", "--train", quickstart_data / "tickets_train.jsonl", "--label-field", "nope", "--out", tmp_path / "x"],
+         "field 'nope' does not exist"),
+        (["train", "--train", quickstart_data / "reviews_train.csv", "--text-field", "review",
+          "--label-field", "rating_label", "--out", review_specialist], "already holds a specialist"),
+        (["eval", tmp_path, "--data", bad], "does not hold a specialist"),
+    ]  # fmt: skip
+    for args, message in cases:
+        proc = run(*args, check=False)
+        assert proc.returncode == 1, (args, proc.stderr)
+        assert message in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_fleet_yaml_trains_every_task_into_one_folder(tmp_path, quickstart_data):
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(
+        f"name: mini\ndefaults: {{training: {{epochs: 1}}}}\ntasks:\n"
+        f"  - {{name: reviews, train: {quickstart_data / 'reviews_train.csv'}, "
+        f"fields: {{text: review, label: rating_label}}}}\n"
+        f"  - {{name: tickets, train: {quickstart_data / 'tickets_train.jsonl'}, "
+        f"test: {quickstart_data / 'tickets_test.jsonl'}, fields: {{label: category}}}}\n"
+    )
+    run("train", fleet, "--out", tmp_path / "fleet", "--max-length", "64")
+    index = json.loads((tmp_path / "fleet" / "fleet.json").read_text())
+    assert set(index["tasks"]) == {"reviews", "tickets"}
+    assert index["tasks"]["tickets"]["metrics"]["test"]["n"] == 90
+    for name in ("reviews", "tickets"):
+        manifest = json.loads((tmp_path / "fleet" / name / "specialist.json").read_text())
+        assert manifest["name"] == name and manifest["training"]["max_length"] == 64
+
+
+def test_help_explains_every_command():
+    for cmd in ("train", "eval", "predict", "models"):
+        proc = run(cmd, "--help")
+        assert "Usage: " in proc.stdout and len(proc.stdout.splitlines()) > 5
