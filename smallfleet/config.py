@@ -36,6 +36,8 @@ class TrainSettings:
     """AdamW weight decay."""
     warmup_ratio: float = 0.06
     """Fraction of the steps spent warming up the learning rate."""
+    label_smoothing: float = 0.1
+    """Share of the target mass spread over the other labels (regularizes; temperature scaling re-calibrates)."""
     max_length: int = 128
     """Longest input in tokens; longer texts are truncated."""
     patience: int = 2
@@ -53,6 +55,7 @@ class TrainSettings:
             "head_learning_rate": self.head_learning_rate > 0,
             "weight_decay": self.weight_decay >= 0,
             "warmup_ratio": 0 <= self.warmup_ratio < 1,
+            "label_smoothing": 0 <= self.label_smoothing < 1,
             "max_length": self.max_length >= 8,
             "patience": self.patience >= 1,
             "valid_fraction": 0 < self.valid_fraction < 0.5,

@@ -108,3 +108,17 @@ def test_killed_training_run_leaves_previous_specialist_intact(ticket_specialist
     assert proc.returncode != 0
     assert (ticket_specialist / "specialist.json").read_text() == digest_before
     assert torch.equal(load_specialist(ticket_specialist).probabilities(texts), before)
+
+
+def test_same_seed_gives_identical_weights(tmp_path, quickstart_data):
+    from safetensors.torch import load_file
+
+    task = ticket_task(quickstart_data)
+    task.training = task.training.replace(epochs=1)
+    task.test = None
+    heads = []
+    for name in ("a", "b"):
+        train_classifier(task, tmp_path / name)
+        heads.append(load_file(str(tmp_path / name / "head.safetensors")))
+    assert heads[0].keys() == heads[1].keys()
+    assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])

@@ -22,7 +22,7 @@ def review_specialist(tmp_path_factory, quickstart_data):
     out = tmp_path_factory.mktemp("cli") / "reviews"
     run(
         "train", "--kind", "classify", "--train", quickstart_data / "reviews_train.csv",
-        "--text-field", "review", "--label-field", "rating_label", "--epochs", "4", "--out", out,
+        "--text-field", "review", "--label-field", "rating_label", "--epochs", "10", "--patience", "3", "--out", out,
     )  # fmt: skip
     return out
 

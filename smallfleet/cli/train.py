@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -29,6 +30,7 @@ _DEFAULTS = TrainSettings()
 @click.option("--batch-size", type=int, help=f"Batch size [default: {_DEFAULTS.batch_size}].")
 @click.option("--learning-rate", type=float, help=f"Encoder peak learning rate [default: {_DEFAULTS.learning_rate}].")
 @click.option("--head-learning-rate", type=float, help=f"Head peak learning rate [default: {_DEFAULTS.head_learning_rate}].")
+@click.option("--label-smoothing", type=float, help=f"Label smoothing [default: {_DEFAULTS.label_smoothing}].")
 @click.option("--max-length", type=int, help=f"Max tokens per text [default: {_DEFAULTS.max_length}].")
 @click.option("--patience", type=int, help=f"Early-stopping patience in epochs [default: {_DEFAULTS.patience}].")
 @click.option("--seed", type=int, help=f"Random seed [default: {_DEFAULTS.seed}].")
@@ -56,7 +58,7 @@ def command(fleet, kind, train_file, valid_file, test_file, text_field, label_fi
     if train_file is None or out is None:
         raise click.UsageError("give a fleet file, or --train FILE and --out DIR")
     task = TaskSpec(
-        name=name or out.resolve().name,
+        name=name or re.sub(r"[^\w-]", "_", out.resolve().name),
         kind=kind,
         train=train_file,
         valid=valid_file,

@@ -167,7 +167,9 @@ def train_classifier(spec: TaskSpec, out: Path, force: bool = False, console: Co
     def step_loss(batch: list[int]) -> torch.Tensor:
         padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt")
         logits = model(padded["input_ids"].to(device), padded["attention_mask"].to(device))
-        return torch.nn.functional.cross_entropy(logits, targets[batch].to(device))
+        return torch.nn.functional.cross_entropy(
+            logits, targets[batch].to(device), label_smoothing=settings.label_smoothing
+        )
 
     def evaluate() -> float:
         predicted = compute_logits(model, tokenizer, valid_texts, settings.max_length, device).argmax(-1).numpy()
