@@ -33,7 +33,7 @@ def test_train_eval_json_has_the_documented_keys(review_specialist, quickstart_d
     metrics = json.loads(report.read_text())
     assert {"accuracy", "macro_f1", "ece", "n", "coverage", "per_label", "confused"} <= set(metrics)
     assert set(metrics["coverage"]) == {"0.8", "0.9", "0.95", "1.0"}
-    assert metrics["n"] == 45 and metrics["accuracy"] >= 0.6  # chance is 0.33
+    assert metrics["n"] == 45 and metrics["accuracy"] >= 0.7  # chance is 0.33
     assert "risk-coverage" in proc.stdout and "macro-F1" in proc.stdout
 
 
