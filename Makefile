@@ -7,6 +7,8 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+# wider report tables when output goes to a pipe or CI log (rich defaults to 80 columns there)
+export COLUMNS ?= 120
 
 .PHONY: setup quickstart test test-fast bench clean
 

@@ -34,13 +34,16 @@ def test_sms_spam_specialist_beats_bound(shared_datasets, tmp_path):
 
 def test_banking77_slice_through_a_fleet_file_with_dataset_variable(shared_datasets, tmp_path):
     labels = ["card_arrival", "lost_or_stolen_card", "exchange_rate", "top_up_failed", "pin_blocked"]
-    for split in ("train", "test"):
-        keep = [
-            line
-            for line in (shared_datasets / "banking77" / f"{split}.jsonl").read_text().splitlines()
-            if json.loads(line)["label"] in labels
-        ]
-        (tmp_path / f"{split}.jsonl").write_text("\n".join(keep[: 300 if split == "train" else 200]) + "\n")
+    per_label = {"train": 60, "test": 40}  # the files are grouped by label: take a quota of each
+    for split, quota in per_label.items():
+        kept, counts = [], dict.fromkeys(labels, 0)
+        for line in (shared_datasets / "banking77" / f"{split}.jsonl").read_text().splitlines():
+            label = json.loads(line)["label"]
+            if label in counts and counts[label] < quota:
+                counts[label] += 1
+                kept.append(line)
+        assert set(counts.values()) == {quota}
+        (tmp_path / f"{split}.jsonl").write_text("\n".join(kept) + "\n")
     fleet_file = tmp_path / "fleet.yaml"
     fleet_file.write_text(
         "name: b77\ntasks:\n  - {name: intents, train: train.jsonl, test: test.jsonl, "
