@@ -32,7 +32,7 @@ quickstart: setup  ## train the two-task demo fleet on shipped examples, print i
 test: setup  ## run the test suite (real models on shipped data; shared datasets when present)
 	$(BIN)/python -m pytest
 
-bench: setup  ## classification benchmark on the shared datasets (about 20 minutes)
+bench: setup  ## classification benchmark on the shared datasets (about 11 minutes on 2 cores)
 	$(BIN)/python bench/classify.py
 
 clean:
