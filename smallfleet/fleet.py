@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 
 from smallfleet.config import FleetSpec, TaskSpec
-from smallfleet.eval.report import print_classification_report
+from smallfleet.tasks.base import kind_module
 from smallfleet.training.artifacts import check_output, read_json, write_json
 
 FLEET_INDEX = "fleet.json"
@@ -18,10 +18,12 @@ FLEET_INDEX = "fleet.json"
 
 def train_task(spec: TaskSpec, out: Path, force: bool, console: Console) -> dict:
     """Train one task's specialist according to its kind; returns its metrics."""
-    from smallfleet.tasks.classify import train_classifier
+    return kind_module(spec.kind).train(spec, out, force=force, console=console)
 
-    trainers = {"classify": train_classifier}
-    return trainers[spec.kind](spec, out, force=force, console=console)
+
+def headline(metrics: dict) -> dict:
+    """The scalar numbers of one split's metrics (what fleet.json keeps)."""
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def train_fleet(fleet: FleetSpec, out: Path, force: bool = False, console: Console | None = None, **overrides) -> dict:
@@ -49,9 +51,9 @@ def train_fleet(fleet: FleetSpec, out: Path, force: bool = False, console: Conso
             "kind": task.kind,
             "folder": task.name,
             "train_seconds": round(time.monotonic() - started, 1),
-            "metrics": {split: {k: m[k] for k in ("n", "accuracy", "macro_f1", "ece")} for split, m in metrics.items()},
+            "metrics": {split: headline(m) for split, m in metrics.items()},
         }
         write_json(out / FLEET_INDEX, index)
         if "test" in metrics:
-            print_classification_report(metrics["test"], console, title=f"{task.name}: test ({task.test})")
+            kind_module(task.kind).print_report(metrics["test"], console, title=f"{task.name}: test ({task.test})")
     return index

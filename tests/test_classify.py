@@ -122,3 +122,15 @@ def test_same_seed_gives_identical_weights(tmp_path, quickstart_data):
         heads.append(load_file(str(tmp_path / name / "head.safetensors")))
     assert heads[0].keys() == heads[1].keys()
     assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
+
+
+def test_match_label_maps_free_text_replies():
+    from smallfleet.tasks.classify import match_label
+
+    labels = ["card_arrival", "card", "refund_request"]
+    assert match_label("card_arrival", labels) == "card_arrival"
+    assert match_label("Card Arrival.", labels) == "card_arrival"
+    assert match_label("The label is: refund_request", labels) == "refund_request"
+    assert match_label("card", labels) == "card"
+    assert match_label("I am not sure", labels) is None
+    assert match_label("either refund_request or card_arrival", labels) is None

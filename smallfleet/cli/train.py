@@ -69,7 +69,7 @@ def command(fleet, kind, train_file, valid_file, test_file, text_field, label_fi
     )
     metrics = train_task(task, out, force, console)
     if "test" in metrics:
-        from smallfleet.eval.report import print_classification_report
+        from smallfleet.tasks.base import kind_module
 
-        print_classification_report(metrics["test"], console, title=f"{task.name}: test ({test_file})")
+        kind_module(kind).print_report(metrics["test"], console, title=f"{task.name}: test ({test_file})")
     console.print(f"[green]saved[/] {out}  (model card: {out / 'README.md'})")

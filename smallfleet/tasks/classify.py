@@ -8,6 +8,7 @@ specialist (weights, tokenizer, labels, settings, calibration, metrics, card).
 from __future__ import annotations
 
 import platform
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,9 +24,10 @@ from smallfleet.card import write_card
 from smallfleet.config import FieldMap, TaskSpec
 from smallfleet.data import Example, load_examples, stratified_split, validate_classification
 from smallfleet.eval.classification import classification_metrics
+from smallfleet.eval.report import print_classification_report
 from smallfleet.models.encoder import ENCODER_DIR, EncoderClassifier, load_base_encoder, pick_device
 from smallfleet.models.resolve import resolve_base_model
-from smallfleet.tasks.base import Prediction, Specialist
+from smallfleet.tasks.base import Answer, AnswerOptions, EscalationRequest, Prediction, Specialist
 from smallfleet.training.artifacts import MANIFEST, check_output, fingerprint_files, read_json, staged_folder, write_json
 from smallfleet.training.loop import fit
 
@@ -95,12 +97,48 @@ class ClassifySpecialist(Specialist):
             for vals, ix in zip(values, indices)
         ]
 
-    def confidence_curve(self) -> ConfidenceCurve:
-        """Validation accuracy-vs-confidence curve recorded at training time."""
-        return ConfidenceCurve.from_dict(read_json(self.folder / "calibration.json")["curve"])
+    def answer(self, texts: list[str], options: AnswerOptions | None = None) -> list[Answer]:
+        return [
+            Answer(content=p.label, confidence=p.confidence, detail={"top_k": p.to_dict()["top_k"]})
+            for p in self.predict(texts)
+        ]
+
+    def escalation_request(self, text: str) -> EscalationRequest:
+        labels = "\n".join(f"- {label}" for label in self.labels)
+        instruction = (
+            f"Classify the text for the task '{self.name}'. Answer with exactly one label from this list "
+            f"and nothing else:\n{labels}"
+        )
+        return EscalationRequest(
+            messages=[{"role": "system", "content": instruction}, {"role": "user", "content": text}]
+        )
+
+    def parse_escalation(self, reply: str) -> Answer | None:
+        label = match_label(reply, self.labels)
+        return None if label is None else Answer(content=label, confidence=1.0)
 
 
 SPECIALIST = ClassifySpecialist
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"[\W_]+", " ", text.lower()).strip()
+
+
+def match_label(reply: str, labels: list[str]) -> str | None:
+    """Map a model's free-text reply to one of `labels`, or None when it names none or several.
+
+    Accepts the exact label, a case/punctuation variant ("Card Arrival." -> card_arrival),
+    or a reply that mentions exactly one label as a whole phrase.
+    """
+    normalized = {_norm(label): label for label in labels}
+    reply_norm = _norm(reply)
+    if reply_norm in normalized:
+        return normalized[reply_norm]
+    found = {label for key, label in normalized.items() if key and re.search(rf"\b{re.escape(key)}\b", reply_norm)}
+    # a label that is a sub-phrase of another found label ("card" in "card arrival") does not count twice
+    found = {a for a in found if not any(a != b and _norm(a) in _norm(b) for b in found)}
+    return found.pop() if len(found) == 1 else None
 
 
 @dataclass
@@ -221,6 +259,33 @@ def train_classifier(spec: TaskSpec, out: Path, force: bool = False, console: Co
         write_json(tmp / "metrics.json", metrics)
         write_card(tmp, manifest, metrics, calibration)
     return metrics
+
+
+train = train_classifier
+
+
+def evaluate(specialist: ClassifySpecialist, data: Path, console: Console, **fields: str | None) -> dict:
+    """Score `specialist` on the labelled file `data` and print the report.
+
+    Args:
+        fields: `text` / `label` field names overriding those the specialist was trained with.
+    """
+    from smallfleet.data.validate import check_rows
+
+    trained = specialist.manifest.get("fields", {})
+    text_field = fields.get("text") or trained.get("text", "text")
+    label_field = fields.get("label") or trained.get("label", "label")
+    examples = load_examples(data, text_field, label_field)
+    check_rows(examples, str(data))
+    metrics = classification_metrics([ex.label for ex in examples], specialist.predict([ex.text for ex in examples]))
+    metrics["data"] = str(data)
+    print_classification_report(metrics, console, title=f"{specialist.name} on {data}")
+    return metrics
+
+
+def print_report(metrics: dict, console: Console, title: str) -> None:
+    """Print one split's metrics as written by `train`."""
+    print_classification_report(metrics, console, title=title)
 
 
 def _calibration_record(logits: torch.Tensor, gold: np.ndarray, temperature: float) -> dict:
