@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -24,6 +23,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from common import machine, update_results, write_json
+
 from smallfleet.calibration import expected_calibration_error
 from smallfleet.config import FieldMap, TaskSpec, TrainSettings, datasets_dir
 from smallfleet.data import load_examples, stratified_split
@@ -31,7 +32,6 @@ from smallfleet.eval.classification import classification_metrics
 from smallfleet.tasks import load_specialist
 from smallfleet.tasks.classify import compute_logits, train_classifier
 
-HERE = Path(__file__).resolve().parent
 LATENCY_SAMPLES = 300
 
 
@@ -118,18 +118,6 @@ def render_markdown(results: list[dict], env: dict) -> str:
     return "\n".join(lines)
 
 
-def update_results(section: str, body: str, path: Path = HERE / "RESULTS.md") -> None:
-    """Replace this benchmark's section of RESULTS.md, leaving the others as they are."""
-    start, end = f"<!-- {section}:start -->", f"<!-- {section}:end -->"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    block = f"{start}\n{body}\n{end}"
-    if start in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", choices=["banking77", "sms_spam"], action="append", help="Run only these datasets.")
@@ -146,14 +134,7 @@ def main() -> None:
         results = [
             measure(name, *data[name], settings, work, console) for name in (args.only or ["banking77", "sms_spam"])
         ]
-    env = {
-        "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "settings": f"epochs<={args.epochs}, seed {args.seed}",
-        "date": time.strftime("%Y-%m-%d"),
-    }
+    env = machine(settings=f"epochs<={args.epochs}, seed {args.seed}")
     table = Table(title="classification specialists (MiniLM)")
     for col in ("dataset", "accuracy", "macro-F1", "ECE", "acc@90%", "train", "texts/s", "p50 ms", "p95 ms"):
         table.add_column(col, justify="right")
@@ -164,8 +145,7 @@ def main() -> None:
             f"{r['throughput_texts_per_s']:.0f}", f"{r['latency_p50_ms']:.1f}", f"{r['latency_p95_ms']:.1f}",
         )  # fmt: skip
     Console(width=150).print(table)
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "classify.json").write_text(json.dumps({"env": env, "results": results}, indent=2) + "\n")
+    write_json("classify", {"env": env, "results": results})
     if not args.no_update:
         update_results("classify", render_markdown(results, env))
 
