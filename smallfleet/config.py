@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 import yaml
 
 from smallfleet.errors import ConfigError
 
 TASK_KINDS = ("classify",)
+TIER_KINDS = ("openai", "review")
 
 
 @dataclass
@@ -99,12 +100,95 @@ class TaskSpec:
     """Base model: a local folder or file, a packaged model name, or a hub id."""
     training: TrainSettings = field(default_factory=TrainSettings)
     """Fine-tuning settings."""
+    target: float = 0.95
+    """Accuracy the accepted answers must reach on validation; picks the escalation threshold."""
 
     def __post_init__(self) -> None:
+        if not 0 < self.target <= 1:
+            raise ConfigError(f"task {self.name!r}: target={self.target!r} must be in (0, 1]")
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
             raise ConfigError(f"task name {self.name!r} must be letters, digits, '-' or '_'")
         if self.kind not in TASK_KINDS:
             raise ConfigError(f"task {self.name!r}: unknown kind {self.kind!r} (known: {', '.join(TASK_KINDS)})")
+
+
+@dataclass
+class TierSpec:
+    """One escalation tier: an OpenAI-compatible endpoint or the human review queue."""
+
+    name: str
+    """Tier name, shown in responses and the request log."""
+    kind: str = "openai"
+    """`openai` (any OpenAI-compatible endpoint) or `review` (human review queue)."""
+    base_url: str = ""
+    """Endpoint root for `openai` tiers, e.g. https://api.openai.com/v1 or http://127.0.0.1:8080/v1."""
+    model: str = ""
+    """Model name sent upstream."""
+    api_key_env: str = ""
+    """Environment variable holding the upstream API key (keys are never read from files)."""
+    input_price: float = 0.0
+    """USD per million input tokens."""
+    output_price: float = 0.0
+    """USD per million output tokens."""
+    hour_usd: float = 0.0
+    """For self-hosted endpoints: USD per hour of the machine, costed from measured request time."""
+    timeout: float = 30.0
+    """Seconds before an upstream attempt is abandoned."""
+    retries: int = 2
+    """Retries after a timeout, connection error or 5xx, with exponential backoff."""
+
+    def __post_init__(self) -> None:
+        where = f"tier {self.name!r}"
+        if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
+            raise ConfigError(f"{where}: name must be letters, digits, '-' or '_'")
+        if self.kind not in TIER_KINDS:
+            raise ConfigError(f"{where}: unknown kind {self.kind!r} (known: {', '.join(TIER_KINDS)})")
+        if self.kind == "openai" and not (self.base_url and self.model):
+            raise ConfigError(f"{where}: an openai tier needs base_url and model")
+        if min(self.input_price, self.output_price, self.hour_usd) < 0 or self.timeout <= 0 or self.retries < 0:
+            raise ConfigError(f"{where}: prices, timeout and retries must not be negative")
+
+    def token_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """USD for a request of this size at this tier's token prices."""
+        return (prompt_tokens * self.input_price + completion_tokens * self.output_price) / 1e6
+
+
+@dataclass
+class RouterSpec:
+    """How the fleet's router (request -> task or `none`) is trained and trusted."""
+
+    out_of_scope: Path | None = None
+    """Optional file of texts no specialist should take (JSONL/CSV, field `text`); they teach the `none` route."""
+    text_field: str = "text"
+    """Text field of the out-of-scope file."""
+    target: float = 0.95
+    """Routing accuracy required on validation; less confident routes go to `none` (escalate)."""
+    max_per_task: int = 2000
+    """Most training texts taken from each task (keeps the router balanced and quick)."""
+    training: TrainSettings = field(default_factory=lambda: TrainSettings(epochs=3, valid_fraction=0.15))
+    """Fine-tuning settings of the router."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.target <= 1 or self.max_per_task < 10:
+            raise ConfigError("router: target must be in (0, 1] and max_per_task >= 10")
+
+
+@dataclass
+class ServingSpec:
+    """Gateway settings stored with the fleet; `smallfleet serve` flags override them."""
+
+    cpu_hour_usd: float = 0.04
+    """Price of one CPU core-hour; self-hosted answers cost measured core-seconds at this rate."""
+    gpu_hour_usd: float = 1.20
+    """Price of one GPU-hour when specialists run on a GPU."""
+    max_request_bytes: int = 1_000_000
+    """Largest request body accepted (413 above)."""
+    max_tokens: int = 4096
+    """Largest `max_tokens` a client may ask for (400 above)."""
+
+    def __post_init__(self) -> None:
+        if min(self.cpu_hour_usd, self.gpu_hour_usd) < 0 or self.max_request_bytes < 1024 or self.max_tokens < 1:
+            raise ConfigError("serving: prices must not be negative, max_request_bytes >= 1024, max_tokens >= 1")
 
 
 @dataclass
@@ -117,8 +201,17 @@ class FleetSpec:
     """The tasks, in order."""
     source: Path | None = None
     """The YAML file this spec was read from."""
+    tiers: list[TierSpec] = field(default_factory=list)
+    """Escalation tiers, tried in order when a specialist is unsure."""
+    router: RouterSpec = field(default_factory=RouterSpec)
+    """Router settings (a fleet of two or more tasks trains one)."""
+    serving: ServingSpec = field(default_factory=ServingSpec)
+    """Gateway settings: compute prices and request limits."""
 
     def __post_init__(self) -> None:
+        tier_names = [t.name for t in self.tiers]
+        if len(set(tier_names)) != len(tier_names):
+            raise ConfigError(f"{self.source or 'fleet'}: tier names must be unique")
         if not self.tasks:
             raise ConfigError(f"{self.source or 'fleet'}: 'tasks' is empty; declare at least one task")
         names = [t.name for t in self.tasks]
@@ -149,14 +242,35 @@ class FleetSpec:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping with 'name' and 'tasks' at the top level")
-        _reject_unknown(raw, {"name", "defaults", "tasks"}, f"{path}")
+        _reject_unknown(raw, {"name", "defaults", "tasks", "tiers", "router", "serving"}, f"{path}")
         defaults = raw.get("defaults") or {}
         _expect(defaults, dict, f"{path}: 'defaults'")
-        _reject_unknown(defaults, {"base", "training", "fields"}, f"{path}: defaults")
+        _reject_unknown(defaults, {"base", "training", "fields", "target"}, f"{path}: defaults")
         tasks_raw = raw.get("tasks")
         _expect(tasks_raw, list, f"{path}: 'tasks'")
         tasks = [_task_from_dict(item, defaults, path, i) for i, item in enumerate(tasks_raw)]
-        return cls(name=str(raw.get("name") or path.stem), tasks=tasks, source=path)
+        tiers_raw = raw.get("tiers") or []
+        _expect(tiers_raw, list, f"{path}: 'tiers'")
+        tiers = [_build(TierSpec, item, f"{path}: tiers[{i}]") for i, item in enumerate(tiers_raw)]
+        router_raw = dict(raw.get("router") or {})
+        _expect(router_raw, dict, f"{path}: 'router'")
+        router_training = _build(
+            TrainSettings,
+            {**asdict(RouterSpec().training), **(router_raw.pop("training", None) or {})},
+            f"{path}: router: training",
+        )
+        if "out_of_scope" in router_raw:
+            router_raw["out_of_scope"] = _data_path(router_raw["out_of_scope"], path.parent)
+        router = _build(RouterSpec, router_raw, f"{path}: router")
+        router.training = router_training
+        serving = _build(ServingSpec, raw.get("serving") or {}, f"{path}: serving")
+        name = str(raw.get("name") or path.stem)
+        try:
+            return cls(name=name, tasks=tasks, source=path, tiers=tiers, router=router, serving=serving)
+        except ConfigError as exc:
+            if str(exc).startswith(str(path)):
+                raise
+            raise ConfigError(f"{path}: {exc}") from None
 
 
 def _task_from_dict(item: Any, defaults: dict, path: Path, index: int) -> TaskSpec:
@@ -182,10 +296,13 @@ def _task_from_dict(item: Any, defaults: dict, path: Path, index: int) -> TaskSp
             training=_build(
                 TrainSettings, {**(defaults.get("training") or {}), **(item.get("training") or {})}, f"{where}: training"
             ),
+            target=float(item.get("target", defaults.get("target", 0.95))),
         )
     except ConfigError as exc:
         if str(exc).startswith(str(path)):
             raise
+        if str(exc).startswith("task "):  # TaskSpec already named the task
+            raise ConfigError(f"{path}: {exc}") from None
         raise ConfigError(f"{where}: {exc}") from None
 
 
@@ -195,8 +312,11 @@ def _build(cls: type, values: Any, where: str) -> Any:
     known = {f.name: f for f in fields(cls)}
     _reject_unknown(values, set(known), where)
     kwargs = {}
+    hints = get_type_hints(cls)
     for key, value in values.items():
-        typ = type(getattr(cls(), key))
+        typ = hints[key]
+        if get_args(typ):  # Optional[X] / X | None: the non-None member
+            typ = next(t for t in get_args(typ) if t is not type(None))
         try:
             kwargs[key] = typ(value)
             if typ is int and float(value) != kwargs[key]:

@@ -1,16 +1,18 @@
-"""Train every task of a fleet into one folder: `<out>/<task>/` per specialist and a
-`fleet.json` index that later tools (eval, serve) read."""
+"""Train every task of a fleet into one folder: `<out>/<task>/` per specialist, the
+router in `<out>/_router/` (two or more tasks), and a `fleet.json` index that later
+tools (eval, serve, costs) read. The index also carries the escalation tiers, the
+serving settings, and each task's cascade threshold."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from rich.console import Console
 
 from smallfleet.config import FleetSpec, TaskSpec
-from smallfleet.tasks.base import kind_module
+from smallfleet.tasks.base import kind_module, load_specialist
 from smallfleet.training.artifacts import check_output, read_json, write_json
 
 FLEET_INDEX = "fleet.json"
@@ -26,23 +28,33 @@ def headline(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
+def cascade_threshold(folder: Path, target: float) -> dict:
+    """The lowest confidence whose accepted validation answers still meet `target`, and the share accepted."""
+    threshold, coverage = load_specialist(folder).confidence_curve().threshold_for(target)
+    return {"target": target, "threshold": round(threshold, 6), "validation_coverage": round(coverage, 4)}
+
+
 def train_fleet(fleet: FleetSpec, out: Path, force: bool = False, console: Console | None = None, **overrides) -> dict:
-    """Train all tasks of `fleet` into `out`, printing each task's test evaluation.
+    """Train all tasks of `fleet` (and its router) into `out`, printing each task's test evaluation.
 
     Args:
         fleet: the parsed fleet spec.
-        out: fleet folder; each specialist goes to `out/<task name>`.
+        out: fleet folder; each specialist goes to `out/<task name>`, the router to `out/_router`.
         force: replace specialists already there.
         console: where progress and reports go.
         overrides: training settings that replace the spec's for every task (None = keep).
     """
+    from smallfleet.router import ROUTER_DIR, train_router
+
     console = console or Console(stderr=True)
-    for task in fleet.tasks:  # fail before any training if any output would be clobbered
-        check_output(out / task.name, force)
+    needs_router = len(fleet.tasks) > 1
+    for folder in [t.name for t in fleet.tasks] + ([ROUTER_DIR] if needs_router else []):
+        check_output(out / folder, force)  # fail before any training if any output would be clobbered
     out.mkdir(parents=True, exist_ok=True)
     index = {"name": fleet.name, "source": str(fleet.source), "tasks": {}}
     if (out / FLEET_INDEX).exists():
         index["tasks"] = read_json(out / FLEET_INDEX).get("tasks", {})
+    index.update(tiers=[asdict(t) for t in fleet.tiers], serving=asdict(fleet.serving), router=None)
     for task in fleet.tasks:
         task = replace(task, training=task.training.replace(**overrides))
         started = time.monotonic()
@@ -52,8 +64,29 @@ def train_fleet(fleet: FleetSpec, out: Path, force: bool = False, console: Conso
             "folder": task.name,
             "train_seconds": round(time.monotonic() - started, 1),
             "metrics": {split: headline(m) for split, m in metrics.items()},
+            "cascade": cascade_threshold(out / task.name, task.target),
         }
         write_json(out / FLEET_INDEX, index)
         if "test" in metrics:
             kind_module(task.kind).print_report(metrics["test"], console, title=f"{task.name}: test ({task.test})")
+    if needs_router:
+        started = time.monotonic()
+        metrics = train_router(fleet, out / ROUTER_DIR, force, console)
+        index["router"] = {
+            "folder": ROUTER_DIR,
+            "train_seconds": round(time.monotonic() - started, 1),
+            "metrics": {split: headline(m) for split, m in metrics.items()},
+            "cascade": cascade_threshold(out / ROUTER_DIR, fleet.router.target),
+            "out_of_scope": str(fleet.router.out_of_scope) if fleet.router.out_of_scope else None,
+        }
+        v = metrics["validation"]
+        console.print(f"router: validation accuracy {v['accuracy']:.3f} over {len(fleet.tasks)} tasks"
+                      f"{' + none' if fleet.router.out_of_scope else ''}")  # fmt: skip
+    write_json(out / FLEET_INDEX, index)
+    for name, entry in index["tasks"].items():
+        c = entry["cascade"]
+        console.print(
+            f"{name}: answers with confidence >= {c['threshold']:.3f} meet the {c['target']:.0%} target "
+            f"({c['validation_coverage']:.0%} of validation answered without escalation)"
+        )
     return index

@@ -30,14 +30,20 @@ def main() -> None:
       smallfleet train fleet.yaml --out runs/myfleet     train every task of a fleet
       smallfleet eval runs/myfleet/tickets --data test.jsonl
       smallfleet predict runs/myfleet/tickets --text "my card never arrived"
+      smallfleet serve runs/myfleet --port 8000           OpenAI-compatible gateway
+      smallfleet costs runs/myfleet                       spend vs an all-frontier baseline
     """
 
 
 def _register() -> None:
-    from smallfleet.cli import evaluate, models, predict, train
+    from smallfleet.cli import evaluate, keys, ledger, models, predict, review, serve, train
 
-    for module in (train, evaluate, predict, models):
+    for module in (train, evaluate, predict, serve, models):
         main.add_command(module.command)
+    main.add_command(ledger.logs_command)
+    main.add_command(ledger.costs_command)
+    main.add_command(review.group)
+    main.add_command(keys.group)
 
 
 _register()

@@ -1,0 +1,79 @@
+"""`smallfleet logs` and `smallfleet costs`: read the gateway's request log."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+_fleet = click.argument("fleet", type=click.Path(exists=True, file_okay=False, path_type=Path))
+_db = click.option("--db", "db_url", help="SQLAlchemy URL of the request log [default: $SMALLFLEET_DB or FLEET/smallfleet.db].")
+
+
+@click.command("logs")
+@_fleet
+@_db
+@click.option("--limit", default=20, show_default=True, help="Rows to show, newest first.")
+@click.option("--task", help="Only this task.")
+@click.option("--tier", help="Only requests answered by this tier (`specialist`, a tier name).")
+@click.option("--escalated/--not-escalated", default=None, help="Only escalated (or only local) requests.")
+@click.option("--errors", is_flag=True, help="Only failed requests.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
+def logs_command(fleet, db_url, limit, task, tier, escalated, errors, as_json):
+    """Show the latest requests the gateway answered for FLEET."""
+    from smallfleet.store import Database, database_url
+    from smallfleet.store.ledger import recent
+
+    rows = recent(Database(database_url(fleet, db_url)), limit, task, tier, escalated, errors)
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, default=str, ensure_ascii=False))
+        return
+    table = Table(title=f"last {len(rows)} requests")
+    for col in ("time", "task", "tier", "conf", "esc", "status", "ms", "cost $"):
+        table.add_column(col, no_wrap=True)
+    for col in ("input", "output / error"):
+        table.add_column(col, overflow="ellipsis", no_wrap=True, max_width=40)
+    for r in rows:
+        table.add_row(
+            str(r["created_at"])[5:19], r["task"] or "-", r["tier"] or "-",
+            "-" if r["confidence"] is None else f"{r['confidence']:.2f}", "yes" if r["escalated"] else "",
+            r["status"], f"{r['latency_ms']:.1f}" if r["latency_ms"] is not None else "-", f"{r['cost_usd']:.6f}",
+            r["input"] or "", r["error"] or r["output"] or "",
+        )  # fmt: skip
+    Console().print(table)
+
+
+@click.command("costs")
+@_fleet
+@_db
+@click.option("--since", help="Only days from this one on (YYYY-MM-DD).")
+@click.option("--json", "as_json", is_flag=True, help="Print the rollup as JSON.")
+def costs_command(fleet, db_url, since, as_json):
+    """Cost rollup of FLEET's request log: spend against sending everything to the frontier tier.
+
+    Totals, by task and by day: requests, escalations, spend, all-frontier spend
+    (what the most expensive configured tier would have charged) and the saving.
+    """
+    from smallfleet.store import Database, database_url
+    from smallfleet.store.ledger import rollup
+
+    summary = rollup(Database(database_url(fleet, db_url)), since)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    console = Console()
+    for title, groups in (("by task", summary["by_task"]), ("by day", summary["by_day"])):
+        table = Table(title=f"costs {title}")
+        for col in ("", "requests", "escalated", "rate", "errors", "spend $", "all-frontier $", "saving $", "saving %"):
+            table.add_column(col, justify="right")
+        for name, g in [*groups.items(), ("total", summary)]:
+            table.add_row(
+                name, str(g["requests"]), str(g["escalated"]), f"{g['escalation_rate']:.1%}", str(g["errors"]),
+                f"{g['cost_usd']:.6f}", f"{g['frontier_cost_usd']:.6f}", f"{g['saving_usd']:.6f}",
+                "-" if g["saving_pct"] is None else f"{g['saving_pct']:.1f}",
+            )  # fmt: skip
+        console.print(table)

@@ -1,0 +1,79 @@
+"""`smallfleet serve`: the OpenAI-compatible gateway over a trained fleet."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+
+@click.command("serve")
+@click.argument("fleet", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0 for all).")
+@click.option("--port", default=8000, show_default=True, help="TCP port.")
+@click.option("--db", "db_url", help="SQLAlchemy URL of the request log [default: $SMALLFLEET_DB or FLEET/smallfleet.db].")
+@click.option("--target", type=float, help="Accuracy target for every task's accepted answers (replaces the fleet's).")
+@click.option("--escalate-to", "escalate_url", help="Add an OpenAI-compatible tier at this base URL (e.g. https://api.openai.com/v1).")
+@click.option("--escalate-model", help="Model name for --escalate-to.")
+@click.option("--escalate-key-env", default="OPENAI_API_KEY", show_default=True, help="Environment variable with the --escalate-to API key.")
+@click.option("--escalate-input-price", type=float, default=0.0, help="--escalate-to USD per million input tokens.")
+@click.option("--escalate-output-price", type=float, default=0.0, help="--escalate-to USD per million output tokens.")
+@click.option("--cpu-hour-usd", type=float, help="Price of one CPU core-hour for costing specialist answers.")
+@click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+def command(fleet, host, port, db_url, target, escalate_url, escalate_model, escalate_key_env, escalate_input_price,
+            escalate_output_price, cpu_hour_usd, log_level):  # fmt: skip
+    """Serve FLEET (a folder made by `smallfleet train`, or one specialist folder) over HTTP.
+
+    \b
+    Endpoints (OpenAI protocol; the official clients work unchanged):
+      POST /v1/chat/completions   model "fleet" routes; "fleet/<task>" picks a task;
+                                  any other model name goes to the first openai tier
+      GET  /v1/models   /healthz   /metrics (Prometheus)
+
+    Each answer carries a `smallfleet` object (task, tier, confidence, escalated,
+    latency_ms, cost_usd, frontier_cost_usd) and is logged to the request log.
+    Client keys (`smallfleet keys create`) are required once any key exists.
+    """
+    import uvicorn
+
+    from smallfleet.config import TierSpec
+    from smallfleet.serve.app import create_app
+    from smallfleet.serve.fleet import ServedFleet
+    from smallfleet.store import Database, database_url
+
+    if bool(escalate_url) != bool(escalate_model):
+        raise click.UsageError("--escalate-to and --escalate-model go together")
+    console = Console(stderr=True)
+    with console.status("loading the fleet"):
+        served = ServedFleet.load(fleet, target=target)
+    if escalate_url:
+        served.tiers.insert(0, TierSpec(name="escalate", kind="openai", base_url=escalate_url, model=escalate_model,
+                                        api_key_env=escalate_key_env, input_price=escalate_input_price,
+                                        output_price=escalate_output_price))  # fmt: skip
+    if cpu_hour_usd is not None:
+        served.serving = replace(served.serving, cpu_hour_usd=cpu_hour_usd)
+    db = Database(database_url(fleet, db_url))
+    for task in served.tasks.values():
+        console.print(
+            f"task [bold]{task.name}[/] ({task.specialist.kind}): accept confidence >= {task.threshold:.3f} "
+            f"(target {task.target:.0%}, {task.coverage:.0%} of validation answered locally)"
+        )
+    if served.router:
+        console.print(f"router: {len(served.tasks)} tasks, route confidence >= {served.router.threshold:.3f}")
+    tiers = ", ".join(f"{t.name} ({t.kind})" for t in served.tiers) or "none (low-confidence answers are returned as is)"
+    console.print(f"escalation tiers: {tiers}")
+    console.print(f"request log: {db}")
+    console.print(f"[green]serving[/] http://{host}:{port}/v1  try:\n" + example_curl(host, port, served))
+    uvicorn.run(create_app(served, db), host=host, port=port, log_level=log_level, access_log=False)
+
+
+def example_curl(host: str, port: int, served) -> str:
+    """A ready-to-paste curl for this fleet."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    return (
+        f"  curl -s http://{shown}:{port}/v1/chat/completions -H 'Content-Type: application/json' \\\n"
+        f"    -d '{{\"model\": \"fleet\", \"messages\": [{{\"role\": \"user\", \"content\": "
+        f"\"I was charged twice for my order\"}}]}}'"
+    )

@@ -1,0 +1,136 @@
+"""The HTTP layer: FastAPI routes that parse, authenticate and hand over to the Gateway.
+
+No task- or model-specific logic lives here; see `gateway.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+
+from smallfleet.serve.fleet import ServedFleet
+from smallfleet.serve.gateway import Gateway, GatewayError
+from smallfleet.serve.metrics import GatewayMetrics
+from smallfleet.serve.protocol import ChatCompletionRequest, error_body, validation_message
+from smallfleet.serve.tiers import build_tiers
+from smallfleet.store import Database
+from smallfleet.store.keys import active_keys, hash_key
+from smallfleet.store.ledger import Ledger
+
+KEY_REFRESH_SECONDS = 2.0
+STREAM_PIECE = 16  # characters per streamed chunk of an answer computed whole
+
+
+class KeyCheck:
+    """Client-key verification against the hashes in the database, refreshed every few seconds."""
+
+    def __init__(self, db: Database):
+        self.db = db
+        self._keys: dict[str, str] = {}
+        self._loaded = 0.0
+
+    def keys(self) -> dict[str, str]:
+        if time.monotonic() - self._loaded > KEY_REFRESH_SECONDS:
+            self._keys, self._loaded = active_keys(self.db), time.monotonic()
+        return self._keys
+
+    def check(self, header: str | None) -> str | None:
+        """The key's name; None when keys are not in use. Raises GatewayError(401) for a missing or bad key."""
+        keys = self.keys()
+        if not keys:
+            return None
+        if not header or not header.startswith("Bearer "):
+            raise GatewayError(401, "this gateway requires an API key: send 'Authorization: Bearer <key>'",
+                               code="invalid_api_key")  # fmt: skip
+        name = keys.get(hash_key(header[7:].strip()))
+        if name is None:
+            raise GatewayError(401, "invalid or revoked API key", code="invalid_api_key")
+        return name
+
+
+def create_app(fleet: ServedFleet, db: Database) -> FastAPI:
+    """The gateway app for a loaded fleet, logging to `db`. Tiers and the ledger start with the app."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        client = httpx.AsyncClient(limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
+        ledger = Ledger(db)
+        app.state.gateway = Gateway(fleet, build_tiers(fleet.tiers, client), db, ledger, GatewayMetrics())
+        app.state.keys = KeyCheck(db)
+        try:
+            yield
+        finally:
+            await client.aclose()
+            ledger.close()
+            fleet.close()
+
+    app = FastAPI(title="smallfleet gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    @app.exception_handler(GatewayError)
+    async def _gateway_error(_request: Request, exc: GatewayError) -> JSONResponse:
+        kind = "invalid_request_error" if exc.status < 500 else "api_error"
+        extra = {"tried": exc.tried} if exc.tried else {}
+        return JSONResponse(error_body(exc.message, kind, exc.code, **extra), status_code=exc.status)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        gateway: Gateway = request.app.state.gateway
+        key_name = request.app.state.keys.check(request.headers.get("authorization"))
+        chat = await _parse(request, gateway.fleet.serving)
+        completion = await gateway.complete(chat, key_name)
+        if not chat.stream:
+            return JSONResponse(completion.response(chat.model))
+        content = completion.content
+        pieces = [content[i : i + STREAM_PIECE] for i in range(0, len(content), STREAM_PIECE)]
+        events = [f"data: {json.dumps(c)}\n\n" for c in completion.chunks(chat.model, pieces)] + ["data: [DONE]\n\n"]
+        return StreamingResponse(iter(events), media_type="text/event-stream")
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        request.app.state.keys.check(request.headers.get("authorization"))
+        names = request.app.state.gateway.models()
+        return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "smallfleet"} for n in names]}  # fmt: skip
+
+    @app.get("/healthz")
+    async def healthz(request: Request):
+        gateway: Gateway = request.app.state.gateway
+        return {"status": "ok", "fleet": gateway.fleet.name, "tasks": list(gateway.fleet.tasks),
+                "router": gateway.fleet.router is not None, "tiers": [t.name for t in gateway.tiers]}  # fmt: skip
+
+    @app.get("/metrics")
+    async def metrics(request: Request):
+        return Response(request.app.state.gateway.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return app
+
+
+async def _parse(request: Request, serving) -> ChatCompletionRequest:
+    """The request body as a validated ChatCompletionRequest, or a 4xx that says what is wrong."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > serving.max_request_bytes:
+        raise GatewayError(413, f"request body over the {serving.max_request_bytes}-byte limit")
+    body = await request.body()
+    if len(body) > serving.max_request_bytes:
+        raise GatewayError(413, f"request body over the {serving.max_request_bytes}-byte limit")
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GatewayError(400, f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise GatewayError(400, "request body must be a JSON object")
+    if not data.get("messages"):
+        raise GatewayError(400, "request has no messages: send at least one user message")
+    try:
+        chat = ChatCompletionRequest.model_validate(data)
+    except ValidationError as exc:
+        raise GatewayError(400, validation_message(exc)) from None
+    limit = chat.max_completion_tokens or chat.max_tokens
+    if limit and limit > serving.max_tokens:
+        raise GatewayError(400, f"max_tokens={limit} is over this gateway's limit of {serving.max_tokens}")
+    return chat

@@ -1,0 +1,76 @@
+"""One inference thread per model, batching the requests that arrive while it is busy.
+
+At low load a request runs alone at once (no waiting for a batch to fill); under
+concurrent load, requests queued during one forward pass go together into the next,
+which is what lets two CPU cores keep up with many clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+MAX_BATCH = 32
+
+
+class Batcher:
+    """Runs `fn(texts, options) -> results` on a dedicated thread; `submit` awaits one result."""
+
+    def __init__(self, fn: Callable[[list[str], Any], list], name: str, max_batch: int = MAX_BATCH):
+        self.fn = fn
+        self.max_batch = max_batch
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name=f"smallfleet-{name}", daemon=True)
+        self._thread.start()
+
+    async def submit(self, text: str, options: Any = None) -> tuple[Any, float]:
+        """The result for `text`, and this request's share of the batch's compute seconds."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put((text, options, loop, future))
+        return await future
+
+    def close(self) -> None:
+        self._queue.put(None)
+
+    def _run(self) -> None:
+        held: list = []  # items with other options than the batch being run; they go next
+        while True:
+            first = held.pop(0) if held else self._queue.get()
+            if first is None:
+                return
+            batch, rest = [first], []
+            for item in held:
+                (batch if item[1] == first[1] and len(batch) < self.max_batch else rest).append(item)
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    rest.append(None)
+                    break
+                (batch if item[1] == first[1] else rest).append(item)
+            held = rest
+            started = time.perf_counter()
+            try:
+                results = self.fn([item[0] for item in batch], first[1])
+                error = None
+            except Exception as exc:  # handed to every waiting request, which answers with a 5xx
+                results, error = [None] * len(batch), exc
+            share = (time.perf_counter() - started) / len(batch)
+            for (_, _, loop, future), result in zip(batch, results):
+                loop.call_soon_threadsafe(_settle, future, result, share, error)
+
+
+def _settle(future: asyncio.Future, result: Any, seconds: float, error: Exception | None) -> None:
+    if future.done():  # the client went away
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result((result, seconds))

@@ -1,0 +1,87 @@
+"""A fleet loaded for serving: its specialists (each behind an inference thread), the
+router, each task's cascade threshold, the tiers and the serving settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from smallfleet.config import ServingSpec, TierSpec
+from smallfleet.errors import SpecialistError
+from smallfleet.router import Router
+from smallfleet.serve.batching import Batcher
+from smallfleet.tasks.base import Specialist, load_specialist
+from smallfleet.training.artifacts import MANIFEST, read_json
+
+FLEET_INDEX = "fleet.json"
+DEFAULT_TARGET = 0.95
+
+
+@dataclass
+class ServedTask:
+    """One task as the gateway sees it."""
+
+    name: str
+    specialist: Specialist
+    batcher: Batcher
+    target: float
+    threshold: float
+    coverage: float
+
+
+class ServedFleet:
+    """Everything `smallfleet serve` needs from a fleet folder (or a single specialist folder)."""
+
+    def __init__(self, name: str, folder: Path, tasks: dict[str, ServedTask], router: Router | None,
+                 router_batcher: Batcher | None, tiers: list[TierSpec], serving: ServingSpec):  # fmt: skip
+        self.name = name
+        self.folder = folder
+        self.tasks = tasks
+        self.router = router
+        self.router_batcher = router_batcher
+        self.tiers = tiers
+        self.serving = serving
+
+    @classmethod
+    def load(cls, folder: Path, target: float | None = None) -> ServedFleet:
+        """Load a fleet folder (with fleet.json) or one specialist folder as a one-task fleet.
+
+        Args:
+            target: accuracy target for every task, replacing the ones stored with the fleet.
+        """
+        folder = Path(folder)
+        if (folder / FLEET_INDEX).is_file():
+            index = read_json(folder / FLEET_INDEX)
+        elif (folder / MANIFEST).is_file():
+            index = {"name": folder.name, "tasks": {read_json(folder / MANIFEST)["name"]: {"folder": "."}}}
+        else:
+            raise SpecialistError(f"{folder} holds neither a fleet ({FLEET_INDEX}) nor a specialist ({MANIFEST})")
+        tasks = {}
+        for name, entry in index["tasks"].items():
+            specialist = load_specialist(folder / entry["folder"])
+            goal = target or entry.get("cascade", {}).get("target", DEFAULT_TARGET)
+            threshold, coverage = specialist.confidence_curve().threshold_for(goal)
+            batcher = Batcher(specialist.answer, name)
+            tasks[name] = ServedTask(name, specialist, batcher, goal, threshold, coverage)
+        router = router_batcher = None
+        if index.get("router") and len(tasks) > 1:
+            entry = index["router"]
+            router = Router.load(folder / entry["folder"], entry["cascade"]["target"])
+            router_batcher = Batcher(lambda texts, _options: router.route(texts), "router")
+        tiers = [TierSpec(**t) for t in index.get("tiers", [])]
+        serving = ServingSpec(**index.get("serving", {}))
+        return cls(index.get("name", folder.name), folder, tasks, router, router_batcher, tiers, serving)
+
+    def compute_cost(self, seconds: float) -> float:
+        """USD for `seconds` of specialist inference on this machine (cores x time at the core-hour price)."""
+        if torch.cuda.is_available():
+            return seconds * self.serving.gpu_hour_usd / 3600
+        return seconds * torch.get_num_threads() * self.serving.cpu_hour_usd / 3600
+
+    def close(self) -> None:
+        for task in self.tasks.values():
+            task.batcher.close()
+        if self.router_batcher:
+            self.router_batcher.close()

@@ -1,0 +1,194 @@
+"""The gateway engine: route a request to a task, let its specialist answer, and escalate
+through the tiers when the answer is below the task's threshold. Every request, answered
+or failed, becomes one row of the request log."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+
+from smallfleet.serve.fleet import ServedFleet, ServedTask
+from smallfleet.serve.metrics import GatewayMetrics
+from smallfleet.serve.protocol import ChatCompletionRequest, Completion, estimate_prompt_tokens, estimate_tokens
+from smallfleet.serve.tiers import OpenAITier, ReviewTier, TierFailure
+from smallfleet.store import Database
+from smallfleet.store import reviews as review_queue
+from smallfleet.store.ledger import Ledger, new_row
+from smallfleet.tasks.base import Answer
+
+log = logging.getLogger("smallfleet.gateway")
+FLEET_MODEL = "fleet"
+SPECIALIST_TIER = "specialist"
+
+
+class GatewayError(Exception):
+    """A request the gateway could not answer: HTTP status, reason, and the tiers tried."""
+
+    def __init__(self, status: int, message: str, tried: list[str] | None = None, code: str | None = None,
+                 task: str | None = None):  # fmt: skip
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.tried = tried or []
+        self.code = code
+        self.task = task
+
+
+class Gateway:
+    """Answers chat-completion requests with the fleet and its tiers, logging each one."""
+
+    def __init__(self, fleet: ServedFleet, tiers: list[OpenAITier | ReviewTier], db: Database, ledger: Ledger,
+                 metrics: GatewayMetrics):  # fmt: skip
+        self.fleet = fleet
+        self.tiers = tiers
+        self.db = db
+        self.ledger = ledger
+        self.metrics = metrics
+        self.upstreams = [t for t in tiers if isinstance(t, OpenAITier)]
+
+    def models(self) -> list[str]:
+        """Model names clients may ask for."""
+        names = [FLEET_MODEL] + [f"{FLEET_MODEL}/{t}" for t in self.fleet.tasks]
+        return names + sorted({t.spec.model for t in self.upstreams} - set(names))
+
+    async def complete(self, request: ChatCompletionRequest, api_key: str | None = None) -> Completion:
+        """Answer one request; raises GatewayError with the status to return. Always logs the request."""
+        started = time.perf_counter()
+        text = request.input_text()
+        row = {"model": request.model, "api_key": api_key, "input": text}
+        try:
+            try:
+                completion = await self._dispatch(request, text)
+            except GatewayError:
+                raise
+            except Exception as exc:  # a specialist crashed: the client gets a 500 and the log keeps the request
+                log.exception("request failed")
+                raise GatewayError(500, f"internal error: {type(exc).__name__}: {exc}", code="internal_error") from exc
+        except GatewayError as exc:
+            latency = (time.perf_counter() - started) * 1000
+            self.ledger.record(new_row(**row, request_id="chatcmpl-" + uuid.uuid4().hex, task=exc.task,
+                                       status="error", http_status=exc.status, error=exc.message, tried=exc.tried,
+                                       latency_ms=latency, escalated=bool(exc.tried)))  # fmt: skip
+            self.metrics.observe(exc.task, "error", "error", bool(exc.tried), latency / 1000)
+            raise
+        completion.latency_ms = (time.perf_counter() - started) * 1000
+        self.ledger.record(
+            new_row(**row, request_id=completion.request_id, task=completion.task, tier=completion.tier,
+                    route_confidence=completion.route_confidence, confidence=completion.confidence,
+                    escalated=completion.escalated, status=completion.status, http_status=200,
+                    output=completion.content, prompt_tokens=completion.prompt_tokens,
+                    completion_tokens=completion.completion_tokens, latency_ms=completion.latency_ms,
+                    cost_usd=completion.cost_usd, frontier_cost_usd=completion.frontier_cost_usd,
+                    tried=completion.tried)  # fmt: skip
+        )
+        self.metrics.observe(completion.task, completion.tier, completion.status, completion.escalated,
+                             completion.latency_ms / 1000)  # fmt: skip
+        return completion
+
+    async def _dispatch(self, request: ChatCompletionRequest, text: str) -> Completion:
+        model = request.model
+        if model == FLEET_MODEL:
+            if len(self.fleet.tasks) == 1:
+                return await self._answer(next(iter(self.fleet.tasks.values())), request, text)
+            route, _ = await self.fleet.router_batcher.submit(text)
+            if route.task is None:
+                completion = await self._passthrough(request, text, self.tiers, escalated=True)
+            else:
+                completion = await self._answer(self.fleet.tasks[route.task], request, text)
+            completion.route_confidence = route.confidence
+            return completion
+        if model.startswith(FLEET_MODEL + "/"):
+            name = model.split("/", 1)[1]
+            if name not in self.fleet.tasks:
+                raise GatewayError(404, f"no task {name!r} in this fleet (tasks: {', '.join(self.fleet.tasks)})",
+                                   code="model_not_found")  # fmt: skip
+            return await self._answer(self.fleet.tasks[name], request, text)
+        if not self.upstreams:
+            raise GatewayError(404, f"unknown model {model!r}: this gateway serves {', '.join(self.models())}",
+                               code="model_not_found")  # fmt: skip
+        return await self._passthrough(request, text, self.upstreams[:1], escalated=False)
+
+    async def _answer(self, task: ServedTask, request: ChatCompletionRequest, text: str) -> Completion:
+        """The specialist answers; below the threshold (or invalid), the tiers are tried in order."""
+        answer, seconds = await task.batcher.submit(text, request.options())
+        own_cost = self.fleet.compute_cost(seconds)
+        escalation = task.specialist.escalation_request(text)
+        frontier = self._frontier_cost(escalation.messages, answer.content)
+        accepted = answer.valid and answer.confidence >= task.threshold
+        result = Completion(content=answer.content, tier=SPECIALIST_TIER, task=task.name, confidence=answer.confidence,
+                            accepted=accepted, cost_usd=own_cost, frontier_cost_usd=frontier,
+                            prompt_tokens=estimate_prompt_tokens([{"content": text}]),
+                            completion_tokens=estimate_tokens(answer.content))  # fmt: skip
+        if accepted or not self.tiers:
+            return result
+        body = {"messages": escalation.messages}
+        if escalation.response_format:
+            body["response_format"] = escalation.response_format
+        tried = []
+        for tier in self.tiers:
+            if isinstance(tier, ReviewTier):
+                return self._to_review(tier, task.name, text, answer, result, tried)
+            try:
+                reply = await tier.chat(body)
+            except TierFailure as exc:
+                tried.append(str(exc))
+                continue
+            mapped = task.specialist.parse_escalation(reply.content)
+            result.cost_usd += reply.cost_usd
+            if mapped is None:
+                tried.append(f"{tier.name}: reply could not be used as a {task.specialist.kind} answer")
+                continue
+            result.frontier_cost_usd = max(frontier, reply.cost_usd)
+            return self._escalated(result, tier.name, mapped.content, reply, tried)
+        raise GatewayError(502, "every escalation tier failed: " + "; ".join(tried), tried, code="upstream_failed",
+                           task=task.name)  # fmt: skip
+
+    async def _passthrough(self, request: ChatCompletionRequest, text: str, tiers: list, escalated: bool) -> Completion:
+        """No specialist fits: the client's own messages go to the tiers as they are."""
+        body = request.model_dump(exclude_none=True, exclude={"stream"})
+        messages = body["messages"]
+        tried = []
+        for tier in tiers:
+            if isinstance(tier, ReviewTier):
+                result = Completion(content="", tier=SPECIALIST_TIER, confidence=None, accepted=False,
+                                    frontier_cost_usd=self._frontier_cost(messages, ""))  # fmt: skip
+                return self._to_review(tier, None, text, None, result, tried)
+            try:
+                reply = await tier.chat(body)
+            except TierFailure as exc:
+                tried.append(str(exc))
+                continue
+            result = Completion(content="", tier=tier.name, escalated=escalated, cost_usd=reply.cost_usd,
+                                frontier_cost_usd=max(self._frontier_cost(messages, reply.content), reply.cost_usd))  # fmt: skip
+            return self._escalated(result, tier.name, reply.content, reply, tried, escalated=escalated)
+        if not tried:
+            raise GatewayError(404, "no specialist fits this request and no escalation tier is configured",
+                               code="no_route")  # fmt: skip
+        raise GatewayError(502, "every upstream tier failed: " + "; ".join(tried), tried, code="upstream_failed")
+
+    def _escalated(self, result: Completion, tier: str, content: str, reply, tried: list[str],
+                   escalated: bool = True) -> Completion:  # fmt: skip
+        result.content = content
+        result.tier = tier
+        result.escalated = escalated
+        result.tried = tried
+        result.prompt_tokens = reply.prompt_tokens or result.prompt_tokens
+        result.completion_tokens = reply.completion_tokens
+        result.finish_reason = reply.finish_reason
+        return result
+
+    def _to_review(self, tier: ReviewTier, task: str | None, text: str, answer: Answer | None, result: Completion,
+                   tried: list[str]) -> Completion:  # fmt: skip
+        review_id = review_queue.enqueue(self.db, result.request_id, task, text,
+                                         answer.content if answer else None, answer.confidence if answer else None)  # fmt: skip
+        result.tier = tier.name
+        result.escalated = True
+        result.status = "pending"
+        result.tried = tried
+        result.review = {"id": review_id, "status": review_queue.PENDING}
+        return result
+
+    def _frontier_cost(self, messages: list[dict], content: str) -> float:
+        """What the most expensive configured upstream tier would charge for this request."""
+        return max((t.estimate_cost(messages, content) for t in self.upstreams), default=0.0)

@@ -1,0 +1,30 @@
+"""Prometheus metrics of one gateway: requests, escalations and latency by task and tier."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class GatewayMetrics:
+    """Counters and a latency histogram on a registry of their own (one per app, so tests can run several)."""
+
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        labels = ("task", "tier", "status")
+        self.requests = Counter("smallfleet_requests", "Chat-completion requests.", labels, registry=self.registry)
+        self.escalations = Counter("smallfleet_escalations", "Requests escalated past the specialist.",
+                                   ("task", "tier"), registry=self.registry)  # fmt: skip
+        self.latency = Histogram("smallfleet_request_latency_seconds", "Time to answer a request.", ("task", "tier"),
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)  # fmt: skip
+
+    def observe(self, task: str | None, tier: str, status: str, escalated: bool, seconds: float) -> None:
+        task = task or "none"
+        self.requests.labels(task, tier, status).inc()
+        if escalated:
+            self.escalations.labels(task, tier).inc()
+        self.latency.labels(task, tier).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,166 @@
+"""Request and response shapes of the OpenAI chat-completions protocol, and the
+`smallfleet` object every response carries."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from smallfleet.tasks.base import AnswerOptions
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        """The message's text; content parts of type `text` are joined."""
+        if isinstance(self.content, list):
+            return "\n".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
+        return self.content or ""
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    stop: str | list[str] | None = None
+    response_format: dict[str, Any] | None = None
+
+    @field_validator("messages")
+    @classmethod
+    def _has_user_message(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
+        if not any(m.role == "user" and m.text().strip() for m in messages):
+            raise ValueError("messages must include a user message with text")
+        return messages
+
+    def input_text(self) -> str:
+        """The last user message: what a specialist answers."""
+        return next(m.text() for m in reversed(self.messages) if m.role == "user" and m.text().strip())
+
+    def options(self) -> AnswerOptions:
+        stop = [self.stop] if isinstance(self.stop, str) else self.stop
+        json_mode = (self.response_format or {}).get("type") in ("json_object", "json_schema")
+        return AnswerOptions(
+            max_tokens=self.max_completion_tokens or self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=stop,
+            json_mode=json_mode,
+        )
+
+
+def validation_message(exc: ValidationError) -> str:
+    """One readable line per problem: `messages.0.role: Field required`."""
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def error_body(message: str, kind: str = "invalid_request_error", code: str | None = None, **extra) -> dict:
+    """The OpenAI error shape, which the official clients turn into their exception types."""
+    return {"error": {"message": message, "type": kind, "code": code, "param": None, **extra}}
+
+
+@dataclass
+class Completion:
+    """What the gateway answered for one request, and how."""
+
+    content: str
+    tier: str
+    task: str | None = None
+    confidence: float | None = None
+    route_confidence: float | None = None
+    escalated: bool = False
+    accepted: bool = True
+    status: Literal["ok", "pending"] = "ok"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    frontier_cost_usd: float = 0.0
+    latency_ms: float = 0.0
+    tried: list[str] = field(default_factory=list)
+    review: dict | None = None
+    finish_reason: str = "stop"
+    request_id: str = field(default_factory=lambda: "chatcmpl-" + uuid.uuid4().hex)
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def smallfleet(self) -> dict:
+        out = {
+            "task": self.task,
+            "tier": self.tier,
+            "confidence": None if self.confidence is None else round(self.confidence, 6),
+            "escalated": self.escalated,
+            "accepted": self.accepted,
+            "latency_ms": round(self.latency_ms, 3),
+            "cost_usd": round(self.cost_usd, 10),
+            "frontier_cost_usd": round(self.frontier_cost_usd, 10),
+        }
+        if self.route_confidence is not None:
+            out["route_confidence"] = round(self.route_confidence, 6)
+        if self.tried:
+            out["tried"] = self.tried
+        if self.review:
+            out["review"] = self.review
+        return out
+
+    def usage(self) -> dict:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+    def response(self, model: str) -> dict:
+        """A `chat.completion` object."""
+        return {
+            "id": self.request_id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": self.content},
+                    "finish_reason": self.finish_reason,
+                    "logprobs": None,
+                }
+            ],
+            "usage": self.usage(),
+            "smallfleet": self.smallfleet(),
+        }
+
+    def chunks(self, model: str, pieces: list[str]) -> list[dict]:
+        """`chat.completion.chunk` objects: the role, the content pieces, then the finish with usage and smallfleet."""
+        base = {"id": self.request_id, "object": "chat.completion.chunk", "created": self.created, "model": model}
+
+        def chunk(delta: dict, finish: str | None = None, **extra) -> dict:
+            return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
+
+        out = [chunk({"role": "assistant", "content": ""})]
+        out += [chunk({"content": p}) for p in pieces if p]
+        out.append(chunk({}, self.finish_reason, usage=self.usage(), smallfleet=self.smallfleet()))
+        return out
+
+
+def estimate_tokens(text: str) -> int:
+    """Rough token count (~4 characters per token for English) for costing requests no upstream counted."""
+    return max(1, (len(text) + 3) // 4)
+
+
+def estimate_prompt_tokens(messages: list[dict]) -> int:
+    return sum(estimate_tokens(str(m.get("content") or "")) + 4 for m in messages) + 2

@@ -1,0 +1,143 @@
+"""The request log and cost ledger: a background writer the gateway hands rows to, and
+the queries behind `smallfleet logs` and `smallfleet costs`.
+
+Rows are queued in memory and written in batches by one thread, so a response never
+waits for the database; a failing write is retried rather than dropped, and `close()`
+flushes everything still queued.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from datetime import datetime, timezone
+
+from sqlalchemy import Integer, case, func, select
+
+from smallfleet.store.db import Database
+
+log = logging.getLogger("smallfleet.ledger")
+BATCH = 512
+RETRY_SECONDS = 0.5
+
+
+def new_row(**values) -> dict:
+    """A request-log row with the time fields filled in."""
+    now = datetime.now(timezone.utc)
+    row = {"created_at": now, "day": now.strftime("%Y-%m-%d"), "escalated": False, "cost_usd": 0.0,
+           "frontier_cost_usd": 0.0, **values}  # fmt: skip
+    if isinstance(row.get("tried"), list):
+        row["tried"] = json.dumps(row["tried"])
+    return row
+
+
+class Ledger:
+    """Writes request rows in the background; call `close()` to flush."""
+
+    def __init__(self, db: Database):
+        self.db = db
+        self._queue: queue.Queue[dict | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="smallfleet-ledger", daemon=True)
+        self._thread.start()
+        self.written = 0
+
+    def record(self, row: dict) -> None:
+        """Queue one row (see `new_row`) for writing."""
+        self._queue.put(row)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Block until every row queued so far is written."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            batch = [self._queue.get()]
+            while len(batch) < BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            stop = batch[-1] is None
+            rows = [r for r in batch if r is not None]
+            while rows:
+                try:
+                    with self.db.engine.begin() as conn:
+                        conn.execute(self.db.requests.insert(), rows)
+                    self.written += len(rows)
+                    break
+                except Exception:  # keep the rows and retry: losing the log is worse than a late write
+                    log.exception("request log write failed; retrying in %.1fs", RETRY_SECONDS)
+                    time.sleep(RETRY_SECONDS)
+            for _ in batch:
+                self._queue.task_done()
+
+
+def rollup(db: Database, since: str | None = None) -> dict:
+    """Totals, and the same by task and by day: requests, escalations, spend, all-frontier spend, saving."""
+    r = db.requests
+
+    def summarize(row) -> dict:
+        cost, frontier = float(row.cost_usd or 0), float(row.frontier_cost_usd or 0)
+        return {
+            "requests": int(row.requests),
+            "escalated": int(row.escalated or 0),
+            "escalation_rate": round((row.escalated or 0) / row.requests, 4) if row.requests else 0.0,
+            "errors": int(row.errors or 0),
+            "cost_usd": round(cost, 6),
+            "frontier_cost_usd": round(frontier, 6),
+            "saving_usd": round(frontier - cost, 6),
+            "saving_pct": round(100 * (frontier - cost) / frontier, 2) if frontier else None,
+            "p50_latency_ms": None,
+        }
+
+    columns = [
+        func.count().label("requests"),
+        func.sum(r.c.escalated.cast(Integer)).label("escalated"),
+        func.sum(case((r.c.status == "error", 1), else_=0)).label("errors"),
+        func.sum(r.c.cost_usd).label("cost_usd"),
+        func.sum(r.c.frontier_cost_usd).label("frontier_cost_usd"),
+    ]
+    where = [r.c.day >= since] if since else []
+    with db.engine.connect() as conn:
+        total = summarize(conn.execute(select(*columns).where(*where)).one())
+        by_task = {
+            (row.task or "(none)"): summarize(row)
+            for row in conn.execute(select(r.c.task, *columns).where(*where).group_by(r.c.task).order_by(r.c.task))
+        }
+        by_day = {
+            row.day: summarize(row)
+            for row in conn.execute(select(r.c.day, *columns).where(*where).group_by(r.c.day).order_by(r.c.day))
+        }
+        latencies = sorted(x for (x,) in conn.execute(select(r.c.latency_ms).where(*where)) if x is not None)
+    if latencies:
+        total["p50_latency_ms"] = round(latencies[len(latencies) // 2], 2)
+    for part in [*by_task.values(), *by_day.values()]:
+        part.pop("p50_latency_ms")
+    return {**total, "by_task": by_task, "by_day": by_day}
+
+
+def recent(db: Database, limit: int = 20, task: str | None = None, tier: str | None = None,
+           escalated: bool | None = None, errors: bool = False) -> list[dict]:  # fmt: skip
+    """The latest request rows, newest first, filtered as asked."""
+    r = db.requests
+    query = select(r).order_by(r.c.id.desc()).limit(limit)
+    if task:
+        query = query.where(r.c.task == task)
+    if tier:
+        query = query.where(r.c.tier == tier)
+    if escalated is not None:
+        query = query.where(r.c.escalated == escalated)
+    if errors:
+        query = query.where(r.c.status == "error")
+    with db.engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(query)]

@@ -1,0 +1,143 @@
+"""Append-only, numbered schema migrations. Never edit one that has shipped: add the next.
+
+Each migration is a function taking a Connection; `migrate` applies the missing ones in
+order, each in its own transaction, and records it in `schema_migrations`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    select,
+)
+
+MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = []
+
+
+def migration(number: int, name: str):
+    def register(fn: Callable[[Connection], None]):
+        assert not MIGRATIONS or MIGRATIONS[-1][0] == number - 1, "migrations must be numbered consecutively"
+        MIGRATIONS.append((number, name, fn))
+        return fn
+
+    return register
+
+
+def _ledger_table(meta: MetaData) -> Table:
+    return Table(
+        "schema_migrations",
+        meta,
+        Column("version", Integer, primary_key=True, autoincrement=False),
+        Column("name", String(200), nullable=False),
+        Column("applied_at", DateTime(timezone=True), nullable=False),
+    )
+
+
+@migration(1, "request log")
+def _requests(conn: Connection) -> None:
+    meta = MetaData()
+    table = Table(
+        "requests",
+        meta,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("request_id", String(40), nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("day", String(10), nullable=False),
+        Column("api_key", String(100)),
+        Column("model", String(200)),
+        Column("task", String(100)),
+        Column("route_confidence", Float),
+        Column("tier", String(100)),
+        Column("confidence", Float),
+        Column("escalated", Boolean, nullable=False, default=False),
+        Column("status", String(20), nullable=False),
+        Column("http_status", Integer, nullable=False),
+        Column("input", Text),
+        Column("output", Text),
+        Column("prompt_tokens", Integer),
+        Column("completion_tokens", Integer),
+        Column("latency_ms", Float),
+        Column("cost_usd", Float, nullable=False, default=0.0),
+        Column("frontier_cost_usd", Float, nullable=False, default=0.0),
+        Column("tried", Text),
+        Column("error", Text),
+    )
+    Index("ix_requests_day", table.c.day)
+    Index("ix_requests_task", table.c.task)
+    meta.create_all(conn)
+
+
+@migration(2, "client api keys")
+def _keys(conn: Connection) -> None:
+    meta = MetaData()
+    Table(
+        "api_keys",
+        meta,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("name", String(100), nullable=False, unique=True),
+        Column("prefix", String(16), nullable=False),
+        Column("key_hash", String(64), nullable=False, unique=True),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("revoked_at", DateTime(timezone=True)),
+    )
+    meta.create_all(conn)
+
+
+@migration(3, "human review queue")
+def _reviews(conn: Connection) -> None:
+    meta = MetaData()
+    table = Table(
+        "reviews",
+        meta,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("request_id", String(40), nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("task", String(100)),
+        Column("input", Text, nullable=False),
+        Column("guess", Text),
+        Column("confidence", Float),
+        Column("status", String(20), nullable=False),
+        Column("answer", Text),
+        Column("answered_at", DateTime(timezone=True)),
+        Column("reviewer", String(100)),
+    )
+    Index("ix_reviews_status", table.c.status)
+    meta.create_all(conn)
+
+
+def applied(engine: Engine) -> list[int]:
+    """Versions already applied to the database behind `engine`."""
+    meta = MetaData()
+    table = _ledger_table(meta)
+    with engine.begin() as conn:
+        meta.create_all(conn)
+        return [row[0] for row in conn.execute(select(table.c.version).order_by(table.c.version))]
+
+
+def migrate(engine: Engine) -> list[int]:
+    """Apply every missing migration in order; returns the versions applied now."""
+    done = set(applied(engine))
+    table = _ledger_table(MetaData())
+    new = []
+    for number, name, fn in MIGRATIONS:
+        if number in done:
+            continue
+        with engine.begin() as conn:
+            fn(conn)
+            conn.execute(table.insert().values(version=number, name=name, applied_at=datetime.now(timezone.utc)))
+        new.append(number)
+    return new
