@@ -43,11 +43,36 @@ def ticket_task(data: Path, **training) -> TaskSpec:
     )
 
 
-@pytest.fixture(scope="session")
-def ticket_specialist(tmp_path_factory, quickstart_data) -> Path:
-    """A real MiniLM support-ticket specialist, trained once for the whole session."""
-    from smallfleet.tasks.classify import train_classifier
+def review_task(data: Path, **training) -> TaskSpec:
+    """The quickstart review-sentiment task (CSV) with short training for tests."""
+    return TaskSpec(
+        name="review_sentiment",
+        train=data / "reviews_train.csv",
+        test=data / "reviews_test.csv",
+        fields=FieldMap(text="review", label="rating_label"),
+        training=TrainSettings(epochs=4, **training),
+    )
 
-    out = tmp_path_factory.mktemp("specialists") / "support_ticket"
-    train_classifier(ticket_task(quickstart_data), out)
+
+@pytest.fixture(scope="session")
+def fleet_dir(tmp_path_factory, quickstart_data) -> Path:
+    """The quickstart's two tasks and their router (with out-of-scope texts), trained once per session,
+    with the human review queue as the last escalation tier."""
+    from smallfleet.config import FleetSpec, RouterSpec, TierSpec
+    from smallfleet.fleet import train_fleet
+
+    spec = FleetSpec(
+        name="testfleet",
+        tasks=[ticket_task(quickstart_data), review_task(quickstart_data)],
+        tiers=[TierSpec(name="human", kind="review")],
+        router=RouterSpec(out_of_scope=quickstart_data / "out_of_scope.jsonl", training=TrainSettings(epochs=3)),
+    )
+    out = tmp_path_factory.mktemp("fleet") / "testfleet"
+    train_fleet(spec, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def ticket_specialist(fleet_dir) -> Path:
+    """A real MiniLM support-ticket specialist (the test fleet's), trained once for the whole session."""
+    return fleet_dir / "support_ticket"

@@ -23,12 +23,17 @@ def group():
 @_db
 @click.option("--all", "show_all", is_flag=True, help="Include answered items.")
 @click.option("--task", help="Only this task.")
-def list_command(fleet, db_url, show_all, task):
+@click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
+def list_command(fleet, db_url, show_all, task, as_json):
     """List pending review items (oldest first) with the specialist's guess."""
     from smallfleet.store import Database, database_url
     from smallfleet.store.reviews import items
 
     rows = items(Database(database_url(fleet, db_url)), None if show_all else "pending", task)
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row, default=str, ensure_ascii=False))
+        return
     table = Table(title=f"{len(rows)} review item(s)")
     for col in ("id", "task", "status", "guess", "conf", "answer", "input"):
         table.add_column(col, overflow="fold")

@@ -15,6 +15,8 @@ from rich.console import Console
 @click.option("--port", default=8000, show_default=True, help="TCP port.")
 @click.option("--db", "db_url", help="SQLAlchemy URL of the request log [default: $SMALLFLEET_DB or FLEET/smallfleet.db].")
 @click.option("--target", type=float, help="Accuracy target for every task's accepted answers (replaces the fleet's).")
+@click.option("--threshold", "thresholds", multiple=True, metavar="TASK=VALUE",
+              help="Set a task's confidence threshold by hand (repeatable); above 1 escalates every request.")
 @click.option("--escalate-to", "escalate_url", help="Add an OpenAI-compatible tier at this base URL (e.g. https://api.openai.com/v1).")
 @click.option("--escalate-model", help="Model name for --escalate-to.")
 @click.option("--escalate-key-env", default="OPENAI_API_KEY", show_default=True, help="Environment variable with the --escalate-to API key.")
@@ -22,7 +24,7 @@ from rich.console import Console
 @click.option("--escalate-output-price", type=float, default=0.0, help="--escalate-to USD per million output tokens.")
 @click.option("--cpu-hour-usd", type=float, help="Price of one CPU core-hour for costing specialist answers.")
 @click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
-def command(fleet, host, port, db_url, target, escalate_url, escalate_model, escalate_key_env, escalate_input_price,
+def command(fleet, host, port, db_url, target, thresholds, escalate_url, escalate_model, escalate_key_env, escalate_input_price,
             escalate_output_price, cpu_hour_usd, log_level):  # fmt: skip
     """Serve FLEET (a folder made by `smallfleet train`, or one specialist folder) over HTTP.
 
@@ -45,9 +47,18 @@ def command(fleet, host, port, db_url, target, escalate_url, escalate_model, esc
 
     if bool(escalate_url) != bool(escalate_model):
         raise click.UsageError("--escalate-to and --escalate-model go together")
+    manual = {}
+    for item in thresholds:
+        task, sep, value = item.partition("=")
+        try:
+            manual[task] = float(value)
+        except ValueError:
+            raise click.BadParameter(f"{item!r}: expected TASK=VALUE, e.g. tickets=0.8", param_hint="--threshold") from None
+        if not sep or manual[task] < 0:
+            raise click.BadParameter(f"{item!r}: expected TASK=VALUE with VALUE >= 0", param_hint="--threshold")
     console = Console(stderr=True)
     with console.status("loading the fleet"):
-        served = ServedFleet.load(fleet, target=target)
+        served = ServedFleet.load(fleet, target=target, thresholds=manual)
     if escalate_url:
         served.tiers.insert(0, TierSpec(name="escalate", kind="openai", base_url=escalate_url, model=escalate_model,
                                         api_key_env=escalate_key_env, input_price=escalate_input_price,

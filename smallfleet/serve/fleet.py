@@ -45,12 +45,14 @@ class ServedFleet:
         self.serving = serving
 
     @classmethod
-    def load(cls, folder: Path, target: float | None = None) -> ServedFleet:
+    def load(cls, folder: Path, target: float | None = None, thresholds: dict[str, float] | None = None) -> ServedFleet:
         """Load a fleet folder (with fleet.json) or one specialist folder as a one-task fleet.
 
         Args:
             target: accuracy target for every task, replacing the ones stored with the fleet.
+            thresholds: task -> confidence threshold set by hand (overrides the target; above 1 escalates all).
         """
+        thresholds = dict(thresholds or {})
         folder = Path(folder)
         if (folder / FLEET_INDEX).is_file():
             index = read_json(folder / FLEET_INDEX)
@@ -63,8 +65,14 @@ class ServedFleet:
             specialist = load_specialist(folder / entry["folder"])
             goal = target or entry.get("cascade", {}).get("target", DEFAULT_TARGET)
             threshold, coverage = specialist.confidence_curve().threshold_for(goal)
+            if name in thresholds:
+                curve = specialist.confidence_curve()
+                threshold = thresholds.pop(name)
+                coverage = float((curve.confidence >= threshold).mean()) if len(curve.confidence) else 0.0
             batcher = Batcher(specialist.answer, name)
             tasks[name] = ServedTask(name, specialist, batcher, goal, threshold, coverage)
+        if thresholds:
+            raise SpecialistError(f"--threshold names unknown task(s) {', '.join(thresholds)} (tasks: {', '.join(tasks)})")
         router = router_batcher = None
         if index.get("router") and len(tasks) > 1:
             entry = index["router"]

@@ -1,0 +1,207 @@
+"""The gateway as a client sees it: a real `smallfleet serve` process on loopback, driven
+with the official `openai` client, escalating to a fake OpenAI-protocol upstream."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+
+import httpx
+import openai
+import pytest
+
+from fake_upstream import FakeUpstream
+from gateway_process import GatewayProcess
+
+UPSTREAM_KEY = "sk-test-upstream-secret-123"
+TICKET = "I was charged twice for order 88412, please refund the extra payment"
+REVIEW = "Stopped charging after a week and support never answered."
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    with FakeUpstream() as fake:
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def gateway(fleet_dir, upstream, tmp_path_factory):
+    """support_ticket always answers locally, review_sentiment always escalates: fake upstream, then review."""
+    db = tmp_path_factory.mktemp("db") / "log.db"
+    args = ["--db", f"sqlite:///{db}", "--escalate-to", upstream.base_url, "--escalate-model", "frontier-model",
+            "--escalate-key-env", "UPSTREAM_KEY", "--escalate-input-price", "2.5", "--escalate-output-price", "10",
+            "--threshold", "support_ticket=0", "--threshold", "review_sentiment=2"]  # fmt: skip
+    with GatewayProcess(fleet_dir, *args, env={"UPSTREAM_KEY": UPSTREAM_KEY}) as proc:
+        proc.db = db
+        yield proc
+
+
+@pytest.fixture
+def client(gateway):
+    return openai.OpenAI(base_url=gateway.base_url, api_key="unused", max_retries=0)
+
+
+def extra(response) -> dict:
+    return response.model_extra["smallfleet"]
+
+
+def ask(client, model: str, text: str, **kw):
+    return client.chat.completions.create(model=model, messages=[{"role": "user", "content": text}], **kw)
+
+
+def test_accepted_answer_comes_from_the_specialist(client, fleet_dir):
+    r = ask(client, "fleet/support_ticket", TICKET)
+    sf = extra(r)
+    assert r.choices[0].message.content == "billing"
+    assert sf["tier"] == "specialist" and sf["task"] == "support_ticket" and not sf["escalated"]
+    assert 0 < sf["confidence"] <= 1 and sf["latency_ms"] > 0
+    assert sf["cost_usd"] > 0  # self-hosted compute is never free
+    assert sf["frontier_cost_usd"] > sf["cost_usd"]  # what frontier-model would have charged
+    assert r.usage.completion_tokens >= 1
+
+
+def test_router_sends_requests_to_their_task_and_out_of_scope_ones_upstream(client, upstream):
+    upstream.mode = "echo"
+    assert extra(ask(client, "fleet", TICKET))["task"] == "support_ticket"
+    assert extra(ask(client, "fleet", "The blender is loud but crushes ice perfectly. Five stars."))["task"] == "review_sentiment"
+    r = ask(client, "fleet", "Write a short poem about the first snow of winter.")
+    assert extra(r)["task"] is None and extra(r)["escalated"] and extra(r)["tier"] == "escalate"
+    assert r.choices[0].message.content.startswith("upstream: Write a short poem")
+
+
+def test_escalation_asks_upstream_with_the_label_list_and_maps_the_reply(client, upstream):
+    upstream.mode = "reply:Negative."
+    upstream.calls.clear()
+    r = ask(client, "fleet/review_sentiment", REVIEW)
+    sf = extra(r)
+    assert r.choices[0].message.content == "negative"
+    assert sf["escalated"] and sf["tier"] == "escalate" and sf["task"] == "review_sentiment"
+    assert sf["cost_usd"] == pytest.approx((100 * 2.5 + 10 * 10) / 1e6, rel=0.05)  # upstream tokens x prices (+ local compute)
+    sent = upstream.calls[-1]
+    assert sent["body"]["model"] == "frontier-model"
+    system = sent["body"]["messages"][0]["content"]
+    assert all(label in system for label in ("negative", "neutral", "positive"))
+    assert sent["authorization"] == f"Bearer {UPSTREAM_KEY}"  # the key comes from the named environment variable
+
+
+def test_unusable_reply_falls_through_to_the_review_queue_and_back_into_training_data(client, upstream, gateway, fleet_dir, tmp_path):
+    upstream.mode = "reply:I cannot tell, sorry"
+    r = ask(client, "fleet/review_sentiment", "It arrived. It is a kettle.")
+    sf = extra(r)
+    assert sf["tier"] == "human" and sf["review"]["status"] == "pending"
+    assert r.choices[0].message.content in ("negative", "neutral", "positive")  # the specialist's best guess
+    assert "could not be used" in sf["tried"][0]
+    item = str(sf["review"]["id"])
+    db = ["--db", f"sqlite:///{gateway.db}"]
+    cli = [sys.executable, "-m", "smallfleet", "review"]
+    listed = subprocess.run([*cli, "list", str(fleet_dir), *db, "--json"], capture_output=True, text=True, check=True)
+    pending = {row["id"]: row for row in map(json.loads, listed.stdout.splitlines())}
+    assert pending[int(item)]["input"] == "It arrived. It is a kettle." and pending[int(item)]["status"] == "pending"
+    bad = subprocess.run([*cli, "answer", str(fleet_dir), item, "meh", *db], capture_output=True, text=True)
+    assert bad.returncode == 1 and "not a label of task 'review_sentiment'" in bad.stderr
+    subprocess.run([*cli, "answer", str(fleet_dir), item, "neutral", *db], check=True, capture_output=True)
+    out = tmp_path / "feedback.jsonl"
+    subprocess.run([*cli, "export", str(fleet_dir), "--task", "review_sentiment", "--out", str(out), *db], check=True,
+                   capture_output=True)  # fmt: skip
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {"review": "It arrived. It is a kettle.", "rating_label": "neutral"} in rows
+
+
+def test_failing_upstream_is_retried_then_the_next_tier_answers(client, upstream):
+    upstream.mode = "fail"
+    upstream.calls.clear()
+    r = ask(client, "fleet/review_sentiment", REVIEW)
+    assert extra(r)["tier"] == "human"
+    assert len(upstream.calls) == 3  # 1 try + 2 retries (the tier default)
+    assert "HTTP 500 (3 attempts)" in extra(r)["tried"][0]
+
+
+def test_passthrough_with_a_failing_upstream_is_a_502_that_says_what_was_tried(client, upstream):
+    upstream.mode = "fail"
+    with pytest.raises(openai.APIStatusError) as err:
+        ask(client, "gpt-something", "hello")
+    assert err.value.status_code == 502
+    assert "escalate: HTTP 500" in err.value.message
+    upstream.mode = "echo"
+    assert ask(client, "gpt-something", "hello").choices[0].message.content == "upstream: hello"
+
+
+def test_streaming_gives_the_same_answer_in_chunks(client):
+    plain = ask(client, "fleet/support_ticket", TICKET).choices[0].message.content
+    chunks = list(ask(client, "fleet/support_ticket", TICKET, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == plain
+    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert chunks[-1].model_extra["smallfleet"]["task"] == "support_ticket"
+
+
+def test_bad_requests_get_a_4xx_with_the_reason(gateway, client):
+    url = gateway.base_url + "/chat/completions"
+    r = httpx.post(url, content=b"{not json")
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]["message"]
+    r = httpx.post(url, json={"model": "fleet"})
+    assert r.status_code == 400 and "no messages" in r.json()["error"]["message"]
+    r = httpx.post(url, json={"model": "fleet", "messages": [{"role": "system", "content": "hi"}]})
+    assert r.status_code == 400 and "user message" in r.json()["error"]["message"]
+    r = httpx.post(url, json={"model": "fleet", "messages": [{"role": "user", "content": "x"}], "max_tokens": 10**6})
+    assert r.status_code == 400 and "max_tokens" in r.json()["error"]["message"]
+    r = httpx.post(url, content=b"x" * 2_000_000)
+    assert r.status_code == 413
+    with pytest.raises(openai.NotFoundError) as err:
+        ask(client, "fleet/nope", "x")
+    assert "support_ticket" in err.value.message and "review_sentiment" in err.value.message
+
+
+def test_models_health_and_metrics(gateway, client):
+    ids = [m.id for m in client.models.list()]
+    assert ids[:3] == ["fleet", "fleet/support_ticket", "fleet/review_sentiment"] and "frontier-model" in ids
+    assert httpx.get(gateway.base_url[:-3] + "/healthz").json()["tiers"] == ["escalate", "human"]
+    ask(client, "fleet/support_ticket", TICKET)
+    metrics = httpx.get(gateway.base_url[:-3] + "/metrics").text
+    assert 'smallfleet_requests_total{status="ok",task="support_ticket",tier="specialist"}' in metrics
+    assert "smallfleet_escalations_total" in metrics and "smallfleet_request_latency_seconds_bucket" in metrics
+
+
+def test_ledger_rows_and_totals_match_the_responses(fleet_dir, upstream, tmp_path):
+    upstream.mode = "reply:positive"
+    db = tmp_path / "ledger.db"
+    args = ["--db", f"sqlite:///{db}", "--escalate-to", upstream.base_url, "--escalate-model", "m",
+            "--escalate-input-price", "2.5", "--escalate-output-price", "10", "--threshold", "review_sentiment=2"]  # fmt: skip
+    with GatewayProcess(fleet_dir, *args) as gw:
+        c = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
+        answers = [extra(ask(c, "fleet/support_ticket", TICKET)) for _ in range(3)]
+        answers += [extra(ask(c, "fleet/review_sentiment", REVIEW)) for _ in range(2)]
+    costs = json.loads(subprocess.run([sys.executable, "-m", "smallfleet", "costs", str(fleet_dir), "--db",
+                                       f"sqlite:///{db}", "--json"], capture_output=True, text=True, check=True).stdout)  # fmt: skip
+    assert costs["requests"] == 5 and costs["escalated"] == 2
+    assert costs["cost_usd"] == pytest.approx(sum(a["cost_usd"] for a in answers), rel=1e-3)
+    assert costs["frontier_cost_usd"] == pytest.approx(sum(a["frontier_cost_usd"] for a in answers), rel=1e-3)
+    assert costs["by_task"]["support_ticket"]["requests"] == 3
+    assert costs["saving_usd"] > 0
+    rows = sqlite3.connect(db).execute("select task, tier, status, input, output, latency_ms from requests").fetchall()
+    assert len(rows) == 5 and all(r[2] == "ok" and r[5] > 0 for r in rows)
+    assert ("support_ticket", "specialist", "ok", TICKET, "billing") in [r[:5] for r in rows]
+
+
+def test_keys_auth_and_restart_keep_the_log(fleet_dir, tmp_path):
+    db = f"sqlite:///{tmp_path / 'auth.db'}"
+    cli = [sys.executable, "-m", "smallfleet", "keys"]
+    key = subprocess.run([*cli, "create", str(fleet_dir), "ci", "--db", db], capture_output=True, text=True,
+                         check=True).stdout.strip()  # fmt: skip
+    assert key.startswith("sf-")
+    listed = subprocess.run([*cli, "list", str(fleet_dir), "--db", db], capture_output=True, text=True, check=True)
+    assert "ci" in listed.stdout and key not in listed.stdout
+    for round_ in (1, 2):  # the second round is a restart on the same database
+        with GatewayProcess(fleet_dir, "--db", db) as gw:
+            with pytest.raises(openai.AuthenticationError):
+                ask(openai.OpenAI(base_url=gw.base_url, api_key="sf-wrong", max_retries=0), "fleet", TICKET)
+            good = openai.OpenAI(base_url=gw.base_url, api_key=key, max_retries=0)
+            assert ask(good, "fleet/support_ticket", TICKET).choices[0].message.content == "billing"
+        con = sqlite3.connect(tmp_path / "auth.db")
+        assert con.execute("select count(*), min(api_key), max(api_key) from requests").fetchone() == (round_, "ci", "ci")
+        assert not con.execute("select count(*) from api_keys where key_hash = ?", (key,)).fetchone()[0]
+        assert key not in gw.output()
+    subprocess.run([*cli, "revoke", str(fleet_dir), "ci", "--db", db], check=True, capture_output=True)
+    with GatewayProcess(fleet_dir, "--db", db) as gw:  # no active key left: open again
+        assert ask(openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0), "fleet/support_ticket", TICKET)
