@@ -16,12 +16,14 @@ import time
 from datetime import datetime, timezone
 
 from sqlalchemy import Integer, case, func, select
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from smallfleet.store.db import Database
 
 log = logging.getLogger("smallfleet.ledger")
 BATCH = 512
 RETRY_SECONDS = 0.5
+CLOSE_RETRY = 30.0  # at shutdown, how long to keep retrying an unreachable database
 
 
 def new_row(**values) -> dict:
@@ -68,18 +70,31 @@ class Ledger:
                 except queue.Empty:
                     break
             stop = batch[-1] is None
-            rows = [r for r in batch if r is not None]
-            while rows:
-                try:
-                    with self.db.engine.begin() as conn:
-                        conn.execute(self.db.requests.insert(), rows)
-                    self.written += len(rows)
-                    break
-                except Exception:  # keep the rows and retry: losing the log is worse than a late write
-                    log.exception("request log write failed; retrying in %.1fs", RETRY_SECONDS)
-                    time.sleep(RETRY_SECONDS)
+            self._write([r for r in batch if r is not None], give_up=time.monotonic() + (CLOSE_RETRY if stop else 1e12))
             for _ in batch:
                 self._queue.task_done()
+
+    def _write(self, rows: list[dict], give_up: float) -> None:
+        """Insert `rows`; retry while the database is unreachable or locked, row by row when some row is bad."""
+        while rows:
+            try:
+                with self.db.engine.begin() as conn:
+                    conn.execute(self.db.requests.insert(), rows)
+                self.written += len(rows)
+                return
+            except OperationalError:  # database down or locked: keep the rows and retry
+                if time.monotonic() > give_up:
+                    break
+                log.exception("request log write failed; retrying in %.1fs", RETRY_SECONDS)
+                time.sleep(RETRY_SECONDS)
+            except SQLAlchemyError:  # some row the database refuses: store the others, report that one
+                if len(rows) == 1:
+                    break
+                for row in rows:
+                    self._write([row], give_up)
+                return
+        for row in rows:  # never silently lost: the row goes to the server log in full
+            log.error("request log row could not be stored: %s", json.dumps(row, default=str))
 
 
 def rollup(db: Database, since: str | None = None) -> dict:

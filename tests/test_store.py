@@ -1,0 +1,102 @@
+"""The gateway database: numbered migrations, the background ledger, rollups, keys, and the
+same log shared by two gateway processes on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import openai
+import pytest
+from sqlalchemy import inspect
+
+from fake_upstream import free_port
+from gateway_process import GatewayProcess
+from smallfleet.store import Database
+from smallfleet.store.keys import active_keys, create_key, hash_key, revoke_key
+from smallfleet.store.ledger import Ledger, new_row, rollup
+from smallfleet.store.migrations import MIGRATIONS
+
+
+def test_migrations_apply_once_in_order_on_a_fresh_database(tmp_path):
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    first = Database(url)
+    assert first.applied_now == [n for n, _, _ in MIGRATIONS] == [1, 2, 3]
+    assert {"requests", "api_keys", "reviews", "schema_migrations"} <= set(inspect(first.engine).get_table_names())
+    assert Database(url).applied_now == []  # reopening applies nothing
+    with first.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_ledger_writes_every_row_and_rolls_up_by_task_and_day(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'l.db'}")
+    ledger = Ledger(db)
+    for i in range(250):
+        ledger.record(new_row(request_id=f"r{i}", status="ok", http_status=200, task="a" if i % 5 else "b",
+                              escalated=i % 10 == 0, cost_usd=0.001, frontier_cost_usd=0.01, latency_ms=float(i)))  # fmt: skip
+    ledger.close()
+    totals = rollup(db)
+    assert totals["requests"] == 250 and totals["escalated"] == 25
+    assert totals["by_task"]["b"]["requests"] == 50
+    assert totals["cost_usd"] == pytest.approx(0.25) and totals["saving_usd"] == pytest.approx(2.25)
+    assert totals["saving_pct"] == pytest.approx(90.0)
+    assert list(totals["by_day"]) == [time.strftime("%Y-%m-%d", time.gmtime())]
+
+
+def test_keys_are_stored_hashed_and_revocable(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'k.db'}")
+    key = create_key(db, "svc")
+    assert active_keys(db) == {hash_key(key): "svc"}
+    assert key.encode() not in (tmp_path / "k.db").read_bytes()
+    revoke_key(db, "svc")
+    assert active_keys(db) == {}
+
+
+@pytest.fixture
+def postgres():
+    """A throwaway PostgreSQL server on a loopback port (skipped where PostgreSQL is not installed)."""
+    initdb = shutil.which("initdb")
+    if initdb is None:
+        pytest.skip("PostgreSQL server binaries (initdb) not installed")
+    pytest.importorskip("psycopg")
+    # PostgreSQL refuses to run as root: as root, run it as the `postgres` user in a folder it can reach
+    tmp_path = Path(tempfile.mkdtemp(prefix="smallfleet-pg-"))
+    data = tmp_path / "pg"
+    data.mkdir()
+    runas = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if runas:
+        shutil.chown(data, "postgres")
+        shutil.chown(tmp_path, "postgres")
+    port = free_port()
+    subprocess.run([*runas, initdb, "-D", str(data), "-U", "postgres", "--auth=trust"], check=True, capture_output=True)
+    subprocess.run([*runas, shutil.which("pg_ctl"), "-D", str(data), "-o", f"-p {port} -k {tmp_path} -h 127.0.0.1",
+                    "-l", str(tmp_path / "pg.log"), "-w", "start"], check=True, capture_output=True)  # fmt: skip
+    yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    subprocess.run([*runas, shutil.which("pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_two_gateways_share_one_postgresql_log(postgres, fleet_dir):
+    db = Database(postgres)
+    assert db.applied_now == [1, 2, 3]
+    with GatewayProcess(fleet_dir, "--db", postgres) as a, GatewayProcess(fleet_dir, "--db", postgres) as b:
+        for gw in (a, b, a):
+            client = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
+            client.chat.completions.create(model="fleet/support_ticket", messages=[{"role": "user", "content": "refund me"}])
+    totals = rollup(db)
+    assert totals["requests"] == 3 and totals["by_task"]["support_ticket"]["requests"] == 3
+
+
+def test_a_row_the_database_refuses_does_not_block_the_others(tmp_path, caplog):
+    db = Database(f"sqlite:///{tmp_path / 'bad.db'}")
+    ledger = Ledger(db)
+    ledger.record(new_row(request_id="good-1", status="ok", http_status=200))
+    ledger.record(new_row(request_id="bad", status=None, http_status=200))  # violates NOT NULL
+    ledger.record(new_row(request_id="good-2", status="ok", http_status=200))
+    ledger.close()
+    assert rollup(db)["requests"] == 2
+    assert any("could not be stored" in r.message and '"bad"' in r.message for r in caplog.records)
