@@ -5,12 +5,13 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # torch is pinned to the CPU build available on this machine; unpinned, pip pulls multi-GB CUDA wheels
 TORCH  ?= torch==2.13.0
+PORT   ?= 8000
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 # wider report tables when output goes to a pipe or CI log (rich defaults to 80 columns there)
 export COLUMNS ?= 120
 
-.PHONY: setup quickstart test test-fast bench clean
+.PHONY: setup quickstart test test-fast bench bench-venv-litellm bench-gateway clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed  ## create the virtual environment and install smallfleet + test tools
 
-quickstart: setup  ## train the two-task demo fleet on shipped examples, print its evaluation, predict
+quickstart: setup  ## train the demo fleet (2 tasks + router), evaluate, predict, then serve it on :8000
 	$(BIN)/smallfleet train examples/quickstart/fleet.yaml --out runs/quickstart --force
 	$(BIN)/smallfleet predict runs/quickstart/support_ticket \
 		--text "I was charged twice for order 88412, please refund the extra payment" \
@@ -28,6 +29,7 @@ quickstart: setup  ## train the two-task demo fleet on shipped examples, print i
 	$(BIN)/smallfleet predict runs/quickstart/review_sentiment \
 		--text "Stopped charging after a week and support never answered." \
 		--text "Does what it says, nothing more, nothing less."
+	$(BIN)/smallfleet serve runs/quickstart --port $(PORT)
 
 test: setup  ## run the test suite (real models on shipped data; shared datasets when present)
 	$(BIN)/python -m pytest
@@ -35,5 +37,14 @@ test: setup  ## run the test suite (real models on shipped data; shared datasets
 bench: setup  ## classification benchmark on the shared datasets (about 11 minutes on 2 cores)
 	$(BIN)/python bench/classify.py
 
+.venv-litellm/bin/litellm:
+	$(PYTHON) -m venv .venv-litellm
+	.venv-litellm/bin/pip install --quiet "litellm[proxy]"
+
+bench-venv-litellm: .venv-litellm/bin/litellm  ## LiteLLM proxy in its own venv (the gateway benchmark's anchor)
+
+bench-gateway: setup bench-venv-litellm  ## gateway latency/throughput vs LiteLLM (about 3 minutes)
+	$(BIN)/python bench/gateway.py
+
 clean:
-	rm -rf runs $(VENV)
+	rm -rf runs $(VENV) .venv-litellm

@@ -76,11 +76,12 @@ def command(fleet, host, port, db_url, target, thresholds, escalate_url, escalat
     tiers = ", ".join(f"{t.name} ({t.kind})" for t in served.tiers) or "none (low-confidence answers are returned as is)"
     console.print(f"escalation tiers: {tiers}")
     console.print(f"request log: {db}")
-    console.print(f"[green]serving[/] http://{host}:{port}/v1  try:\n" + example_curl(host, port, served))
+    console.print(f"[green]serving[/] http://{host}:{port}/v1 (Ctrl-C stops). Try:")
+    click.echo(example_curl(host, port), err=True)  # not through rich: a wrapped curl cannot be pasted
     uvicorn.run(create_app(served, db), host=host, port=port, log_level=log_level, access_log=False)
 
 
-def example_curl(host: str, port: int, served) -> str:
+def example_curl(host: str, port: int) -> str:
     """A ready-to-paste curl for this fleet."""
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     return (
