@@ -4,6 +4,7 @@ behaviour and read `FakeUpstream.calls` to see what the gateway sent."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -37,7 +38,7 @@ class FakeUpstream:
             if self.mode == "fail":
                 return JSONResponse({"error": {"message": "upstream exploded"}}, status_code=500)
             if self.mode == "slow":
-                time.sleep(3)
+                await asyncio.sleep(3)
             if self.mode.startswith("reply:"):
                 content = self.mode.split(":", 1)[1]
             else:

@@ -118,6 +118,18 @@ def test_failing_upstream_is_retried_then_the_next_tier_answers(client, upstream
     assert "HTTP 500 (3 attempts)" in extra(r)["tried"][0]
 
 
+def test_upstream_timeouts_are_retried_then_the_next_tier_answers(fleet_dir, upstream, tmp_path):
+    upstream.mode = "slow"
+    upstream.calls.clear()
+    args = ["--db", f"sqlite:///{tmp_path / 't.db'}", "--escalate-to", upstream.base_url, "--escalate-model", "m",
+            "--escalate-timeout", "0.5", "--escalate-retries", "1", "--threshold", "review_sentiment=2"]  # fmt: skip
+    with GatewayProcess(fleet_dir, *args) as gw:
+        c = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
+        sf = extra(ask(c, "fleet/review_sentiment", REVIEW))
+    assert sf["tier"] == "human" and sf["tried"] == ["escalate: timed out after 0.5s (2 attempts)"]
+    assert len(upstream.calls) == 2
+
+
 def test_passthrough_with_a_failing_upstream_is_a_502_that_says_what_was_tried(client, upstream):
     upstream.mode = "fail"
     with pytest.raises(openai.APIStatusError) as err:
@@ -182,6 +194,10 @@ def test_ledger_rows_and_totals_match_the_responses(fleet_dir, upstream, tmp_pat
     rows = sqlite3.connect(db).execute("select task, tier, status, input, output, latency_ms from requests").fetchall()
     assert len(rows) == 5 and all(r[2] == "ok" and r[5] > 0 for r in rows)
     assert ("support_ticket", "specialist", "ok", TICKET, "billing") in [r[:5] for r in rows]
+    out = tmp_path / "flywheel.jsonl"
+    subprocess.run([sys.executable, "-m", "smallfleet", "logs", str(fleet_dir), "--db", f"sqlite:///{db}", "--task",
+                    "review_sentiment", "--export", str(out)], check=True, capture_output=True)  # fmt: skip
+    assert [json.loads(x) for x in out.read_text().splitlines()] == [{"review": REVIEW, "rating_label": "positive"}] * 2
 
 
 def test_keys_auth_and_restart_keep_the_log(fleet_dir, tmp_path):

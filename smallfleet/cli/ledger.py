@@ -22,12 +22,25 @@ _db = click.option("--db", "db_url", help="SQLAlchemy URL of the request log [de
 @click.option("--escalated/--not-escalated", default=None, help="Only escalated (or only local) requests.")
 @click.option("--errors", is_flag=True, help="Only failed requests.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
-def logs_command(fleet, db_url, limit, task, tier, escalated, errors, as_json):
-    """Show the latest requests the gateway answered for FLEET."""
+@click.option("--export", "export_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write --task's escalated requests that an upstream tier answered as labelled JSONL (training data).")
+def logs_command(fleet, db_url, limit, task, tier, escalated, errors, as_json, export_file):
+    """Show the latest requests the gateway answered for FLEET.
+
+    With --export and --task, write the requests of that task that escalated and were
+    answered upstream as labelled rows in the task's own field names, so the bigger
+    model's answers become training data for the next version of the specialist.
+    """
     from smallfleet.store import Database, database_url
     from smallfleet.store.ledger import recent
 
-    rows = recent(Database(database_url(fleet, db_url)), limit, task, tier, escalated, errors)
+    db = Database(database_url(fleet, db_url))
+    if export_file:
+        if not task:
+            raise click.UsageError("--export needs --task")
+        _export(db, fleet, task, export_file)
+        return
+    rows = recent(db, limit, task, tier, escalated, errors)
     if as_json:
         for row in rows:
             click.echo(json.dumps(row, default=str, ensure_ascii=False))
@@ -77,3 +90,24 @@ def costs_command(fleet, db_url, since, as_json):
                 "-" if g["saving_pct"] is None else f"{g['saving_pct']:.1f}",
             )  # fmt: skip
         console.print(table)
+
+
+def _export(db, fleet: Path, task: str, out: Path) -> None:
+    from sqlalchemy import select
+
+    from smallfleet.training.artifacts import read_json
+
+    r = db.requests
+    query = select(r.c.input, r.c.output).where(
+        r.c.task == task, r.c.escalated.is_(True), r.c.status == "ok", r.c.tier != "specialist"
+    )
+    manifest = fleet / task / "specialist.json"
+    fields = read_json(manifest).get("fields", {}) if manifest.is_file() else {}
+    text_field, label_field = fields.get("text", "text"), fields.get("label", "label")
+    with db.engine.connect() as conn:
+        rows = conn.execute(query.order_by(r.c.id)).all()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as f:
+        for text, answer in rows:
+            f.write(json.dumps({text_field: text, label_field: answer}, ensure_ascii=False) + "\n")
+    click.echo(f"wrote {len(rows)} upstream-answered example(s) of {task} to {out}")

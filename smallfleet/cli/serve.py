@@ -22,10 +22,12 @@ from rich.console import Console
 @click.option("--escalate-key-env", default="OPENAI_API_KEY", show_default=True, help="Environment variable with the --escalate-to API key.")
 @click.option("--escalate-input-price", type=float, default=0.0, help="--escalate-to USD per million input tokens.")
 @click.option("--escalate-output-price", type=float, default=0.0, help="--escalate-to USD per million output tokens.")
+@click.option("--escalate-timeout", type=float, default=30.0, show_default=True, help="--escalate-to seconds per attempt.")
+@click.option("--escalate-retries", type=int, default=2, show_default=True, help="--escalate-to retries after a timeout or 5xx.")
 @click.option("--cpu-hour-usd", type=float, help="Price of one CPU core-hour for costing specialist answers.")
 @click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 def command(fleet, host, port, db_url, target, thresholds, escalate_url, escalate_model, escalate_key_env, escalate_input_price,
-            escalate_output_price, cpu_hour_usd, log_level):  # fmt: skip
+            escalate_output_price, escalate_timeout, escalate_retries, cpu_hour_usd, log_level):  # fmt: skip
     """Serve FLEET (a folder made by `smallfleet train`, or one specialist folder) over HTTP.
 
     \b
@@ -62,7 +64,8 @@ def command(fleet, host, port, db_url, target, thresholds, escalate_url, escalat
     if escalate_url:
         served.tiers.insert(0, TierSpec(name="escalate", kind="openai", base_url=escalate_url, model=escalate_model,
                                         api_key_env=escalate_key_env, input_price=escalate_input_price,
-                                        output_price=escalate_output_price))  # fmt: skip
+                                        output_price=escalate_output_price, timeout=escalate_timeout,
+                                        retries=escalate_retries))  # fmt: skip
     if cpu_hour_usd is not None:
         served.serving = replace(served.serving, cpu_hour_usd=cpu_hour_usd)
     db = Database(database_url(fleet, db_url))
