@@ -20,10 +20,9 @@ import time
 from pathlib import Path
 
 import torch
+from common import machine, update_results, write_json
 from rich.console import Console
 from rich.table import Table
-
-from common import machine, update_results, write_json
 
 from smallfleet.calibration import expected_calibration_error
 from smallfleet.config import FieldMap, TaskSpec, TrainSettings, datasets_dir

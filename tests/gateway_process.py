@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from fake_upstream import free_port
 
 

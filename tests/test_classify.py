@@ -9,8 +9,8 @@ import time
 
 import pytest
 import torch
-
 from conftest import ticket_task
+
 from smallfleet.errors import DataError, ModelNotFoundError, SpecialistError
 from smallfleet.tasks import load_specialist
 from smallfleet.tasks.classify import train_classifier
@@ -79,11 +79,10 @@ def test_failure_while_saving_leaves_previous_folder_and_no_partials(tmp_path):
     with staged_folder(out) as tmp:
         (tmp / "specialist.json").write_text("{}")
         (tmp / "weights").write_text("v1")
-    with pytest.raises(RuntimeError):
-        with staged_folder(out, force=True) as tmp:
-            (tmp / "specialist.json").write_text("{}")
-            (tmp / "weights").write_text("v2-half-written")
-            raise RuntimeError("disk full")
+    with pytest.raises(RuntimeError), staged_folder(out, force=True) as tmp:
+        (tmp / "specialist.json").write_text("{}")
+        (tmp / "weights").write_text("v2-half-written")
+        raise RuntimeError("disk full")
     assert (out / "weights").read_text() == "v1"
     assert [p.name for p in tmp_path.iterdir()] == ["spec"]
 

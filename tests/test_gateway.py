@@ -11,7 +11,6 @@ import sys
 import httpx
 import openai
 import pytest
-
 from fake_upstream import FakeUpstream
 from gateway_process import GatewayProcess
 
@@ -221,3 +220,11 @@ def test_keys_auth_and_restart_keep_the_log(fleet_dir, tmp_path):
     subprocess.run([*cli, "revoke", str(fleet_dir), "ci", "--db", db], check=True, capture_output=True)
     with GatewayProcess(fleet_dir, "--db", db) as gw:  # no active key left: open again
         assert ask(openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0), "fleet/support_ticket", TICKET)
+
+
+def test_a_single_specialist_folder_serves_as_a_one_task_fleet(ticket_specialist, tmp_path):
+    with GatewayProcess(ticket_specialist, "--db", f"sqlite:///{tmp_path / 'one.db'}") as gw:
+        c = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
+        r = ask(c, "fleet", TICKET)
+        assert r.choices[0].message.content == "billing" and extra(r)["task"] == "support_ticket"
+        assert [m.id for m in c.models.list()] == ["fleet", "fleet/support_ticket"]

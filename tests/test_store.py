@@ -12,10 +12,10 @@ from pathlib import Path
 
 import openai
 import pytest
-from sqlalchemy import inspect
-
 from fake_upstream import free_port
 from gateway_process import GatewayProcess
+from sqlalchemy import inspect
+
 from smallfleet.store import Database
 from smallfleet.store.keys import active_keys, create_key, hash_key, revoke_key
 from smallfleet.store.ledger import Ledger, new_row, rollup

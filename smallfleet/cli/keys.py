@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 from rich.console import Console
 from rich.table import Table
 
-_fleet = click.argument("fleet", type=click.Path(exists=True, file_okay=False, path_type=Path))
-_db = click.option("--db", "db_url", help="SQLAlchemy URL of the gateway database [default: $SMALLFLEET_DB or FLEET/smallfleet.db].")
+from smallfleet.cli.options import db_option, fleet_argument, open_database
 
 
 @click.group("keys")
@@ -18,43 +15,40 @@ def group():
 
 
 @group.command("create")
-@_fleet
+@fleet_argument
 @click.argument("name")
-@_db
+@db_option
 def create_command(fleet, name, db_url):
     """Create a key called NAME and print it once (only its hash is stored)."""
-    from smallfleet.store import Database, database_url
     from smallfleet.store.keys import create_key
 
-    key = create_key(Database(database_url(fleet, db_url)), name)
+    key = create_key(open_database(fleet, db_url), name)
     click.echo(key)
     click.echo(f"key {name!r} created; it is shown only now. Clients send it as 'Authorization: Bearer <key>'.", err=True)
 
 
 @group.command("list")
-@_fleet
-@_db
+@fleet_argument
+@db_option
 def list_command(fleet, db_url):
     """List keys (name, first characters, created, revoked); never the keys themselves."""
-    from smallfleet.store import Database, database_url
     from smallfleet.store.keys import list_keys
 
     table = Table()
     for col in ("name", "starts with", "created", "revoked"):
         table.add_column(col)
-    for k in list_keys(Database(database_url(fleet, db_url))):
+    for k in list_keys(open_database(fleet, db_url)):
         table.add_row(k["name"], k["prefix"] + "...", str(k["created_at"])[:19], str(k["revoked_at"] or "")[:19])
     Console().print(table)
 
 
 @group.command("revoke")
-@_fleet
+@fleet_argument
 @click.argument("name")
-@_db
+@db_option
 def revoke_command(fleet, name, db_url):
     """Revoke the key called NAME (the gateway stops accepting it within seconds)."""
-    from smallfleet.store import Database, database_url
     from smallfleet.store.keys import revoke_key
 
-    revoke_key(Database(database_url(fleet, db_url)), name)
+    revoke_key(open_database(fleet, db_url), name)
     click.echo(f"key {name!r} revoked")

@@ -9,13 +9,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-_fleet = click.argument("fleet", type=click.Path(exists=True, file_okay=False, path_type=Path))
-_db = click.option("--db", "db_url", help="SQLAlchemy URL of the request log [default: $SMALLFLEET_DB or FLEET/smallfleet.db].")
+from smallfleet.cli.options import db_option, fleet_argument, open_database
 
 
 @click.command("logs")
-@_fleet
-@_db
+@fleet_argument
+@db_option
 @click.option("--limit", default=20, show_default=True, help="Rows to show, newest first.")
 @click.option("--task", help="Only this task.")
 @click.option("--tier", help="Only requests answered by this tier (`specialist`, a tier name).")
@@ -31,10 +30,9 @@ def logs_command(fleet, db_url, limit, task, tier, escalated, errors, as_json, e
     answered upstream as labelled rows in the task's own field names, so the bigger
     model's answers become training data for the next version of the specialist.
     """
-    from smallfleet.store import Database, database_url
     from smallfleet.store.ledger import recent
 
-    db = Database(database_url(fleet, db_url))
+    db = open_database(fleet, db_url)
     if export_file:
         if not task:
             raise click.UsageError("--export needs --task")
@@ -61,8 +59,8 @@ def logs_command(fleet, db_url, limit, task, tier, escalated, errors, as_json, e
 
 
 @click.command("costs")
-@_fleet
-@_db
+@fleet_argument
+@db_option
 @click.option("--since", help="Only days from this one on (YYYY-MM-DD).")
 @click.option("--json", "as_json", is_flag=True, help="Print the rollup as JSON.")
 def costs_command(fleet, db_url, since, as_json):
@@ -71,10 +69,9 @@ def costs_command(fleet, db_url, since, as_json):
     Totals, by task and by day: requests, escalations, spend, all-frontier spend
     (what the most expensive configured tier would have charged) and the saving.
     """
-    from smallfleet.store import Database, database_url
     from smallfleet.store.ledger import rollup
 
-    summary = rollup(Database(database_url(fleet, db_url)), since)
+    summary = rollup(open_database(fleet, db_url), since)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return

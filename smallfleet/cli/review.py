@@ -9,8 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-_fleet = click.argument("fleet", type=click.Path(exists=True, file_okay=False, path_type=Path))
-_db = click.option("--db", "db_url", help="SQLAlchemy URL of the gateway database [default: $SMALLFLEET_DB or FLEET/smallfleet.db].")
+from smallfleet.cli.options import db_option, fleet_argument, open_database
 
 
 @click.group("review")
@@ -19,17 +18,16 @@ def group():
 
 
 @group.command("list")
-@_fleet
-@_db
+@fleet_argument
+@db_option
 @click.option("--all", "show_all", is_flag=True, help="Include answered items.")
 @click.option("--task", help="Only this task.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON lines instead of a table.")
 def list_command(fleet, db_url, show_all, task, as_json):
     """List pending review items (oldest first) with the specialist's guess."""
-    from smallfleet.store import Database, database_url
     from smallfleet.store.reviews import items
 
-    rows = items(Database(database_url(fleet, db_url)), None if show_all else "pending", task)
+    rows = items(open_database(fleet, db_url), None if show_all else "pending", task)
     if as_json:
         for row in rows:
             click.echo(json.dumps(row, default=str, ensure_ascii=False))
@@ -44,18 +42,18 @@ def list_command(fleet, db_url, show_all, task, as_json):
 
 
 @group.command("answer")
-@_fleet
+@fleet_argument
 @click.argument("item_id", type=int)
 @click.argument("answer")
-@_db
+@db_option
 @click.option("--reviewer", help="Who answered (kept with the item).")
 def answer_command(fleet, item_id, answer, db_url, reviewer):
     """Record ANSWER for review item ITEM_ID (for a classify task: one of its labels)."""
     from smallfleet.errors import ConfigError
-    from smallfleet.store import Database, database_url
-    from smallfleet.store.reviews import answer as record, get
+    from smallfleet.store.reviews import answer as record
+    from smallfleet.store.reviews import get
 
-    db = Database(database_url(fleet, db_url))
+    db = open_database(fleet, db_url)
     item = get(db, item_id)
     labels = _labels(fleet, item["task"])
     if labels and answer not in labels:
@@ -65,18 +63,17 @@ def answer_command(fleet, item_id, answer, db_url, reviewer):
 
 
 @group.command("export")
-@_fleet
+@fleet_argument
 @click.option("--task", required=True, help="Task whose answered items to export.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="JSONL file to write.")
-@_db
+@db_option
 def export_command(fleet, task, out, db_url):
     """Write the answered items of --task as labelled JSONL rows, in the task's own field names,
     ready to add to its training data for the next `smallfleet train`."""
-    from smallfleet.store import Database, database_url
     from smallfleet.store.reviews import items
     from smallfleet.training.artifacts import read_json
 
-    rows = items(Database(database_url(fleet, db_url)), "answered", task, limit=1_000_000)
+    rows = items(open_database(fleet, db_url), "answered", task, limit=1_000_000)
     manifest = fleet / task / "specialist.json"
     fields = read_json(manifest).get("fields", {}) if manifest.is_file() else {}
     text_field, label_field = fields.get("text", "text"), fields.get("label", "label")

@@ -76,6 +76,10 @@ def command(fleet, host, port, db_url, target, thresholds, escalate_url, escalat
         )
     if served.router:
         console.print(f"router: {len(served.tasks)} tasks, route confidence >= {served.router.threshold:.3f}")
+    for t in served.tiers:
+        if t.kind == "openai" and not (t.input_price or t.output_price or t.hour_usd):
+            console.print(f"[yellow]warning[/] tier {t.name} has no price: its answers are costed at 0 "
+                          "(set input_price/output_price, or hour_usd for a self-hosted endpoint)")  # fmt: skip
     tiers = ", ".join(f"{t.name} ({t.kind})" for t in served.tiers) or "none (low-confidence answers are returned as is)"
     console.print(f"escalation tiers: {tiers}")
     console.print(f"request log: {db}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -27,7 +27,7 @@ def hash_key(key: str) -> str:
 def create_key(db: Database, name: str) -> str:
     """Create a key called `name` and return it; only its hash is stored."""
     key = PREFIX + secrets.token_urlsafe(32)
-    row = {"name": name, "prefix": key[:10], "key_hash": hash_key(key), "created_at": datetime.now(timezone.utc)}
+    row = {"name": name, "prefix": key[:10], "key_hash": hash_key(key), "created_at": datetime.now(UTC)}
     try:
         with db.engine.begin() as conn:
             conn.execute(db.api_keys.insert().values(**row))
@@ -47,7 +47,7 @@ def revoke_key(db: Database, name: str) -> None:
     k = db.api_keys
     with db.engine.begin() as conn:
         done = conn.execute(
-            k.update().where(k.c.name == name, k.c.revoked_at.is_(None)).values(revoked_at=datetime.now(timezone.utc))
+            k.update().where(k.c.name == name, k.c.revoked_at.is_(None)).values(revoked_at=datetime.now(UTC))
         )
     if done.rowcount == 0:
         raise ConfigError(f"no active key called {name!r}")

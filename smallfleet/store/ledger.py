@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 
 from sqlalchemy import Integer, case, func, select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -28,7 +28,7 @@ CLOSE_RETRY = 30.0  # at shutdown, how long to keep retrying an unreachable data
 
 def new_row(**values) -> dict:
     """A request-log row with the time fields filled in."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     row = {"created_at": now, "day": now.strftime("%Y-%m-%d"), "escalated": False, "cost_usd": 0.0,
            "frontier_cost_usd": 0.0, **values}  # fmt: skip
     if isinstance(row.get("tried"), list):

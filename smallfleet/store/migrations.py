@@ -7,7 +7,7 @@ order, each in its own transaction, and records it in `schema_migrations`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 
 from sqlalchemy import (
     Boolean,
@@ -138,6 +138,6 @@ def migrate(engine: Engine) -> list[int]:
             continue
         with engine.begin() as conn:
             fn(conn)
-            conn.execute(table.insert().values(version=number, name=name, applied_at=datetime.now(timezone.utc)))
+            conn.execute(table.insert().values(version=number, name=name, applied_at=datetime.now(UTC)))
         new.append(number)
     return new

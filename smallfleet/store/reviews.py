@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 
 from sqlalchemy import select
 
@@ -15,7 +15,7 @@ PENDING, ANSWERED = "pending", "answered"
 def enqueue(db: Database, request_id: str, task: str | None, text: str, guess: str | None,
             confidence: float | None) -> int:  # fmt: skip
     """Store a request for review; returns its review id."""
-    row = {"request_id": request_id, "created_at": datetime.now(timezone.utc), "task": task, "input": text,
+    row = {"request_id": request_id, "created_at": datetime.now(UTC), "task": task, "input": text,
            "guess": guess, "confidence": confidence, "status": PENDING}  # fmt: skip
     with db.engine.begin() as conn:
         return int(conn.execute(db.reviews.insert().values(**row)).inserted_primary_key[0])
@@ -48,5 +48,5 @@ def answer(db: Database, review_id: int, text: str, reviewer: str | None = None)
         conn.execute(
             db.reviews.update()
             .where(db.reviews.c.id == review_id)
-            .values(answer=text, status=ANSWERED, answered_at=datetime.now(timezone.utc), reviewer=reviewer)
+            .values(answer=text, status=ANSWERED, answered_at=datetime.now(UTC), reviewer=reviewer)
         )

@@ -28,7 +28,14 @@ from smallfleet.eval.report import print_classification_report
 from smallfleet.models.encoder import ENCODER_DIR, EncoderClassifier, load_base_encoder, pick_device
 from smallfleet.models.resolve import resolve_base_model
 from smallfleet.tasks.base import Answer, AnswerOptions, EscalationRequest, Prediction, Specialist
-from smallfleet.training.artifacts import MANIFEST, check_output, fingerprint_files, read_json, staged_folder, write_json
+from smallfleet.training.artifacts import (
+    MANIFEST,
+    check_output,
+    fingerprint_files,
+    read_json,
+    staged_folder,
+    write_json,
+)
 from smallfleet.training.loop import fit
 
 PREDICT_BATCH = 64
