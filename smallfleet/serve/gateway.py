@@ -91,12 +91,13 @@ class Gateway:
         if model == FLEET_MODEL:
             if len(self.fleet.tasks) == 1:
                 return await self._answer(next(iter(self.fleet.tasks.values())), request, text)
-            route, _ = await self.fleet.router_batcher.submit(text)
+            route, seconds = await self.fleet.router_batcher.submit(text)
             if route.task is None:
                 completion = await self._passthrough(request, text, self.tiers, escalated=True)
             else:
                 completion = await self._answer(self.fleet.tasks[route.task], request, text)
             completion.route_confidence = route.confidence
+            completion.cost_usd += self.fleet.compute_cost(seconds)
             return completion
         if model.startswith(FLEET_MODEL + "/"):
             name = model.split("/", 1)[1]
@@ -119,10 +120,13 @@ class Gateway:
         result = Completion(content=answer.content, tier=SPECIALIST_TIER, task=task.name, confidence=answer.confidence,
                             accepted=accepted, cost_usd=own_cost, frontier_cost_usd=frontier,
                             prompt_tokens=estimate_prompt_tokens([{"content": text}]),
-                            completion_tokens=estimate_tokens(answer.content))  # fmt: skip
+                            completion_tokens=answer.detail.get("tokens") or estimate_tokens(answer.content))  # fmt: skip
         if accepted or not self.tiers:
             return result
-        body = {"messages": escalation.messages}
+        # the client's decoding options travel upstream; the specialist's prompt replaces the messages
+        body = request.model_dump(include={"max_tokens", "max_completion_tokens", "temperature", "top_p", "stop"},
+                                  exclude_none=True)  # fmt: skip
+        body["messages"] = escalation.messages
         if escalation.response_format:
             body["response_format"] = escalation.response_format
         tried = []
