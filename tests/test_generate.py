@@ -106,7 +106,7 @@ def test_two_adapters_share_one_base_and_answer_concurrently(summary_specialist,
     def ask(name, specialist):
         results[name] = specialist.answer(texts)
 
-    threads = [threading.Thread(target=ask, args=(n, s)) for n, s in (("summary", summary), ("topic", topic))] * 1
+    threads = [threading.Thread(target=ask, args=(n, s)) for n, s in (("summary", summary), ("topic", topic))]
     for t in threads:
         t.start()
     for t in threads:
@@ -122,7 +122,8 @@ def test_two_adapters_share_one_base_and_answer_concurrently(summary_specialist,
 
 
 def test_stream_max_tokens_stop_and_sampling(summary_specialist, dialog_data):
-    from smallfleet.tasks import AnswerOptions, load_specialist
+    from smallfleet.tasks import load_specialist
+    from smallfleet.tasks.base import AnswerOptions
 
     specialist = load_specialist(summary_specialist[0])
     text = json.loads((dialog_data / "test.jsonl").read_text().splitlines()[0])["dialogue"]

@@ -143,6 +143,10 @@ def train_lora(
             step += 1
             history.append({"step": step, "loss": round(total, 4), "lr": schedule.get_last_lr()[0]})
             progress.update(bar, advance=1, description=f"{name} LoRA loss {total:.3f}")
+            if not console.is_terminal and step % 10 == 0:  # logs get a line now and then instead of a live bar
+                rate = (time.perf_counter() - started) / (step - resumed_from)
+                console.print(f"{name} step {step}/{settings.max_steps} loss {total:.3f} "
+                              f"({rate:.1f} s/step, ETA {rate * (settings.max_steps - step) / 60:.1f} min)")
             if settings.checkpoint_every and step % settings.checkpoint_every == 0 and step < settings.max_steps:
                 checkpoint.mkdir(parents=True, exist_ok=True)
                 state = {"run_id": run_id, "adapter": get_peft_model_state_dict(model), "step": step,
