@@ -60,21 +60,28 @@ def speed(specialist, texts: list[str], max_new_tokens: int) -> dict:
     }
 
 
-def llama_speed(specialist, texts: list[str], max_new_tokens: int, threads: int) -> dict | None:
-    """tokens/s of llama.cpp on the base GGUF (same weights, Q4_1 as shipped), or None when not installed."""
-    try:
-        from llama_cpp import Llama
-    except ImportError:
+def llama_speed(specialist, texts: list[str], max_new_tokens: int, threads: int, work: Path) -> dict | None:
+    """tokens/s of llama.cpp on the base GGUF as shipped (Q4_1) with the adapter exported to GGUF,
+    and how many greedy answers match transformers'; None when llama-cpp-python is not installed."""
+    from smallfleet.models import llama_cpp
+
+    if not llama_cpp.available():
         return None
     base = specialist.manifest["base"]
-    llm = Llama(model_path=str(Path(base["path"]) / base["gguf_file"]), n_ctx=1024, n_threads=threads, verbose=False)
-    tokens = seconds = 0.0
-    for prompt in specialist.prompts(texts[:3]):
-        started = time.perf_counter()
-        out = llm(prompt, max_tokens=max_new_tokens, temperature=0.0)
-        seconds += time.perf_counter() - started
-        tokens += out["usage"]["completion_tokens"]
-    return {"runtime": "llama.cpp (llama-cpp-python), base GGUF Q4_1, no adapter", "single_tokens_per_second": tokens / seconds}
+    base_gguf = Path(base["path"]) / base["gguf_file"]
+    lora = llama_cpp.export_lora_gguf(specialist.folder / "adapter", work / "adapter.gguf", *llama_cpp.gguf_heads(base_gguf))
+    runner = llama_cpp.LlamaCppRunner(base_gguf, lora, threads)
+    prompts = specialist.prompts(texts[:3])
+    reference = specialist.generate(texts[:3], Decoding(max_new_tokens=max_new_tokens))
+    runner.generate(prompts[0], 4)  # warm-up
+    gens = [runner.generate(p, max_new_tokens) for p in prompts]
+    return {
+        "runtime": "llama.cpp (llama-cpp-python), base GGUF Q4_1 + LoRA GGUF",
+        "single_tokens_per_second": sum(g.tokens for g in gens) / sum(g.seconds for g in gens),
+        "single_ttft_ms": sum(g.ttft_ms for g in gens) / len(gens),
+        "same_greedy_answer_as_transformers": f"{sum(g.text == r.text for g, r in zip(gens, reference))}/{len(gens)}",
+        "samples": [{"llama_cpp": g.text, "transformers": r.text} for g, r in zip(gens, reference)],
+    }
 
 
 def main() -> None:
@@ -132,7 +139,7 @@ def main() -> None:
     base = _score(specialist, test, refs, greedy, with_adapter=False)
     texts = [e.text for e in test[:SPEED_PROMPTS]]
     runtimes = [speed(specialist, texts, args.max_new_tokens)]
-    fast = llama_speed(specialist, texts, args.max_new_tokens, torch.get_num_threads())
+    fast = llama_speed(specialist, texts, args.max_new_tokens, torch.get_num_threads(), work)
     if fast:
         runtimes.append(fast)
 

@@ -165,3 +165,44 @@ def test_train_rejects_empty_target(tmp_path):
     bad.write_text('{"dialogue": "hi", "summary": "greeting"}\n{"dialogue": "bye", "summary": " "}\n')
     with pytest.raises(DataError, match=r"bad.jsonl:2: empty 'summary'"):
         load_pairs(bad, "dialogue", "summary")
+
+
+def test_adapter_exports_to_llama_cpp_gguf(summary_specialist, tmp_path):
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from smallfleet.models import llama_cpp
+
+    folder = summary_specialist[0]
+    heads = llama_cpp.gguf_heads(SMOLLM2_135M.locate())
+    assert heads == (9, 3)  # SmolLM2-135M: 9 query heads, 3 key/value heads
+    path = llama_cpp.export_lora_gguf(folder / "adapter", tmp_path / "lora.gguf", *heads)
+    reader = gguf.GGUFReader(str(path))
+    names = {t.name: t for t in reader.tensors}
+    assert len(names) == 30 * 7 * 2  # 30 layers x 7 projections x (lora_a, lora_b)
+    peft = load_file(str(folder / "adapter" / "adapter_model.safetensors"))
+    key = next(k for k in peft if "layers.0.self_attn.q_proj.lora_B" in k)
+    exported = np.asarray(names["blk.0.attn_q.weight.lora_b"].data).reshape(peft[key].shape)
+    # the rows are permuted for llama.cpp's rotary layout, never changed
+    assert not np.array_equal(exported, peft[key])
+    assert np.array_equal(np.sort(exported, axis=0), np.sort(peft[key], axis=0))
+
+
+def test_lora_checkpoint_resumes(dialog_data, tmp_path):
+    from rich.console import Console
+
+    from smallfleet.models.causal_lm import load_causal_lm
+    from smallfleet.models.resolve import resolve_base_model
+    from smallfleet.training.lora import attach_lora, train_lora
+
+    rows = [json.loads(line) for line in (dialog_data / "train.jsonl").read_text().splitlines()][:4]
+    pairs = [(r["dialogue"], r["summary"]) for r in rows]
+    settings = GenerateSettings(max_steps=2, batch_size=1, max_length=64, gradient_accumulation=1, checkpoint_every=1)
+    model, tokenizer = load_causal_lm(resolve_base_model("smollm2-135m"))
+    model = attach_lora(model, settings)
+    # the second run finds the step-1 checkpoint and reloads adapter and optimizer state from it
+    runs = [train_lora(model, tokenizer, pairs, settings, tmp_path, Console(), "t") for _ in range(2)]
+    assert (tmp_path / "trainer_state.pt").is_file()
+    assert runs[0].resumed_from == 0 and runs[1].resumed_from == 1
+    assert runs[1].history[0] == runs[0].history[0] and len(runs[1].history) == 2

@@ -37,6 +37,19 @@ def _permute(rows: np.ndarray, n_head: int) -> np.ndarray:
     return rows.reshape(n_head, 2, rows.shape[0] // n_head // 2, *rows.shape[1:]).swapaxes(1, 2).reshape(rows.shape)
 
 
+def gguf_heads(base_gguf: Path) -> tuple[int, int]:
+    """(attention heads, key/value heads) read from a llama-architecture GGUF file."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(base_gguf))
+
+    def value(key: str) -> int:
+        field = reader.fields[key]
+        return int(field.parts[field.data[0]][0])
+
+    return value("llama.attention.head_count"), value("llama.attention.head_count_kv")
+
+
 def export_lora_gguf(adapter_dir: Path, out_file: Path, n_head: int, n_head_kv: int) -> Path:
     """Write the peft adapter in `adapter_dir` as a llama.cpp LoRA GGUF file.
 
