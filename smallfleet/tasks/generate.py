@@ -22,6 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import torch
 from rich.console import Console
 
 import smallfleet
@@ -202,15 +203,6 @@ def train_generator(spec: TaskSpec, out: Path, force: bool = False, console: Con
     checkpoint = out.resolve().parent / f".{out.resolve().name}.checkpoint"
     result = train_lora(model, tokenizer, [(e.text, e.label) for e in train], settings, checkpoint, console, spec.name)
 
-    class _Trained:  # the in-memory model with the SharedBase.generate signature, for validation
-        def __init__(self):
-            self.tokenizer = tokenizer
-
-        def generate(self, prompts, adapter, decoding):
-            from smallfleet.models.causal_lm import generate
-
-            return generate(model, tokenizer, prompts, decoding)
-
     greedy = Decoding(max_new_tokens=settings.max_new_tokens)
     manifest = {
         "kind": "generate",
@@ -228,9 +220,9 @@ def train_generator(spec: TaskSpec, out: Path, force: bool = False, console: Con
         "data": {"train_rows": len(train), "valid_rows": len(valid), "calibration_rows": len(calib),
                  "valid_source": valid_source, "fingerprint": fingerprint_files([spec.train, spec.valid])},
         "confidence": {"constant": 0.5},
-        "machine": {"torch_threads": __import__("torch").get_num_threads(), "python": platform.python_version()},
+        "machine": {"torch_threads": torch.get_num_threads(), "python": platform.python_version()},
     }
-    specialist = GenerateSpecialist(out, manifest, _Trained(), None)
+    specialist = GenerateSpecialist(out, manifest, _InMemory(model, tokenizer), None)
     started = time.perf_counter()
     gens = specialist.generate([e.text for e in calib], greedy)
     seconds = time.perf_counter() - started
@@ -261,6 +253,18 @@ def train_generator(spec: TaskSpec, out: Path, force: bool = False, console: Con
 
 
 train = train_generator
+
+
+class _InMemory:
+    """The model being trained, behind SharedBase's `generate` signature (validation before saving)."""
+
+    def __init__(self, model, tokenizer):
+        self.model, self.tokenizer = model, tokenizer
+
+    def generate(self, prompts: list[str], adapter: str | None, decoding: Decoding) -> list[Generation]:
+        from smallfleet.models.causal_lm import generate
+
+        return generate(self.model, self.tokenizer, prompts, decoding)
 
 
 def _calibration_summary(calibration: dict, curve: ConfidenceCurve) -> dict:
