@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from smallfleet.errors import SpecialistError
 from smallfleet.models.resolve import ResolvedModel
 
 BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
@@ -52,8 +53,24 @@ class Generation:
         return len(self.logprobs)
 
 
+def require_generate_extra() -> None:
+    """Fail with the install command when the `generate` extra's packages are missing.
+
+    Raises:
+        SpecialistError: peft, gguf, accelerate or rouge-score is not installed.
+    """
+    import importlib.util
+
+    missing = [m for m in ("peft", "gguf", "accelerate", "rouge_score") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SpecialistError(
+            f"kind generate needs {', '.join(missing)}: pip install 'smallfleet[generate]' (or peft gguf accelerate rouge-score)"
+        )
+
+
 def load_causal_lm(base: ResolvedModel):
     """Load the base causal LM (fp32, GGUF dequantized) and its tokenizer, left-padding for batches."""
+    require_generate_extra()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base.path, gguf_file=base.gguf_file)
