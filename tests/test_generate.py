@@ -206,3 +206,21 @@ def test_lora_checkpoint_resumes(dialog_data, tmp_path):
     assert (tmp_path / "trainer_state.pt").is_file()
     assert runs[0].resumed_from == 0 and runs[1].resumed_from == 1
     assert runs[1].history[0] == runs[0].history[0] and len(runs[1].history) == 2
+
+
+def test_fleet_yaml_generation_settings(tmp_path):
+    from smallfleet.config import FleetSpec
+    from smallfleet.errors import ConfigError
+
+    (tmp_path / "fleet.yaml").write_text(
+        "name: f\ntasks:\n  - name: summaries\n    kind: generate\n    train: d.jsonl\n"
+        "    fields: {text: dialogue, output: summary}\n    generation: {max_steps: 30, lora_r: 4}\n"
+    )
+    task = FleetSpec.from_file(tmp_path / "fleet.yaml").tasks[0]
+    assert (task.base, task.fields.output, task.generation.max_steps, task.generation.lora_r) == (
+        "smollm2-135m", "summary", 30, 4)
+    (tmp_path / "bad.yaml").write_text(
+        "name: f\ntasks:\n  - name: s\n    kind: generate\n    train: d.jsonl\n    generation: {max_step: 3}\n"
+    )
+    with pytest.raises(ConfigError, match=r"task 's': generation: unknown key 'max_step'"):
+        FleetSpec.from_file(tmp_path / "bad.yaml")
