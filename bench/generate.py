@@ -205,6 +205,16 @@ def results_section(p: dict) -> str:
         if "same_greedy_answer_as_transformers" in r:
             lines.append(f"\nllama.cpp greedy answers identical to transformers': {r['same_greedy_answer_as_transformers']} "
                          "(the base is the same Q4_1 weights, dequantized for transformers; the LoRA stays fp32).")
+    if not any("llama" in r["runtime"] for r in p["speed"]):
+        lines.append("\nllama-cpp-python was not installed for this run, so the faster runtime is not in the table "
+                     "(`pip install -e \".[fast]\"` with the CMAKE_ARGS in README, then rerun).")
+    cal = p["validation"]["calibration"]
+    lines.append(
+        f"\nConfidence (validation, {p['validation']['n']} dev dialogues): {cal['good_rate']:.0%} of answers reach "
+        f"ROUGE-L >= {cal['quality_bar']}; the most confident half reaches it {cal['good_at_50']:.0%} of the time; "
+        f"ECE {cal['ece']:.3f}. With this few validation answers the map from log-probabilities is weak; "
+        "calibrate on a few hundred for a threshold worth trusting."
+    )
     steps_seen = fit["steps"] * s["batch_size"] * s["gradient_accumulation"]
     lines += [
         "",
