@@ -199,8 +199,8 @@ def results_section(p: dict) -> str:
         "|---|---|---|",
     ]
     for r in p["speed"]:
-        lines.append(f"| {r['runtime']} | {r['single_tokens_per_second']:.1f} | "
-                     f"{r.get('batch8_tokens_per_second', float('nan')):.1f} |")
+        batch = r.get("batch8_tokens_per_second")
+        lines.append(f"| {r['runtime']} | {r['single_tokens_per_second']:.1f} | {'n/a' if batch is None else f'{batch:.1f}'} |")
     for r in p["speed"]:
         if "same_greedy_answer_as_transformers" in r:
             lines.append(f"\nllama.cpp greedy answers identical to transformers': {r['same_greedy_answer_as_transformers']} "
