@@ -94,20 +94,23 @@ def export_lora_gguf(adapter_dir: Path, out_file: Path, n_head: int, n_head_kv: 
 class LlamaCppRunner:
     """One llama.cpp model (the base GGUF) with one LoRA adapter applied, greedy or sampled."""
 
-    def __init__(self, base_gguf: Path, lora_gguf: Path | None, threads: int, n_ctx: int = 1024):
+    def __init__(self, base_gguf: Path, lora_gguf: Path | None, threads: int, n_ctx: int = 1024, logprobs: bool = False):
         from llama_cpp import Llama
 
+        # token log-probabilities need logits at every position (slower prompt processing)
+        self.logprobs = logprobs
         self.llm = Llama(
             model_path=str(base_gguf), lora_path=str(lora_gguf) if lora_gguf else None,
-            n_ctx=n_ctx, n_threads=threads, logits_all=False, verbose=False,
+            n_ctx=n_ctx, n_threads=threads, logits_all=logprobs, verbose=False,
         )
 
     def generate(self, prompt: str, max_new_tokens: int, temperature: float = 0.0) -> Generation:
-        """Decode one answer to the chat-templated `prompt`; token log-probabilities included."""
+        """Decode one answer to the chat-templated `prompt` (token log-probabilities when the runner keeps them)."""
         started = time.perf_counter()
         first = None
         text, logprobs = [], []
-        for chunk in self.llm(prompt, max_tokens=max_new_tokens, temperature=temperature, stream=True, logprobs=1):
+        for chunk in self.llm(prompt, max_tokens=max_new_tokens, temperature=temperature, stream=True,
+                              logprobs=1 if self.logprobs else None):
             if first is None:
                 first = time.perf_counter()
             choice = chunk["choices"][0]
@@ -115,6 +118,7 @@ class LlamaCppRunner:
             if choice.get("logprobs") and choice["logprobs"].get("token_logprobs"):
                 logprobs += [lp for lp in choice["logprobs"]["token_logprobs"] if lp is not None]
         seconds = time.perf_counter() - started
-        n = max(len(logprobs), 1)
-        return Generation(text="".join(text).strip(), logprobs=logprobs or [0.0] * n,
+        if not self.logprobs:  # one chunk per token when streaming
+            logprobs = [0.0] * len(text)
+        return Generation(text="".join(text).strip(), logprobs=logprobs,
                           ttft_ms=((first or started) - started) * 1000, seconds=seconds)
