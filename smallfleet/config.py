@@ -17,8 +17,10 @@ import yaml
 
 from smallfleet.errors import ConfigError
 
-TASK_KINDS = ("classify",)
+TASK_KINDS = ("classify", "generate")
 TIER_KINDS = ("openai", "review")
+# base model used when a task names none
+DEFAULT_BASE = {"classify": "minilm", "generate": "smollm2-135m"}
 
 
 @dataclass
@@ -78,6 +80,71 @@ class FieldMap:
     """Field (JSONL key or CSV column) holding the input text."""
     label: str = "label"
     """Field holding the gold label."""
+    output: str = "output"
+    """Field holding the target text (kind `generate`; `--output-field`)."""
+
+
+@dataclass
+class GenerateSettings:
+    """How a generative (LoRA) specialist is fine-tuned and decodes; used by kind `generate`."""
+
+    max_steps: int = 200
+    """Optimizer steps (each of batch_size x gradient_accumulation examples)."""
+    batch_size: int = 8
+    """Examples per micro-batch."""
+    gradient_accumulation: int = 2
+    """Micro-batches summed into one optimizer step."""
+    learning_rate: float = 5e-4
+    """Peak LoRA learning rate (linear warmup, then linear decay)."""
+    warmup_ratio: float = 0.05
+    """Fraction of the steps spent warming up the learning rate."""
+    max_length: int = 512
+    """Longest prompt + answer in tokens; the input is cut to fit, the answer is kept."""
+    lora_r: int = 16
+    """LoRA rank."""
+    lora_alpha: int = 32
+    """LoRA scaling numerator (scale = alpha / r)."""
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA input."""
+    instruction: str = ""
+    """System prompt put before every input (also what the zero-shot base and the escalation tier see)."""
+    max_new_tokens: int = 96
+    """Default cap on generated tokens per answer."""
+    quality_bar: float = 0.3
+    """ROUGE-L F1 at or above which a validation answer counts as good for calibration."""
+    valid_rows: int = 64
+    """Most validation rows generated for calibration (generation is slow on CPU)."""
+    checkpoint_every: int = 50
+    """Save a resumable checkpoint every this many steps (0 = never)."""
+    seed: int = 13
+    """Seed for LoRA init, shuffling and the validation split."""
+    valid_fraction: float = 0.05
+    """Share of training rows held out for validation when no validation file is given."""
+
+    def __post_init__(self) -> None:
+        checks = {
+            "max_steps": self.max_steps >= 1,
+            "batch_size": self.batch_size >= 1,
+            "gradient_accumulation": self.gradient_accumulation >= 1,
+            "learning_rate": self.learning_rate > 0,
+            "warmup_ratio": 0 <= self.warmup_ratio < 1,
+            "max_length": self.max_length >= 32,
+            "lora_r": self.lora_r >= 1,
+            "lora_alpha": self.lora_alpha >= 1,
+            "lora_dropout": 0 <= self.lora_dropout < 1,
+            "max_new_tokens": self.max_new_tokens >= 1,
+            "quality_bar": 0 < self.quality_bar <= 1,
+            "valid_rows": self.valid_rows >= 2,
+            "checkpoint_every": self.checkpoint_every >= 0,
+            "valid_fraction": 0 < self.valid_fraction < 0.5,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"generation setting {name}={getattr(self, name)!r} is out of range")
+
+    def replace(self, **changes: Any) -> GenerateSettings:
+        """Return a copy with the given settings changed; None values are ignored."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 @dataclass
@@ -96,12 +163,14 @@ class TaskSpec:
     """Held-out test file, evaluated after training."""
     fields: FieldMap = field(default_factory=FieldMap)
     """Field mapping for all of this task's files."""
-    base: str = "minilm"
-    """Base model: a local folder or file, a packaged model name, or a hub id."""
+    base: str = ""
+    """Base model: a local folder or file, a packaged model name, or a hub id; empty = the kind's DEFAULT_BASE."""
     training: TrainSettings = field(default_factory=TrainSettings)
     """Fine-tuning settings."""
     target: float = 0.95
     """Accuracy the accepted answers must reach on validation; picks the escalation threshold."""
+    generation: GenerateSettings = field(default_factory=GenerateSettings)
+    """LoRA fine-tuning and decoding settings (kind `generate` only)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.target <= 1:
@@ -110,6 +179,7 @@ class TaskSpec:
             raise ConfigError(f"task name {self.name!r} must be letters, digits, '-' or '_'")
         if self.kind not in TASK_KINDS:
             raise ConfigError(f"task {self.name!r}: unknown kind {self.kind!r} (known: {', '.join(TASK_KINDS)})")
+        self.base = self.base or DEFAULT_BASE[self.kind]
 
 
 @dataclass
@@ -245,7 +315,7 @@ class FleetSpec:
         _reject_unknown(raw, {"name", "defaults", "tasks", "tiers", "router", "serving"}, f"{path}")
         defaults = raw.get("defaults") or {}
         _expect(defaults, dict, f"{path}: 'defaults'")
-        _reject_unknown(defaults, {"base", "training", "fields", "target"}, f"{path}: defaults")
+        _reject_unknown(defaults, {"base", "training", "fields", "generation", "target"}, f"{path}: defaults")
         tasks_raw = raw.get("tasks")
         _expect(tasks_raw, list, f"{path}: 'tasks'")
         tasks = [_task_from_dict(item, defaults, path, i) for i, item in enumerate(tasks_raw)]
@@ -284,19 +354,25 @@ def _task_from_dict(item: Any, defaults: dict, path: Path, index: int) -> TaskSp
         if key not in item:
             raise ConfigError(f"{where}: missing required key '{key}'")
     base_dir = path.parent
+    kind = str(item.get("kind", "classify"))
     try:
         return TaskSpec(
             name=str(item["name"]),
-            kind=str(item.get("kind", "classify")),
+            kind=kind,
             train=_data_path(item["train"], base_dir),
             valid=_data_path(item.get("valid"), base_dir),
             test=_data_path(item.get("test"), base_dir),
             fields=_build(FieldMap, {**(defaults.get("fields") or {}), **(item.get("fields") or {})}, f"{where}: fields"),
-            base=str(item.get("base", defaults.get("base", "minilm"))),
+            base=str(item.get("base", defaults.get("base", ""))),
             training=_build(
                 TrainSettings, {**(defaults.get("training") or {}), **(item.get("training") or {})}, f"{where}: training"
             ),
             target=float(item.get("target", defaults.get("target", 0.95))),
+            generation=_build(
+                GenerateSettings,
+                {**(defaults.get("generation") or {}), **(item.get("generation") or {})},
+                f"{where}: generation",
+            ),
         )
     except ConfigError as exc:
         if str(exc).startswith(str(path)):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from smallfleet.config import FieldMap, FleetSpec, TaskSpec
+from smallfleet.config import DEFAULT_BASE, FieldMap, FleetSpec, TaskSpec
 from smallfleet.data import read_rows
 from smallfleet.errors import ConfigError
 from smallfleet.tasks.classify import ClassifySpecialist, train_classifier
@@ -67,7 +67,7 @@ def train_router(fleet: FleetSpec, out: Path, force: bool = False, console: Cons
             name="router",
             train=data,
             fields=FieldMap(text="text", label="label"),
-            base=fleet.tasks[0].base,
+            base=next((t.base for t in fleet.tasks if t.kind == "classify"), DEFAULT_BASE["classify"]),
             training=fleet.router.training,
             target=fleet.router.target,
         )

@@ -15,18 +15,33 @@ from rich.console import Console
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the metrics here as JSON.")
 @click.option("--text-field", help="Text field; default: the one the specialist was trained with.")
 @click.option("--label-field", help="Label field; default: the one the specialist was trained with.")
-def command(specialist, data, json_out, text_field, label_field):
+@click.option("--input-field", help="Generate: input field; default: the one the specialist was trained with.")
+@click.option("--output-field", help="Generate: reference field; default: the one the specialist was trained with.")
+@click.option("--limit", type=int, help="Score only the first N rows.")
+@click.option("--compare-base", is_flag=True, help="Generate: also score the bare base model zero-shot, side by side.")
+def command(specialist, data, json_out, text_field, label_field, input_field, output_field, limit, compare_base):
     """Evaluate SPECIALIST on --data.
 
     For classify specialists: prints accuracy, macro-F1, expected calibration error (ECE), the risk-coverage
     table (accuracy on the most confident 80/90/95/100% of inputs), per-label
     scores and the most confused label pairs. The JSON holds the same numbers:
     `n`, `accuracy`, `macro_f1`, `ece`, `coverage`, `per_label`, `confused`.
+
+    For generate specialists: ROUGE-1/2/L F1 on a 0-1 scale (`rouge1`, `rouge2`, `rougeL`, best of the
+    row's `references` list when the file has one, else its output field), `n`, output length, time to
+    first token and tokens/s; with --compare-base also `base_zero_shot` with the same numbers.
     """
     from smallfleet.tasks.base import kind_module, load_specialist
 
     model = load_specialist(specialist)
-    metrics = kind_module(model.kind).evaluate(model, data, Console(), text=text_field, label=label_field)
+    extra = {}
+    if model.kind == "generate":
+        extra = {"text": input_field or text_field, "output": output_field, "compare_base": compare_base}
+    elif input_field or output_field or compare_base:
+        raise click.UsageError("--input-field, --output-field and --compare-base apply to generate specialists")
+    metrics = kind_module(model.kind).evaluate(
+        model, data, Console(), **{"text": text_field, "label": label_field, "limit": limit, **extra}
+    )
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")

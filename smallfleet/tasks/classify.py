@@ -275,14 +275,14 @@ def evaluate(specialist: ClassifySpecialist, data: Path, console: Console, **fie
     """Score `specialist` on the labelled file `data` and print the report.
 
     Args:
-        fields: `text` / `label` field names overriding those the specialist was trained with.
+        fields: `text` / `label` field names overriding those the specialist was trained with; `limit`: first N rows.
     """
     from smallfleet.data.validate import check_rows
 
     trained = specialist.manifest.get("fields", {})
     text_field = fields.get("text") or trained.get("text", "text")
     label_field = fields.get("label") or trained.get("label", "label")
-    examples = load_examples(data, text_field, label_field)
+    examples = load_examples(data, text_field, label_field)[: fields.get("limit") or None]
     check_rows(examples, str(data))
     metrics = classification_metrics([ex.label for ex in examples], specialist.predict([ex.text for ex in examples]))
     metrics["data"] = str(data)

@@ -1,0 +1,289 @@
+"""One small causal LM in memory, serving many LoRA adapters.
+
+Generative specialists are LoRA adapters on a shared base. `shared_base(resolved)`
+returns the process-wide `SharedBase` for a base model (keyed by its resolved
+location), loading it the first time; each specialist then adds its adapter under
+its own name. A request runs with `adapter_names=[...]` (peft's per-row adapter
+selection), so no global "active adapter" is switched and rows of different
+adapters can share one batch. One lock per base serializes forward passes: torch
+already uses every core for one batch, and peft's per-call hooks are not re-entrant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from smallfleet.errors import SpecialistError
+from smallfleet.models.resolve import ResolvedModel
+
+BASE_ADAPTER = "__base__"  # peft's name for "no adapter" in a mixed batch
+
+
+@dataclass
+class Decoding:
+    """How to decode one call."""
+
+    max_new_tokens: int = 96
+    temperature: float = 0.0
+    """0 = greedy."""
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+
+@dataclass
+class Generation:
+    """One generated answer with its token log-probabilities and timings."""
+
+    text: str
+    logprobs: list[float]
+    ttft_ms: float
+    seconds: float
+
+    @property
+    def tokens(self) -> int:
+        return len(self.logprobs)
+
+
+def require_generate_extra() -> None:
+    """Fail with the install command when the `generate` extra's packages are missing.
+
+    Raises:
+        SpecialistError: peft, gguf, accelerate or rouge-score is not installed.
+    """
+    import importlib.util
+
+    missing = [m for m in ("peft", "gguf", "accelerate", "rouge_score") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise SpecialistError(
+            f"kind generate needs {', '.join(missing)}: pip install 'smallfleet[generate]' (or peft gguf accelerate rouge-score)"
+        )
+
+
+def load_causal_lm(base: ResolvedModel):
+    """Load the base causal LM (fp32, GGUF dequantized) and its tokenizer, left-padding for batches."""
+    require_generate_extra()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base.path, gguf_file=base.gguf_file)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(base.path, gguf_file=base.gguf_file, dtype=torch.float32)
+    return model.eval(), tokenizer
+
+
+def base_fingerprint(base: ResolvedModel) -> str:
+    """SHA-256 of the base weights file (GGUF) or of the folder's config and weight files."""
+    root = Path(base.path)
+    files = [root / base.gguf_file] if base.gguf_file else sorted(
+        p for p in root.iterdir() if p.suffix in (".json", ".safetensors", ".bin")
+    )
+    digest = hashlib.sha256()
+    for path in files:
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_prompt(tokenizer, text: str, instruction: str, max_input_tokens: int) -> str:
+    """Chat-templated prompt for `text`, the input cut to `max_input_tokens` tokens."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) > max_input_tokens:
+        text = tokenizer.decode(ids[:max_input_tokens])
+    messages = ([{"role": "system", "content": instruction}] if instruction else []) + [
+        {"role": "user", "content": text}
+    ]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+class _Streamer:
+    """transformers streamer hook: time to first token, and (batch of one) text pieces as they form."""
+
+    def __init__(self, tokenizer, stop: list[str], on_text: Callable[[str], None] | None):
+        self.tokenizer, self.stop, self.on_text = tokenizer, stop, on_text
+        self.calls, self.first, self.tokens, self.sent = 0, None, [], 0
+        self.hold = max((len(s) for s in stop), default=1) - 1
+
+    def put(self, value: torch.Tensor) -> None:
+        self.calls += 1
+        if self.calls == 1:  # the prompt
+            return
+        if self.first is None:
+            self.first = time.perf_counter()
+        if self.on_text is not None:
+            self.tokens.extend(value.reshape(-1).tolist())
+            self._emit(final=False)
+
+    def end(self) -> None:
+        if self.on_text is not None:
+            self._emit(final=True)
+
+    def _emit(self, final: bool) -> None:
+        text, stopped = cut_at_stop(self.tokenizer.decode(self.tokens, skip_special_tokens=True), self.stop)
+        safe = len(text) if (final or stopped) else len(text) - self.hold
+        if not final and text.endswith("\ufffd"):  # half of a multi-byte character
+            safe = min(safe, len(text) - 1)
+        if safe > self.sent:
+            self.on_text(text[self.sent : safe])
+            self.sent = safe
+
+
+def cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
+    """`text` up to the first stop sequence, and whether one was found."""
+    cuts = [text.index(s) for s in stop if s and s in text]
+    return (text[: min(cuts)], True) if cuts else (text, False)
+
+
+def generate(
+    model,
+    tokenizer,
+    prompts: list[str],
+    decoding: Decoding,
+    adapter_names: list[str] | None = None,
+    on_text: Callable[[str], None] | None = None,
+) -> list[Generation]:
+    """Generate one answer per prompt with its token log-probabilities (not thread-safe: see SharedBase).
+
+    Args:
+        model: a causal LM or peft model in eval mode.
+        tokenizer: its tokenizer, left-padding.
+        prompts: chat-templated prompts (see `build_prompt`).
+        decoding: greedy or sampled decoding, token cap, stop sequences.
+        adapter_names: per-prompt peft adapter names (peft model only); None = its active adapter.
+        on_text: called with each new piece of text (only for a single prompt).
+    """
+    tok = tokenizer
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    streamer = _Streamer(tok, decoding.stop, on_text if len(prompts) == 1 else None)
+    kwargs = dict(
+        max_new_tokens=decoding.max_new_tokens,
+        do_sample=decoding.temperature > 0,
+        output_logits=True,
+        return_dict_in_generate=True,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        streamer=streamer,
+    )
+    if decoding.temperature > 0:
+        kwargs.update(temperature=decoding.temperature, top_p=decoding.top_p)
+    else:
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    if decoding.stop:
+        kwargs.update(stop_strings=decoding.stop, tokenizer=tok)
+    if adapter_names is not None:
+        kwargs["adapter_names"] = adapter_names
+    if decoding.seed is not None:
+        torch.manual_seed(decoding.seed)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        out = model.generate(**enc, **kwargs)
+    seconds = time.perf_counter() - started
+    ttft = ((streamer.first or time.perf_counter()) - started) * 1000
+    new = out.sequences[:, enc["input_ids"].shape[1] :]
+    logprobs = torch.log_softmax(torch.stack(out.logits, 1).float(), -1).gather(-1, new[..., None])[..., 0]
+    results = []
+    for row, lps in zip(new.tolist(), logprobs.tolist()):
+        n = row.index(tok.eos_token_id) + 1 if tok.eos_token_id in row else len(row)
+        text, _ = cut_at_stop(tok.decode(row[:n], skip_special_tokens=True), decoding.stop)
+        results.append(Generation(text=text.strip(), logprobs=lps[:n], ttft_ms=ttft, seconds=seconds))
+    return results
+
+
+class SharedBase:
+    """A base causal LM loaded once, with named LoRA adapters added by the specialists that use it."""
+
+    def __init__(self, resolved: ResolvedModel):
+        self.resolved = resolved
+        self.model, self.tokenizer = load_causal_lm(resolved)
+        self.adapters: dict[str, str] = {}
+        self.lock = threading.Lock()
+
+    def add_adapter(self, name: str, folder: Path) -> None:
+        """Load the peft adapter saved in `folder` under `name` (no-op when already there)."""
+        from peft import PeftModel
+
+        with self.lock:
+            if name in self.adapters:
+                return
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(str(folder), adapter_name=name)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name)
+            self.model.eval()
+            self.adapters[name] = str(folder)
+
+    def generate(
+        self,
+        prompts: list[str],
+        adapter: str | None,
+        decoding: Decoding,
+        on_text: Callable[[str], None] | None = None,
+    ) -> list[Generation]:
+        """Generate one answer per prompt with `adapter` (None = the bare base model).
+
+        Args:
+            prompts: chat-templated prompts (see `build_prompt`).
+            adapter: adapter name given to `add_adapter`, or None.
+            decoding: greedy or sampled decoding, token cap, stop sequences.
+            on_text: called with each new piece of text (only for a single prompt).
+        """
+        from peft import PeftModel
+
+        with self.lock:
+            if isinstance(self.model, PeftModel):
+                names = [adapter or BASE_ADAPTER] * len(prompts)
+            elif adapter is not None:
+                raise KeyError(f"adapter {adapter!r} is not loaded on {self.resolved.ref}")
+            else:
+                names = None
+            return generate(self.model, self.tokenizer, prompts, decoding, names, on_text)
+
+    def stream(self, prompt: str, adapter: str | None, decoding: Decoding) -> Iterator[str]:
+        """Yield text pieces of one answer as its tokens are generated."""
+        pieces: queue.Queue = queue.Queue()
+        done = object()
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                self.generate([prompt], adapter, decoding, on_text=pieces.put)
+            except BaseException as exc:  # re-raised in the consumer's thread below
+                failure.append(exc)
+            finally:
+                pieces.put(done)
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        while (piece := pieces.get()) is not done:
+            yield piece
+        worker.join()
+        if failure:
+            raise failure[0]
+
+
+_BASES: dict[tuple[str, str | None], SharedBase] = {}
+_BASES_LOCK = threading.Lock()
+
+
+def shared_base(resolved: ResolvedModel) -> SharedBase:
+    """The process-wide SharedBase for `resolved`, loaded on first use."""
+    key = (str(Path(resolved.path).resolve()), resolved.gguf_file)
+    with _BASES_LOCK:
+        if key not in _BASES:
+            _BASES[key] = SharedBase(resolved)
+        return _BASES[key]
+
+
+def loaded_bases() -> int:
+    """How many base models this process holds (tests check adapters share one)."""
+    return len(_BASES)

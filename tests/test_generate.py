@@ -1,0 +1,226 @@
+"""Generative specialists: real LoRA runs of a few steps on DialogSum with the packaged
+SmolLM2-135M, reload, two adapters served at once from one base, streaming, CLI eval."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("peft")
+pytest.importorskip("rouge_score")
+
+from smallfleet.config import FieldMap, GenerateSettings, TaskSpec  # noqa: E402
+from smallfleet.models.catalog import SMOLLM2_135M  # noqa: E402
+
+if SMOLLM2_135M.locate() is None:
+    pytest.skip(f"needs the base model: {SMOLLM2_135M.install_command}", allow_module_level=True)
+
+ROWS = 64
+INSTRUCTION = "Summarize the dialogue."
+
+
+def _slice(src: Path, dst: Path, start: int, n: int, max_words: int = 110) -> Path:
+    """Short dialogues only, so a few CPU steps are enough."""
+    rows = [json.loads(line) for line in src.read_text().splitlines()]
+    rows = [r for r in rows if len(r["dialogue"].split()) <= max_words][start : start + n]
+    dst.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return dst
+
+
+def _train(folder: Path, data: Path, output: str, name: str) -> tuple[Path, dict]:
+    from smallfleet.tasks.generate import train_generator
+
+    settings = GenerateSettings(
+        max_steps=10, batch_size=4, gradient_accumulation=1, learning_rate=2e-3, max_length=192,
+        max_new_tokens=16, valid_rows=4, checkpoint_every=5, instruction=INSTRUCTION,
+    )
+    spec = TaskSpec(
+        name=name, kind="generate", train=data / "train.jsonl", valid=data / "dev.jsonl", test=data / "test.jsonl",
+        fields=FieldMap(text="dialogue", output=output), generation=settings,
+    )
+    out = folder / name
+    return out, train_generator(spec, out)
+
+
+@pytest.fixture(scope="session")
+def dialog_data(tmp_path_factory, shared_datasets) -> Path:
+    src = shared_datasets / "dialogsum"
+    folder = tmp_path_factory.mktemp("dialogsum")
+    _slice(src / "train.jsonl", folder / "train.jsonl", 0, ROWS)
+    _slice(src / "dev.jsonl", folder / "dev.jsonl", 0, 4)
+    _slice(src / "test.jsonl", folder / "test.jsonl", 0, 3)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def summary_specialist(tmp_path_factory, dialog_data) -> tuple[Path, dict]:
+    return _train(tmp_path_factory.mktemp("gen"), dialog_data, "summary", "dialog_summary")
+
+
+@pytest.fixture(scope="session")
+def topic_specialist(tmp_path_factory, dialog_data) -> tuple[Path, dict]:
+    return _train(tmp_path_factory.mktemp("gen"), dialog_data, "topic", "dialog_topic")
+
+
+def test_lora_loss_falls_and_only_the_adapter_is_saved(summary_specialist):
+    folder, metrics = summary_specialist
+    manifest = json.loads((folder / "specialist.json").read_text())
+    losses = [h["loss"] for h in manifest["history"]]
+    assert len(losses) == 10
+    assert sum(losses[-3:]) / 3 < losses[0] - 0.3, losses
+    assert (folder / "adapter" / "adapter_config.json").is_file()
+    weights = sum(p.stat().st_size for p in (folder / "adapter").iterdir())
+    assert weights < 20e6  # LoRA only: the 135M base in fp32 would be ~540 MB
+    assert len(manifest["base"]["sha256"]) == 64
+    assert "Confidence" in (folder / "README.md").read_text()
+    assert not list(folder.parent.glob(".dialog_summary.checkpoint"))  # removed once saved
+    assert metrics["test"]["n"] == 3 and 0 < metrics["test"]["rougeL"] <= 1
+
+
+def test_reload_gives_identical_greedy_output(summary_specialist, dialog_data):
+    from smallfleet.tasks import load_specialist
+
+    folder, metrics = summary_specialist
+    texts = [json.loads(line)["dialogue"] for line in (dialog_data / "test.jsonl").read_text().splitlines()]
+    answers = load_specialist(folder).answer(texts)
+    assert [a.content for a in answers] == [s["output"] for s in metrics["test"]["samples"]]
+    for a in answers:
+        assert 0 <= a.confidence <= 1
+        assert set(a.detail) == {"tokens", "mean_logprob", "min_logprob", "ttft_ms"}
+        assert a.detail["min_logprob"] <= a.detail["mean_logprob"] <= 0
+
+
+def test_two_adapters_share_one_base_and_answer_concurrently(summary_specialist, topic_specialist, dialog_data):
+    from smallfleet.models.causal_lm import loaded_bases
+    from smallfleet.tasks import load_specialist
+
+    summary, topic = load_specialist(summary_specialist[0]), load_specialist(topic_specialist[0])
+    assert summary.base is topic.base and loaded_bases() == 1
+    texts = [json.loads(line)["dialogue"] for line in (dialog_data / "test.jsonl").read_text().splitlines()][:2]
+    expected = {"summary": summary.answer(texts), "topic": topic.answer(texts)}
+    results: dict[str, list] = {}
+
+    def ask(name, specialist):
+        results[name] = specialist.answer(texts)
+
+    threads = [threading.Thread(target=ask, args=(n, s)) for n, s in (("summary", summary), ("topic", topic))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for name in ("summary", "topic"):
+        assert [a.content for a in results[name]] == [a.content for a in expected[name]]
+    # each adapter does its own task: topics are a few words, summaries are sentences
+    assert all(len(a.content.split()) <= 5 for a in results["topic"]), [a.content for a in results["topic"]]
+    assert all(len(a.content.split()) > 5 for a in results["summary"]), [a.content for a in results["summary"]]
+    # the bare base (no adapter) answers differently from the topic adapter
+    base = topic.generate(texts[:1], topic.decoding(None), with_adapter=False)[0].text
+    assert base != results["topic"][0].content
+
+
+def test_stream_max_tokens_stop_and_sampling(summary_specialist, dialog_data):
+    from smallfleet.tasks import load_specialist
+    from smallfleet.tasks.base import AnswerOptions
+
+    specialist = load_specialist(summary_specialist[0])
+    text = json.loads((dialog_data / "test.jsonl").read_text().splitlines()[0])["dialogue"]
+    pieces = list(specialist.stream(text))
+    assert len(pieces) > 1
+    assert "".join(pieces).strip() == specialist.answer([text])[0].content
+    short = specialist.answer([text], AnswerOptions(max_tokens=4))[0]
+    assert short.detail["tokens"] <= 4
+    full = specialist.answer([text])[0].content
+    stop = full.split()[2]
+    stopped = specialist.answer([text], AnswerOptions(stop=[stop]))[0].content
+    assert stop not in stopped and full.startswith(stopped)
+    assert "".join(specialist.stream(text, AnswerOptions(stop=[stop]))).strip() == stopped
+    sampled = specialist.answer([text], AnswerOptions(temperature=1.0, top_p=0.95, max_tokens=8))[0]
+    assert sampled.detail["tokens"] <= 8
+
+
+def test_cli_eval_writes_rouge(summary_specialist, dialog_data, tmp_path):
+    from click.testing import CliRunner
+
+    from smallfleet.cli import main
+
+    out = tmp_path / "eval.json"
+    result = CliRunner().invoke(
+        main, ["eval", str(summary_specialist[0]), "--data", str(dialog_data / "test.jsonl"), "--limit", "2",
+               "--json", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(out.read_text())
+    assert metrics["n"] == 2 and metrics["rouge_scale"] == "0-1"
+    assert all(0 <= metrics[k] <= 1 for k in ("rouge1", "rouge2", "rougeL"))
+
+
+def test_train_rejects_empty_target(tmp_path):
+    from smallfleet.errors import DataError
+    from smallfleet.tasks.generate import load_pairs
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"dialogue": "hi", "summary": "greeting"}\n{"dialogue": "bye", "summary": " "}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl:2: empty 'summary'"):
+        load_pairs(bad, "dialogue", "summary")
+
+
+def test_adapter_exports_to_llama_cpp_gguf(summary_specialist, tmp_path):
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from smallfleet.models import llama_cpp
+
+    folder = summary_specialist[0]
+    heads = llama_cpp.gguf_heads(SMOLLM2_135M.locate())
+    assert heads == (9, 3)  # SmolLM2-135M: 9 query heads, 3 key/value heads
+    path = llama_cpp.export_lora_gguf(folder / "adapter", tmp_path / "lora.gguf", *heads)
+    reader = gguf.GGUFReader(str(path))
+    names = {t.name: t for t in reader.tensors}
+    assert len(names) == 30 * 7 * 2  # 30 layers x 7 projections x (lora_a, lora_b)
+    peft = load_file(str(folder / "adapter" / "adapter_model.safetensors"))
+    key = next(k for k in peft if "layers.0.self_attn.q_proj.lora_B" in k)
+    exported = np.asarray(names["blk.0.attn_q.weight.lora_b"].data).reshape(peft[key].shape)
+    # the rows are permuted for llama.cpp's rotary layout, never changed
+    assert not np.array_equal(exported, peft[key])
+    assert np.array_equal(np.sort(exported, axis=0), np.sort(peft[key], axis=0))
+
+
+def test_lora_checkpoint_resumes(dialog_data, tmp_path):
+    from rich.console import Console
+
+    from smallfleet.models.causal_lm import load_causal_lm
+    from smallfleet.models.resolve import resolve_base_model
+    from smallfleet.training.lora import attach_lora, train_lora
+
+    rows = [json.loads(line) for line in (dialog_data / "train.jsonl").read_text().splitlines()][:4]
+    pairs = [(r["dialogue"], r["summary"]) for r in rows]
+    settings = GenerateSettings(max_steps=2, batch_size=1, max_length=64, gradient_accumulation=1, checkpoint_every=1)
+    model, tokenizer = load_causal_lm(resolve_base_model("smollm2-135m"))
+    model = attach_lora(model, settings)
+    # the second run finds the step-1 checkpoint and reloads adapter and optimizer state from it
+    runs = [train_lora(model, tokenizer, pairs, settings, tmp_path, Console(), "t") for _ in range(2)]
+    assert (tmp_path / "trainer_state.pt").is_file()
+    assert runs[0].resumed_from == 0 and runs[1].resumed_from == 1
+    assert runs[1].history[0] == runs[0].history[0] and len(runs[1].history) == 2
+
+
+def test_fleet_yaml_generation_settings(tmp_path):
+    from smallfleet.config import FleetSpec
+    from smallfleet.errors import ConfigError
+
+    (tmp_path / "fleet.yaml").write_text(
+        "name: f\ntasks:\n  - name: summaries\n    kind: generate\n    train: d.jsonl\n"
+        "    fields: {text: dialogue, output: summary}\n    generation: {max_steps: 30, lora_r: 4}\n"
+    )
+    task = FleetSpec.from_file(tmp_path / "fleet.yaml").tasks[0]
+    assert (task.base, task.fields.output, task.generation.max_steps, task.generation.lora_r) == (
+        "smollm2-135m", "summary", 30, 4)
+    (tmp_path / "bad.yaml").write_text(
+        "name: f\ntasks:\n  - name: s\n    kind: generate\n    train: d.jsonl\n    generation: {max_step: 3}\n"
+    )
+    with pytest.raises(ConfigError, match=r"task 's': generation: unknown key 'max_step'"):
+        FleetSpec.from_file(tmp_path / "bad.yaml")
