@@ -17,7 +17,7 @@ import yaml
 
 from smallfleet.errors import ConfigError
 
-TASK_KINDS = ("classify",)
+TASK_KINDS = ("classify", "extract")
 
 
 @dataclass
@@ -76,7 +76,11 @@ class FieldMap:
     text: str = "text"
     """Field (JSONL key or CSV column) holding the input text."""
     label: str = "label"
-    """Field holding the gold label."""
+    """Field holding the gold label (extract: the JSON object of gold field values; rows without it may use `fields`)."""
+    tokens: str | None = None
+    """Extract with BIO data: field holding the list of tokens."""
+    tags: str | None = None
+    """Extract with BIO data: field holding one BIO tag per token."""
 
 
 @dataclass
@@ -99,8 +103,12 @@ class TaskSpec:
     """Base model: a local folder or file, a packaged model name, or a hub id."""
     training: TrainSettings = field(default_factory=TrainSettings)
     """Fine-tuning settings."""
+    schema: Path | None = None
+    """Extract: JSON Schema file of the output record (optional for BIO data: derived from the tags)."""
 
     def __post_init__(self) -> None:
+        if self.schema is not None and self.kind != "extract":
+            raise ConfigError(f"task {self.name!r}: 'schema' only applies to kind 'extract', not {self.kind!r}")
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
             raise ConfigError(f"task name {self.name!r} must be letters, digits, '-' or '_'")
         if self.kind not in TASK_KINDS:
@@ -182,6 +190,7 @@ def _task_from_dict(item: Any, defaults: dict, path: Path, index: int) -> TaskSp
             training=_build(
                 TrainSettings, {**(defaults.get("training") or {}), **(item.get("training") or {})}, f"{where}: training"
             ),
+            schema=_data_path(item.get("schema"), base_dir),
         )
     except ConfigError as exc:
         if str(exc).startswith(str(path)):
@@ -196,7 +205,8 @@ def _build(cls: type, values: Any, where: str) -> Any:
     _reject_unknown(values, set(known), where)
     kwargs = {}
     for key, value in values.items():
-        typ = type(getattr(cls(), key))
+        default = getattr(cls(), key)
+        typ = str if default is None else type(default)
         try:
             kwargs[key] = typ(value)
             if typ is int and float(value) != kwargs[key]:

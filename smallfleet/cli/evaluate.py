@@ -14,19 +14,29 @@ from rich.console import Console
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Labelled data (JSONL or CSV).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the metrics here as JSON.")
 @click.option("--text-field", help="Text field; default: the one the specialist was trained with.")
-@click.option("--label-field", help="Label field; default: the one the specialist was trained with.")
-def command(specialist, data, json_out, text_field, label_field):
+@click.option("--label-field", help="Label field (extract: gold values object); default: the one the specialist was trained with.")
+@click.option("--tokens-field", help="Extract with BIO data: token list field; default: as trained.")
+@click.option("--tags-field", help="Extract with BIO data: BIO tag field; default: as trained.")
+def command(specialist, data, json_out, text_field, label_field, tokens_field, tags_field):
     """Evaluate SPECIALIST on --data.
 
     For classify specialists: prints accuracy, macro-F1, expected calibration error (ECE), the risk-coverage
     table (accuracy on the most confident 80/90/95/100% of inputs), per-label
     scores and the most confused label pairs. The JSON holds the same numbers:
     `n`, `accuracy`, `macro_f1`, `ece`, `coverage`, `per_label`, `confused`.
+
+    For extract specialists: per-field precision/recall/F1, whole-record exact match,
+    schema-valid rate, record ECE and risk-coverage (exact match on the most confident
+    records); for BIO data also span-level micro F1 (conlleval/seqeval style). The JSON
+    holds `f1` (span micro F1 for BIO data, else field micro F1), `exact_match`,
+    `per_field` (field -> F1), `n`, `schema_valid`, `coverage`, `fields`.
     """
     from smallfleet.tasks.base import kind_module, load_specialist
 
     model = load_specialist(specialist)
-    metrics = kind_module(model.kind).evaluate(model, data, Console(), text=text_field, label=label_field)
+    metrics = kind_module(model.kind).evaluate(
+        model, data, Console(), text=text_field, label=label_field, tokens=tokens_field, tags=tags_field
+    )
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")

@@ -16,12 +16,15 @@ _DEFAULTS = TrainSettings()
 
 @click.command("train")
 @click.argument("fleet", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--kind", type=click.Choice(["classify"]), default="classify", show_default=True, help="Task kind.")
+@click.option("--kind", type=click.Choice(["classify", "extract"]), default="classify", show_default=True, help="Task kind: classify (text -> label) or extract (text -> JSON object of fields).")
 @click.option("--train", "train_file", type=click.Path(path_type=Path), help="Training data (JSONL or CSV).")
 @click.option("--valid", "valid_file", type=click.Path(path_type=Path), help="Validation data; default: a seeded stratified split of --train.")
 @click.option("--test", "test_file", type=click.Path(path_type=Path), help="Test data, evaluated after training.")
 @click.option("--text-field", default="text", show_default=True, help="Field/column holding the input text.")
-@click.option("--label-field", default="label", show_default=True, help="Field/column holding the label.")
+@click.option("--label-field", default="label", show_default=True, help="Field/column holding the label; for extract, the JSON object of gold values (rows without `label` may use `fields`).")
+@click.option("--schema", type=click.Path(dir_okay=False, path_type=Path), help="Extract: JSON Schema of the output object (properties typed string, number, integer, date or enum; `required`). Optional with BIO data.")
+@click.option("--tokens-field", help="Extract with BIO data: field holding the token list.")
+@click.option("--tags-field", help="Extract with BIO data: field holding one BIO tag per token (B-<field>, I-<field>, O).")
 @click.option("--base", default="minilm", show_default=True, help="Base model: packaged name (see `smallfleet models`), local folder or .gguf, or hub id.")
 @click.option("--name", help="Task name recorded in the specialist; default: the --out folder name.")
 @click.option("--out", type=click.Path(path_type=Path), help="Output folder. Single task: the specialist. Fleet: one subfolder per task (default runs/<fleet name>).")
@@ -35,11 +38,16 @@ _DEFAULTS = TrainSettings()
 @click.option("--patience", type=int, help=f"Early-stopping patience in epochs [default: {_DEFAULTS.patience}].")
 @click.option("--seed", type=int, help=f"Random seed [default: {_DEFAULTS.seed}].")
 @click.option("--valid-fraction", type=float, help=f"Held-out share when no --valid [default: {_DEFAULTS.valid_fraction}].")
-def command(fleet, kind, train_file, valid_file, test_file, text_field, label_field, base, name, out, force, **settings):
+def command(
+    fleet, kind, train_file, valid_file, test_file, text_field, label_field, schema, tokens_field, tags_field,
+    base, name, out, force, **settings
+):
     """Fine-tune specialists.
 
     \b
     One specialist:  smallfleet train --kind classify --train data.jsonl --out DIR
+    Extraction:      smallfleet train --kind extract --train data.jsonl --schema schema.json --out DIR
+    BIO extraction:  smallfleet train --kind extract --train data.jsonl --tokens-field tokens --tags-field tags --out DIR
     A whole fleet:   smallfleet train fleet.yaml [--out DIR]
 
     Training writes to a temporary folder and moves it into place only when done:
@@ -63,9 +71,10 @@ def command(fleet, kind, train_file, valid_file, test_file, text_field, label_fi
         train=train_file,
         valid=valid_file,
         test=test_file,
-        fields=FieldMap(text=text_field, label=label_field),
+        fields=FieldMap(text=text_field, label=label_field, tokens=tokens_field, tags=tags_field),
         base=base,
         training=TrainSettings().replace(**settings),
+        schema=schema,
     )
     metrics = train_task(task, out, force, console)
     if "test" in metrics:

@@ -27,7 +27,7 @@ from smallfleet.errors import SpecialistError
 from smallfleet.training.artifacts import MANIFEST, read_json
 
 # task kind -> module defining SPECIALIST, train() and evaluate()
-KINDS = {"classify": "smallfleet.tasks.classify"}
+KINDS = {"classify": "smallfleet.tasks.classify", "extract": "smallfleet.tasks.extract"}
 
 
 def kind_module(kind: str) -> ModuleType:
