@@ -121,3 +121,20 @@ def test_field_scores_count_wrong_values_as_fp_and_fn():
     assert exact == [True, False]
     assert (per_field["a"]["tp"], per_field["a"]["fp"], per_field["a"]["fn"]) == (1, 1, 1)
     assert (per_field["b"]["tp"], per_field["b"]["fp"], per_field["b"]["fn"]) == (1, 1, 0)
+
+
+def test_fleet_yaml_extract_task_resolves_schema_and_bio_fields(tmp_path):
+    from smallfleet.config import FleetSpec
+
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(
+        "name: f\ntasks:\n"
+        "  - {name: receipts, kind: extract, train: r.jsonl, schema: schemas/receipt.json, fields: {label: fields}}\n"
+        "  - {name: slots, kind: extract, train: s.jsonl, fields: {tokens: tokens, tags: tags}}\n"
+    )
+    receipts, slots = FleetSpec.from_file(fleet).tasks
+    assert receipts.schema == tmp_path / "schemas" / "receipt.json" and receipts.fields.label == "fields"
+    assert slots.schema is None and (slots.fields.tokens, slots.fields.tags) == ("tokens", "tags")
+    fleet.write_text("name: f\ntasks:\n  - {name: t, kind: classify, train: t.jsonl, schema: s.json}\n")
+    with pytest.raises(ConfigError, match="'schema' only applies to kind 'extract'"):
+        FleetSpec.from_file(fleet)
