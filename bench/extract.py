@@ -89,6 +89,8 @@ def bench_sroie(settings: TrainSettings, folds: int, max_folds: int, work: Path,
         )  # fmt: skip
         runs.append(run_one(f"sroie_{k}", task, test, work, console))
         console.print(f"sroie fold {k + 1}/{folds}: per-field F1 {runs[-1]['metrics']['per_field']}")
+        partial = {"dataset": "sroie", "protocol": f"{len(runs)} of {folds} folds", **merge_folds(runs)}
+        write_json("extract_sroie_partial", {"env": machine(settings=str(settings)), "results": [partial]})
     return {"dataset": "sroie", "protocol": f"{len(runs)} of {folds} folds", **merge_folds(runs)}
 
 
@@ -171,6 +173,7 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5, help="sroie cross-validation folds.")
     parser.add_argument("--max-folds", type=int, default=None, help="Run only the first N sroie folds (time budget).")
     parser.add_argument("--max-length", type=int, default=128, help="Window length in tokens (sroie: overlapping windows).")
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--no-update", action="store_true", help="Do not rewrite bench/RESULTS.md.")
     parser.add_argument("--out", default="extract", help="Name of the JSON under bench/results/.")
@@ -185,7 +188,7 @@ def main() -> None:
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     console = Console(stderr=True)
-    settings = TrainSettings(epochs=args.epochs, seed=args.seed, max_length=args.max_length)
+    settings = TrainSettings(epochs=args.epochs, seed=args.seed, max_length=args.max_length, batch_size=args.batch_size)
     results = []
     with tempfile.TemporaryDirectory(prefix="smallfleet-bench-") as tmp:
         work = Path(tmp)
@@ -196,7 +199,9 @@ def main() -> None:
                 results.append(bench_sroie(settings, args.folds, args.max_folds or args.folds, work, console))
             else:
                 results.append(bench_bitext(settings, work, console))
-    env = machine(settings=f"epochs<={args.epochs}, max_length {args.max_length}, seed {args.seed}")
+    env = machine(
+        settings=f"epochs<={args.epochs}, batch {args.batch_size}, max_length {args.max_length}, seed {args.seed}"
+    )
     table = Table(title="extraction specialists (MiniLM)")
     for col in ("dataset", "protocol", "F1", "exact", "valid", "EM@90%", "train", "records/s"):
         table.add_column(col, justify="right")

@@ -123,3 +123,24 @@ def test_snips_slice_span_f1(shared_datasets, tmp_path):
     metrics = train_extractor(task, tmp_path / "spec")["validation"]
     assert metrics["n"] == 200
     assert metrics["f1"] == metrics["span_f1"] >= 0.5, metrics["per_field"]
+
+
+def test_cli_predict_and_clear_errors(bitext, tmp_path):
+    out, test = bitext
+    proc = run("predict", out, "--text", "I need to cancel purchase 113542617735902")
+    answer = json.loads(proc.stdout)
+    assert answer["record"] == {"order_id": "113542617735902"} and answer["valid"] is True
+    bad_schema = tmp_path / "schema.json"
+    bad_schema.write_text(json.dumps({"type": "object", "properties": {"when": {"type": "timestamp"}}}))
+    cases = [
+        (["--train", test], "value-labelled data needs --schema"),
+        (["--train", test, "--schema", bad_schema], "property 'when' has unknown type 'timestamp' (allowed: string, number"),
+        (["--train", test, "--schema", BITEXT_SCHEMA, "--label-field", "text"], "must be a JSON object of field values"),
+    ]
+    for args, message in cases:
+        proc = subprocess.run(
+            [sys.executable, "-m", "smallfleet", "train", "--kind", "extract", "--out", tmp_path / "x", *map(str, args)],
+            capture_output=True, text=True, env=ENV,
+        )  # fmt: skip
+        assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "x").exists()

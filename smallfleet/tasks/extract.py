@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -63,6 +64,10 @@ class ExtractSpecialist(Specialist):
     def answer(self, texts: list[str], options: AnswerOptions | None = None) -> list[Answer]:
         return [self._to_answer(x) for x in self.extract(texts)]
 
+    def predict(self, texts: list[str]) -> list[ExtractPrediction]:
+        """What `smallfleet predict` prints per text: record, confidences, validity."""
+        return [ExtractPrediction(self._to_answer(x)) for x in self.extract(texts)]
+
     def _to_answer(self, x: Extraction) -> Answer:
         fields = {
             name: {"value": x.record.get(name), "confidence": round(x.confidence[name], 6)}
@@ -99,6 +104,21 @@ class ExtractSpecialist(Specialist):
         ordered = {n: normalized[n] for n in self.schema.names if n in normalized}
         fields = {n: {"value": ordered.get(n), "confidence": 1.0} for n in self.schema.names}
         return Answer(content=json.dumps(ordered, ensure_ascii=False), confidence=1.0, detail={"fields": fields})
+
+
+@dataclass
+class ExtractPrediction:
+    """One extraction as `smallfleet predict` writes it."""
+
+    answer: Answer
+
+    def to_dict(self) -> dict:
+        return {
+            "record": json.loads(self.answer.content),
+            "confidence": round(self.answer.confidence, 6),
+            "valid": self.answer.valid,
+            **self.answer.detail,
+        }
 
 
 SPECIALIST = ExtractSpecialist
