@@ -64,10 +64,19 @@ def run_one(name: str, task: TaskSpec, test: Path, work: Path, console: Console)
     }  # fmt: skip
 
 
-def bench_snips(settings: TrainSettings, work: Path, console: Console) -> dict:
+def spread(rows: list, limit: int | None) -> list:
+    """At most `limit` rows taken evenly over the list (files are often grouped by intent)."""
+    if not limit or len(rows) <= limit:
+        return rows
+    return [rows[i * len(rows) // limit] for i in range(limit)]
+
+
+def bench_snips(settings: TrainSettings, max_train: int | None, work: Path, console: Console) -> dict:
     root = datasets_dir() / "snips"
+    rows = [json.loads(line) for line in (root / "train.jsonl").read_text().splitlines() if line]
+    train = write_rows(spread(rows, max_train), work / "snips_train.jsonl")
     task = TaskSpec(
-        name="snips", kind="extract", train=root / "train.jsonl", valid=root / "validation.jsonl",
+        name="snips", kind="extract", train=train, valid=root / "validation.jsonl",
         fields=FieldMap(tokens="tokens", tags="tags"), training=settings,
     )  # fmt: skip
     r = run_one("snips", task, root / "test.jsonl", work, console)
@@ -90,7 +99,8 @@ def bench_sroie(settings: TrainSettings, folds: int, max_folds: int, work: Path,
         runs.append(run_one(f"sroie_{k}", task, test, work, console))
         console.print(f"sroie fold {k + 1}/{folds}: per-field F1 {runs[-1]['metrics']['per_field']}")
         partial = {"dataset": "sroie", "protocol": f"{len(runs)} of {folds} folds", **merge_folds(runs)}
-        write_json("extract_sroie_partial", {"env": machine(settings=str(settings)), "results": [partial]})
+        env = machine(settings=f"epochs<={settings.epochs}, batch {settings.batch_size}, max_length {settings.max_length}")
+        write_json("extract_sroie_partial", {"env": env, "results": [partial]})
     return {"dataset": "sroie", "protocol": f"{len(runs)} of {folds} folds", **merge_folds(runs)}
 
 
@@ -125,7 +135,7 @@ def merge_folds(runs: list[dict]) -> dict:
     }  # fmt: skip
 
 
-def bench_bitext(settings: TrainSettings, work: Path, console: Console) -> dict:
+def bench_bitext(settings: TrainSettings, max_train: int | None, work: Path, console: Console) -> dict:
     """One field per utterance from entity_type/entity_value; utterances without an entity give {}."""
     rows = [json.loads(line) for line in (datasets_dir() / "bitext_support" / "all.jsonl").read_text().splitlines() if line]
     records = [{"text": r["text"], "fields": {r["entity_type"]: r["entity_value"]} if r["entity_type"] else {}} for r in rows]
@@ -138,6 +148,7 @@ def bench_bitext(settings: TrainSettings, work: Path, console: Console) -> dict:
         cut = int(round(0.2 * len(group)))
         test += group[:cut]
         train += group[cut:]
+    train = spread(train, max_train)
     task = TaskSpec(
         name="bitext_support", kind="extract", train=write_rows(train, work / "bitext_train.jsonl"),
         schema=SCHEMAS / "bitext_support.json", fields=FieldMap(text="text", label="fields"), training=settings,
@@ -174,6 +185,7 @@ def main() -> None:
     parser.add_argument("--max-folds", type=int, default=None, help="Run only the first N sroie folds (time budget).")
     parser.add_argument("--max-length", type=int, default=128, help="Window length in tokens (sroie: overlapping windows).")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-train", type=int, help="snips/bitext: train on at most this many rows (time budget).")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--no-update", action="store_true", help="Do not rewrite bench/RESULTS.md.")
     parser.add_argument("--out", default="extract", help="Name of the JSON under bench/results/.")
@@ -194,13 +206,14 @@ def main() -> None:
         work = Path(tmp)
         for name in args.only or NAMES:
             if name == "snips":
-                results.append(bench_snips(settings, work, console))
+                results.append(bench_snips(settings, args.max_train, work, console))
             elif name == "sroie":
                 results.append(bench_sroie(settings, args.folds, args.max_folds or args.folds, work, console))
             else:
-                results.append(bench_bitext(settings, work, console))
+                results.append(bench_bitext(settings, args.max_train, work, console))
     env = machine(
         settings=f"epochs<={args.epochs}, batch {args.batch_size}, max_length {args.max_length}, seed {args.seed}"
+        + (f", train rows <= {args.max_train}" if args.max_train else "")
     )
     table = Table(title="extraction specialists (MiniLM)")
     for col in ("dataset", "protocol", "F1", "exact", "valid", "EM@90%", "train", "records/s"):
