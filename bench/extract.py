@@ -99,7 +99,9 @@ def bench_sroie(settings: TrainSettings, folds: int, max_folds: int, work: Path,
         runs.append(run_one(f"sroie_{k}", task, test, work, console))
         console.print(f"sroie fold {k + 1}/{folds}: per-field F1 {runs[-1]['metrics']['per_field']}")
         partial = {"dataset": "sroie", "protocol": f"{len(runs)} of {folds} folds", **merge_folds(runs)}
-        env = machine(settings=f"epochs<={settings.epochs}, batch {settings.batch_size}, max_length {settings.max_length}")
+        env = machine(
+            settings=f"epochs<={settings.epochs}, batch {settings.batch_size}, max_length {settings.max_length}"
+        )
         write_json("extract_sroie_partial", {"env": env, "results": [partial]})
     return {"dataset": "sroie", "protocol": f"{len(runs)} of {folds} folds", **merge_folds(runs)}
 
@@ -137,8 +139,12 @@ def merge_folds(runs: list[dict]) -> dict:
 
 def bench_bitext(settings: TrainSettings, max_train: int | None, work: Path, console: Console) -> dict:
     """One field per utterance from entity_type/entity_value; utterances without an entity give {}."""
-    rows = [json.loads(line) for line in (datasets_dir() / "bitext_support" / "all.jsonl").read_text().splitlines() if line]
-    records = [{"text": r["text"], "fields": {r["entity_type"]: r["entity_value"]} if r["entity_type"] else {}} for r in rows]
+    rows = [
+        json.loads(line) for line in (datasets_dir() / "bitext_support" / "all.jsonl").read_text().splitlines() if line
+    ]
+    records = [
+        {"text": r["text"], "fields": {r["entity_type"]: r["entity_value"]} if r["entity_type"] else {}} for r in rows
+    ]
     by_type: dict[str, list[dict]] = {}
     for r, rec in zip(rows, records):
         by_type.setdefault(r["entity_type"], []).append(rec)
@@ -168,7 +174,9 @@ def render_markdown(results: list[dict], env: dict) -> str:
     ]
     for r in results:
         m = r["metrics"]
-        fields = ", ".join(f"{k} {v:.3f}" for k, v in m["per_field"].items()) if len(m["per_field"]) <= 8 else "see JSON"
+        fields = (
+            ", ".join(f"{k} {v:.3f}" for k, v in m["per_field"].items()) if len(m["per_field"]) <= 8 else "see JSON"
+        )
         lines.append(
             f"| {r['dataset']} | {r['protocol']} | {r['train_rows']} | {m['n']} | {m['f1']:.4f} | {fields} | "
             f"{m['exact_match']:.4f} | {m['schema_valid']:.4f} | {m['coverage']['0.9']:.4f} | {m['record_ece']:.4f} | "
@@ -183,7 +191,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4, help="Maximum epochs (early stopping may end sooner).")
     parser.add_argument("--folds", type=int, default=5, help="sroie cross-validation folds.")
     parser.add_argument("--max-folds", type=int, default=None, help="Run only the first N sroie folds (time budget).")
-    parser.add_argument("--max-length", type=int, default=128, help="Window length in tokens (sroie: overlapping windows).")
+    parser.add_argument(
+        "--max-length", type=int, default=128, help="Window length in tokens (sroie: overlapping windows)."
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-train", type=int, help="snips/bitext: train on at most this many rows (time budget).")
     parser.add_argument("--seed", type=int, default=13)

@@ -18,7 +18,9 @@ BITEXT_SCHEMA = ROOT / "bench" / "schemas" / "bitext_support.json"
 
 
 def run(*args):
-    proc = subprocess.run([sys.executable, "-m", "smallfleet", *map(str, args)], capture_output=True, text=True, env=ENV)
+    proc = subprocess.run(
+        [sys.executable, "-m", "smallfleet", *map(str, args)], capture_output=True, text=True, env=ENV
+    )
     if proc.returncode != 0:
         raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -75,7 +77,9 @@ def test_bitext_entities_cli_train_and_eval(bitext, tmp_path):
 
 def test_answer_gives_json_confidence_and_validity(bitext):
     spec = load_specialist(bitext[0])
-    answers = spec.answer(["I want to cancel order 113542617735902 now", "how do I upgrade to the Platinum account", ""])
+    answers = spec.answer(
+        ["I want to cancel order 113542617735902 now", "how do I upgrade to the Platinum account", ""]
+    )
     first = json.loads(answers[0].content)
     assert first == {"order_id": "113542617735902"}
     assert answers[0].valid and 0 < answers[0].confidence <= 1
@@ -103,8 +107,13 @@ def test_escalation_request_and_parse_escalation(bitext):
     good = spec.parse_escalation('```json\n{"order_id": "123", "refund_amount": "$12.50", "person_name": null}\n```')
     assert json.loads(good.content) == {"order_id": "123", "refund_amount": 12.5} and good.valid
     assert spec.parse_escalation('{"account_type": "platinum"}').content == '{"account_type": "Platinum"}'
-    for bad in ("Sure! The order is 123.", '["123"]', '{"refund_amount": "a lot"}', '{"account_type": "Diamond"}',
-                '{"colour": "red"}'):
+    for bad in (
+        "Sure! The order is 123.",
+        '["123"]',
+        '{"refund_amount": "a lot"}',
+        '{"account_type": "Diamond"}',
+        '{"colour": "red"}',
+    ):
         assert spec.parse_escalation(bad) is None, bad
 
 
@@ -134,8 +143,14 @@ def test_cli_predict_and_clear_errors(bitext, tmp_path):
     bad_schema.write_text(json.dumps({"type": "object", "properties": {"when": {"type": "timestamp"}}}))
     cases = [
         (["--train", test], "value-labelled data needs --schema"),
-        (["--train", test, "--schema", bad_schema], "property 'when' has unknown type 'timestamp' (allowed: string, number"),
-        (["--train", test, "--schema", BITEXT_SCHEMA, "--label-field", "text"], "must be a JSON object of field values"),
+        (
+            ["--train", test, "--schema", bad_schema],
+            "property 'when' has unknown type 'timestamp' (allowed: string, number",
+        ),
+        (
+            ["--train", test, "--schema", BITEXT_SCHEMA, "--label-field", "text"],
+            "must be a JSON object of field values",
+        ),
     ]
     for args, message in cases:
         proc = subprocess.run(

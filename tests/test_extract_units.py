@@ -39,7 +39,7 @@ def test_schema_normalizes_each_type():
 
 def test_schema_reports_bad_values_and_missing_required():
     schema = Schema.from_dict(SCHEMA)
-    record, problems = schema.normalize_record({"amount": "lots", "plan": "Gold"})
+    _, problems = schema.normalize_record({"amount": "lots", "plan": "Gold"})
     assert "missing required field 'order_id'" in problems
     assert any(p.startswith("amount: 'lots' is not a valid number") for p in problems)
     assert any(p.startswith("plan: 'Gold' is not a valid enum") for p in problems)
@@ -78,8 +78,10 @@ def test_a_value_missing_from_its_text_and_an_empty_text_get_clear_messages(tmp_
         load_value_rows(one, schema, "text", "fields")
     rows = tmp_path / "rows.jsonl"
     rows.write_text(
-        json.dumps({"text": "cancel order 112233", "fields": {"order_id": "112233"}}) + "\n"
-        + json.dumps({"text": "refund 5 dollars", "fields": {"order_id": "445566"}}) + "\n"
+        json.dumps({"text": "cancel order 112233", "fields": {"order_id": "112233"}})
+        + "\n"
+        + json.dumps({"text": "refund 5 dollars", "fields": {"order_id": "445566"}})
+        + "\n"
     )
     data = load_value_rows(rows, schema, "text", "fields")
     assert data.values == 2 and data.unaligned == [f"{rows}:2: order_id = '445566' does not occur in the text"]
@@ -94,12 +96,17 @@ def test_a_value_missing_from_its_text_and_an_empty_text_get_clear_messages(tmp_
 
 
 def test_bio_rows_round_trip_and_errors(tmp_path):
-    tokens, tags = ["book", "a", "table", "in", "new", "york", "for", "two"], ["O", "O", "O", "O", "B-city", "I-city", "O", "B-n"]
+    tokens, tags = (
+        ["book", "a", "table", "in", "new", "york", "for", "two"],
+        ["O", "O", "O", "O", "B-city", "I-city", "O", "B-n"],
+    )
     text, spans, offsets = bio_to_spans(tokens, tags)
     assert [text[s.start : s.end] for s in spans] == ["new york", "two"]
     assert spans_to_bio(spans, offsets) == tags
     path = tmp_path / "bio.jsonl"
-    path.write_text(json.dumps({"tokens": ["a", "b"], "tags": ["O"]}) + "\n" + json.dumps({"tokens": [], "tags": []}) + "\n")
+    path.write_text(
+        json.dumps({"tokens": ["a", "b"], "tags": ["O"]}) + "\n" + json.dumps({"tokens": [], "tags": []}) + "\n"
+    )
     with pytest.raises(DataError) as err:
         load_bio_rows(path, "tokens", "tags")
     assert f"{path}:1: 2 tokens but 1 tags" in str(err.value) and f"{path}:2: empty text" in str(err.value)
@@ -115,7 +122,7 @@ def test_span_scores_follow_conlleval():
 
 
 def test_field_scores_count_wrong_values_as_fp_and_fn():
-    per_field, micro, exact = field_scores(
+    per_field, _, exact = field_scores(
         [{"a": "X 1", "b": 2.0}, {"a": "y"}], [{"a": "x  1", "b": 2}, {"a": "z", "b": 1}], ["a", "b"]
     )
     assert exact == [True, False]

@@ -120,7 +120,9 @@ def extraction_metrics(
     }
     if gold_tags is not None and predicted_tags is not None:
         per_type, span_micro = span_scores(gold_tags, predicted_tags)
-        metrics.update(span_precision=span_micro["precision"], span_recall=span_micro["recall"], span_f1=span_micro["f1"])
+        metrics.update(
+            span_precision=span_micro["precision"], span_recall=span_micro["recall"], span_f1=span_micro["f1"]
+        )
         metrics["spans"] = per_type
         metrics["f1"] = span_micro["f1"]
         metrics["per_field"] = {t: s["f1"] for t, s in per_type.items()}

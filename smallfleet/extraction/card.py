@@ -37,7 +37,9 @@ def render_extract_card(manifest: dict, metrics: dict, calibration: dict) -> str
         f"overlap {manifest['stride']}); validation: {data['valid_rows']} rows ({data['valid_source']})",
     ]
     if manifest["format"] != "bio":
-        lines.append(f"- gold values not found in their text: {data['unaligned']} of {data['values']} (rows left out of training)")
+        lines.append(
+            f"- gold values not found in their text: {data['unaligned']} of {data['values']} (rows left out of training)"
+        )
     lines.append(f"- data fingerprint (SHA-256): `{data['fingerprint']['sha256'][:16]}`")
     lines += [f"  - `{path}`: `{digest[:16]}`" for path, digest in data["fingerprint"]["files"].items()]
     lines += [

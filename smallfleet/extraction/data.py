@@ -67,11 +67,15 @@ def load_value_rows(path: Path, schema: Schema, text_field: str, values_field: s
             problems.append(f"{where}: empty text in field {text_field!r}; nothing to extract from")
             continue
         if not isinstance(values, dict):
-            problems.append(f"{where}: field {values_field!r} must be a JSON object of field values, got {type(values).__name__}")
+            problems.append(
+                f"{where}: field {values_field!r} must be a JSON object of field values, got {type(values).__name__}"
+            )
             continue
         unknown = sorted(set(values) - set(schema.fields))
         if unknown:
-            problems.append(f"{where}: value for {unknown[0]!r}, which the schema does not declare (fields: {', '.join(schema.names)})")
+            problems.append(
+                f"{where}: value for {unknown[0]!r}, which the schema does not declare (fields: {', '.join(schema.names)})"
+            )
             continue
         values = {k: str(v) for k, v in values.items() if v is not None and str(v).strip()}
         spans, missing = align_values(text, values)
@@ -81,7 +85,9 @@ def load_value_rows(path: Path, schema: Schema, text_field: str, values_field: s
     if problems:
         raise DataError(summarize_problems(problems, f"{len(problems)} row(s) of {path} cannot be used"))
     if n_values and len(unaligned) == n_values:
-        raise DataError(summarize_problems(unaligned, f"{path}: none of the {n_values} gold value(s) occurs in its text"))
+        raise DataError(
+            summarize_problems(unaligned, f"{path}: none of the {n_values} gold value(s) occurs in its text")
+        )
     return ExtractData(examples, n_values, unaligned)
 
 
@@ -97,7 +103,9 @@ def load_bio_rows(path: Path, tokens_field: str, tags_field: str) -> ExtractData
         where = f"{path}:{lineno}"
         tokens, tags = row.get(tokens_field), row.get(tags_field)
         if not isinstance(tokens, list) or not isinstance(tags, list):
-            problems.append(f"{where}: fields {tokens_field!r} and {tags_field!r} must be lists (fields: {', '.join(row)})")
+            problems.append(
+                f"{where}: fields {tokens_field!r} and {tags_field!r} must be lists (fields: {', '.join(row)})"
+            )
             continue
         if not tokens or not any(str(t).strip() for t in tokens):
             problems.append(f"{where}: empty text (no tokens in {tokens_field!r}); nothing to extract from")
@@ -130,5 +138,7 @@ def check_example(text: str, values: dict[str, str]) -> list[Span]:
     spans, missing = align_values(text, values)
     if missing:
         name = missing[0]
-        raise DataError(f"field {name!r}: value {values[name]!r} does not occur in the text (even allowing for case, spacing and OCR noise)")
+        raise DataError(
+            f"field {name!r}: value {values[name]!r} does not occur in the text (even allowing for case, spacing and OCR noise)"
+        )
     return spans

@@ -109,9 +109,7 @@ class Extractor:
         confidence = {n: self.field_platt(c) for n, c in raw_conf.items()}
         basis = self.schema.required or self.schema.names
         raw_record = min(confidence[n] for n in basis)
-        return Extraction(
-            record, confidence, self.record_platt(raw_record), problems, spans, raw_conf, raw_record
-        )
+        return Extraction(record, confidence, self.record_platt(raw_record), problems, spans, raw_conf, raw_record)
 
 
 def span_text(text: str, span: Span) -> str:

@@ -120,7 +120,9 @@ class Schema:
         required = raw.get("required") or []
         if not isinstance(required, list) or any(r not in fields for r in required):
             unknown = [r for r in required if r not in fields] if isinstance(required, list) else required
-            raise ConfigError(f"{where}: 'required' names unknown properties {unknown!r} (properties: {', '.join(fields)})")
+            raise ConfigError(
+                f"{where}: 'required' names unknown properties {unknown!r} (properties: {', '.join(fields)})"
+            )
         return cls(fields, list(required))
 
     @classmethod
@@ -146,7 +148,7 @@ def _parse_property(name: str, prop: Any, where: str) -> FieldSpec:
     if not _NAME.match(name):
         raise ConfigError(f"{where}: property name {name!r} must start with a letter and hold letters, digits, _ . -")
     if not isinstance(prop, dict):
-        raise ConfigError(f"{where}: property {name!r} must be an object like {{\"type\": \"string\"}}")
+        raise ConfigError(f'{where}: property {name!r} must be an object like {{"type": "string"}}')
     typ = prop.get("type")
     description = str(prop.get("description", ""))
     if "enum" in prop or typ == "enum":
@@ -157,9 +159,7 @@ def _parse_property(name: str, prop: Any, where: str) -> FieldSpec:
     if typ == "string" and prop.get("format") == "date":
         typ = "date"
     if typ not in FIELD_TYPES:
-        raise ConfigError(
-            f"{where}: property {name!r} has unknown type {typ!r} (allowed: {', '.join(FIELD_TYPES)})"
-        )
+        raise ConfigError(f"{where}: property {name!r} has unknown type {typ!r} (allowed: {', '.join(FIELD_TYPES)})")
     return FieldSpec(name, typ, description, dayfirst=bool(prop.get("dayfirst", True)))
 
 

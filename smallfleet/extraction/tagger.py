@@ -116,7 +116,9 @@ class TokenScores:
     logits: torch.Tensor
 
 
-def token_logits(model: EncoderTagger, tokenizer, texts: list[str], max_length: int, stride: int, device) -> list[TokenScores]:
+def token_logits(
+    model: EncoderTagger, tokenizer, texts: list[str], max_length: int, stride: int, device
+) -> list[TokenScores]:
     """Logits of every token of every text, averaged over the windows that contain it."""
     windows = make_windows(tokenizer, texts, max_length, stride)
     sums: list[dict[tuple[int, int], torch.Tensor]] = [{} for _ in texts]
@@ -150,7 +152,9 @@ class FoundSpan:
     confidence: float
 
 
-def decode_spans(scores: TokenScores, labels: list[str], temperature: float) -> tuple[list[FoundSpan], dict[str, float]]:
+def decode_spans(
+    scores: TokenScores, labels: list[str], temperature: float
+) -> tuple[list[FoundSpan], dict[str, float]]:
     """Predicted spans of one text, and per field the probability that it is absent from the text.
 
     A token's probability of belonging to field f is P(B-f) + P(I-f); a span's

@@ -72,7 +72,9 @@ def load_task_data(spec: TaskSpec) -> TaskData:
             raise ConfigError(f"{spec.schema}: the data tags field {unknown[0]!r}, which the schema does not declare")
     else:
         if spec.schema is None:
-            raise ConfigError(f"task {spec.name!r}: value-labelled data needs --schema (or --tokens-field/--tags-field for BIO data)")
+            raise ConfigError(
+                f"task {spec.name!r}: value-labelled data needs --schema (or --tokens-field/--tags-field for BIO data)"
+            )
         schema = Schema.from_file(spec.schema)
         files = [
             load_value_rows(p, schema, spec.fields.text, values_field(p, spec.fields.label)) if p else None
@@ -107,8 +109,13 @@ def score(extractor: Extractor, examples: list[ExtractExample], bio: bool) -> tu
         gold_tags = [e.tags for e in examples]
         pred_tags = [spans_to_bio([s.span for s in x.spans], e.word_offsets) for x, e in zip(out, examples)]
     metrics = extraction_metrics(
-        gold, [x.record for x in out], [x.record_confidence for x in out], [x.valid for x in out],
-        extractor.schema.names, gold_tags, pred_tags,
+        gold,
+        [x.record for x in out],
+        [x.record_confidence for x in out],
+        [x.valid for x in out],
+        extractor.schema.names,
+        gold_tags,
+        pred_tags,
     )
     return metrics, out
 
@@ -189,7 +196,11 @@ def train_extractor(spec: TaskSpec, out: Path, force: bool = False, console: Con
             "fingerprint": fingerprint_files([spec.train, spec.valid, spec.schema]),
         },
         "calibration": {k: v for k, v in calibration.items() if k not in ("curve", "points", "reliability")},
-        "machine": {"device": device.type, "torch_threads": torch.get_num_threads(), "python": platform.python_version()},
+        "machine": {
+            "device": device.type,
+            "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+        },
     }
     from smallfleet.extraction.card import write_extract_card
 
@@ -210,7 +221,9 @@ def train_extractor(spec: TaskSpec, out: Path, force: bool = False, console: Con
 def calibrate(extractor: Extractor, examples: list[ExtractExample]) -> dict:
     """Fit temperature, field and record Platt scaling on validation; return calibration.json's content."""
     texts = [e.text for e in examples]
-    scores = token_logits(extractor.model, extractor.tokenizer, texts, extractor.max_length, extractor.stride, extractor.device)
+    scores = token_logits(
+        extractor.model, extractor.tokenizer, texts, extractor.max_length, extractor.stride, extractor.device
+    )
     index = {lab: i for i, lab in enumerate(extractor.labels)}
     logits, gold = [], []
     for s, e in zip(scores, examples):

@@ -148,12 +148,16 @@ def evaluate(specialist: ExtractSpecialist, data: Path, console: Console, **fiel
     trained = specialist.manifest.get("fields", {})
     bio = specialist.manifest.get("format") == "bio"
     if bio:
-        loaded = load_bio_rows(data, fields.get("tokens") or trained.get("tokens") or "tokens",
-                               fields.get("tags") or trained.get("tags") or "tags")
+        loaded = load_bio_rows(
+            data,
+            fields.get("tokens") or trained.get("tokens") or "tokens",
+            fields.get("tags") or trained.get("tags") or "tags",
+        )
     else:
         label = fields.get("label") or trained.get("label", "label")
-        loaded = load_value_rows(data, specialist.schema, fields.get("text") or trained.get("text", "text"),
-                                 values_field(data, label))
+        loaded = load_value_rows(
+            data, specialist.schema, fields.get("text") or trained.get("text", "text"), values_field(data, label)
+        )
     metrics, _ = score(specialist.extractor, loaded.examples, bio)
     metrics["data"] = str(data)
     if not bio:
