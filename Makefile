@@ -10,7 +10,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # wider report tables when output goes to a pipe or CI log (rich defaults to 80 columns there)
 export COLUMNS ?= 120
 
-.PHONY: setup quickstart test test-fast bench clean
+.PHONY: setup quickstart test test-fast bench bench-extract clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ test: setup  ## run the test suite (real models on shipped data; shared datasets
 
 bench: setup  ## classification benchmark on the shared datasets (about 11 minutes on 2 cores)
 	$(BIN)/python bench/classify.py
+
+bench-extract: setup  ## extraction benchmark: snips, sroie 5-fold, bitext entities (long on 2 cores; see bench/extract.py --help)
+	$(BIN)/python bench/extract.py
 
 clean:
 	rm -rf runs $(VENV)
