@@ -68,9 +68,10 @@ def test_bitext_entities_cli_train_and_eval(bitext, tmp_path):
     metrics = json.loads(report.read_text())
     assert {"f1", "exact_match", "per_field", "n", "schema_valid", "coverage"} <= set(metrics)
     assert metrics["n"] > 90
-    assert metrics["f1"] >= 0.7, metrics["per_field"]
-    assert metrics["exact_match"] >= 0.7
-    assert metrics["per_field"]["order_id"] >= 0.7
+    # measured: f1 0.88, exact match 0.90, order_id 0.70 (bitext gold ids drop the text's leading zeros)
+    assert metrics["f1"] >= 0.75, metrics["per_field"]
+    assert metrics["exact_match"] >= 0.75
+    assert metrics["per_field"]["order_id"] >= 0.5 and metrics["per_field"]["account_type"] >= 0.8
     card = (out / "README.md").read_text()
     assert "extract specialist" in card and "gold values not found in their text:" in card
 
@@ -131,7 +132,7 @@ def test_snips_slice_span_f1(shared_datasets, tmp_path):
     )  # fmt: skip
     metrics = train_extractor(task, tmp_path / "spec")["validation"]
     assert metrics["n"] == 200
-    assert metrics["f1"] == metrics["span_f1"] >= 0.5, metrics["per_field"]
+    assert metrics["f1"] == metrics["span_f1"] >= 0.5, metrics["per_field"]  # measured 0.61
 
 
 def test_cli_predict_and_clear_errors(bitext, tmp_path):
