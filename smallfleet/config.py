@@ -39,7 +39,7 @@ class TrainSettings:
     label_smoothing: float = 0.1
     """Share of the target mass spread over the other labels (regularizes; temperature scaling re-calibrates)."""
     max_length: int = 128
-    """Longest input in tokens; longer texts are truncated."""
+    """Longest input in tokens; longer texts are truncated (extract: cut into windows overlapping by a quarter)."""
     patience: int = 2
     """Stop after this many epochs without a better validation score."""
     seed: int = 13
