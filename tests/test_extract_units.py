@@ -145,3 +145,19 @@ def test_fleet_yaml_extract_task_resolves_schema_and_bio_fields(tmp_path):
     fleet.write_text("name: f\ntasks:\n  - {name: t, kind: classify, train: t.jsonl, schema: s.json}\n")
     with pytest.raises(ConfigError, match="'schema' only applies to kind 'extract'"):
         FleetSpec.from_file(fleet)
+
+
+def test_decode_merges_pieces_of_one_word_and_reports_absence():
+    import torch
+
+    from smallfleet.extraction.tagger import TokenScores, bio_labels, decode_spans
+
+    labels = bio_labels(["total", "date"])  # O, B-total, I-total, B-date, I-date
+    text = "TOTAL 30.30 RM"
+    offsets = [(0, 5), (6, 8), (8, 9), (9, 11), (12, 14)]
+    tags = [0, 1, 1, 2, 0]  # the model starts a new span on "." : still one value
+    logits = torch.full((5, 5), -4.0)
+    logits[torch.arange(5), torch.tensor(tags)] = 4.0
+    spans, absent = decode_spans(TokenScores(offsets, logits), labels, temperature=1.0)
+    assert [(s.span.field, text[s.span.start : s.span.end]) for s in spans] == [("total", "30.30")]
+    assert 0.9 < spans[0].confidence < 1 and absent["date"] > 0.9 and absent["total"] < 0.1

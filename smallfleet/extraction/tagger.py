@@ -182,8 +182,15 @@ def decode_spans(
             current = [j, t, t]
     if current is not None:
         found.append(current)
-    spans = []
+    merged: list[list[int]] = []
     for j, first, last in found:
+        # a span cannot begin inside a word: "30" "." "30" tagged B B B is one value, 30.30
+        if merged and merged[-1][0] == j and scores.offsets[merged[-1][2]][1] == scores.offsets[first][0]:
+            merged[-1][2] = last
+        else:
+            merged.append([j, first, last])
+    spans = []
+    for j, first, last in merged:
         conf = float(np.min(in_field[first : last + 1, j]))
         spans.append(FoundSpan(Span(fields[j], scores.offsets[first][0], scores.offsets[last][1]), conf))
     return spans, absent
