@@ -168,6 +168,8 @@ def render_markdown(results: list[dict], env: dict) -> str:
         f"Machine: {env['cpu_count']} CPU cores shared with two other training jobs, torch {env['torch']} "
         f"({env['threads']} threads), Python {env['python']}; base `minilm`; settings {env['settings']}. Run {env['date']}.",
         "",
+        *[f"- {r['dataset']}: {r['settings']}" for r in results if "settings" in r],
+        "",
         "| dataset | protocol | train rows | test n | F1 | per-field F1 | exact match | schema-valid | EM@90% cov | record ECE "
         "| epochs (best/run) | train time | records/s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -203,8 +205,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.render:
         parts = [json.loads(p.read_text()) for p in args.render]
-        results = [r for part in parts for r in part["results"]]
-        env = {**parts[0]["env"], "settings": "; ".join(sorted({p["env"]["settings"] for p in parts}))}
+        results = [{"settings": part["env"]["settings"], **r} for part in parts for r in part["results"]]
+        env = {**parts[0]["env"], "settings": "per row"}
         write_json(args.out, {"env": env, "results": results})
         update_results("extract", render_markdown(results, env))
         return
