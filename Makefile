@@ -11,7 +11,7 @@ export TOKENIZERS_PARALLELISM ?= false
 # wider report tables when output goes to a pipe or CI log (rich defaults to 80 columns there)
 export COLUMNS ?= 120
 
-.PHONY: setup quickstart test test-fast bench bench-venv-litellm bench-gateway bench-generate clean
+.PHONY: setup quickstart test test-fast bench bench-venv-litellm bench-gateway bench-generate bench-extract clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,9 @@ bench-gateway: setup bench-venv-litellm  ## gateway latency/throughput vs LiteLL
 
 bench-generate: setup  ## DialogSum LoRA benchmark (see bench/RESULTS.md for its duration)
 	$(BIN)/python bench/generate.py --threads 1 --max-steps 50 --train-size 1000 --test-limit 50 --valid-rows 24
+
+bench-extract: setup  ## extraction benchmark: snips, sroie 5-fold, bitext entities (long on 2 cores; see bench/extract.py --help)
+	$(BIN)/python bench/extract.py
 
 clean:
 	rm -rf runs $(VENV) .venv-litellm

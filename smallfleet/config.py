@@ -17,10 +17,10 @@ import yaml
 
 from smallfleet.errors import ConfigError
 
-TASK_KINDS = ("classify", "generate")
+TASK_KINDS = ("classify", "extract", "generate")
 TIER_KINDS = ("openai", "review")
 # base model used when a task names none
-DEFAULT_BASE = {"classify": "minilm", "generate": "smollm2-135m"}
+DEFAULT_BASE = {"classify": "minilm", "extract": "minilm", "generate": "smollm2-135m"}
 
 
 @dataclass
@@ -42,7 +42,7 @@ class TrainSettings:
     label_smoothing: float = 0.1
     """Share of the target mass spread over the other labels (regularizes; temperature scaling re-calibrates)."""
     max_length: int = 128
-    """Longest input in tokens; longer texts are truncated."""
+    """Longest input in tokens; longer texts are truncated (extract: cut into windows overlapping by a quarter)."""
     patience: int = 2
     """Stop after this many epochs without a better validation score."""
     seed: int = 13
@@ -79,7 +79,11 @@ class FieldMap:
     text: str = "text"
     """Field (JSONL key or CSV column) holding the input text."""
     label: str = "label"
-    """Field holding the gold label."""
+    """Field holding the gold label (extract: the JSON object of gold field values; rows without it may use `fields`)."""
+    tokens: str | None = None
+    """Extract with BIO data: field holding the list of tokens."""
+    tags: str | None = None
+    """Extract with BIO data: field holding one BIO tag per token."""
     output: str = "output"
     """Field holding the target text (kind `generate`; `--output-field`)."""
 
@@ -171,10 +175,14 @@ class TaskSpec:
     """Accuracy the accepted answers must reach on validation; picks the escalation threshold."""
     generation: GenerateSettings = field(default_factory=GenerateSettings)
     """LoRA fine-tuning and decoding settings (kind `generate` only)."""
+    schema: Path | None = None
+    """Extract: JSON Schema file of the output record (optional for BIO data: derived from the tags)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.target <= 1:
             raise ConfigError(f"task {self.name!r}: target={self.target!r} must be in (0, 1]")
+        if self.schema is not None and self.kind != "extract":
+            raise ConfigError(f"task {self.name!r}: 'schema' only applies to kind 'extract', not {self.kind!r}")
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
             raise ConfigError(f"task name {self.name!r} must be letters, digits, '-' or '_'")
         if self.kind not in TASK_KINDS:
@@ -373,6 +381,7 @@ def _task_from_dict(item: Any, defaults: dict, path: Path, index: int) -> TaskSp
                 {**(defaults.get("generation") or {}), **(item.get("generation") or {})},
                 f"{where}: generation",
             ),
+            schema=_data_path(item.get("schema"), base_dir),
         )
     except ConfigError as exc:
         if str(exc).startswith(str(path)):

@@ -20,12 +20,15 @@ _GENERATE_ONLY = ("max_steps", "gradient_accumulation", "lora_r", "lora_alpha", 
 
 @click.command("train")
 @click.argument("fleet", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--kind", type=click.Choice(["classify", "generate"]), default="classify", show_default=True, help="Task kind.")
+@click.option("--kind", type=click.Choice(["classify", "extract", "generate"]), default="classify", show_default=True, help="Task kind: classify (text -> label), extract (text -> JSON object of fields) or generate (text -> text, LoRA on a small LLM).")
 @click.option("--train", "train_file", type=click.Path(path_type=Path), help="Training data (JSONL or CSV).")
 @click.option("--valid", "valid_file", type=click.Path(path_type=Path), help="Validation data; default: a seeded stratified split of --train.")
 @click.option("--test", "test_file", type=click.Path(path_type=Path), help="Test data, evaluated after training.")
 @click.option("--text-field", default="text", show_default=True, help="Field/column holding the input text.")
-@click.option("--label-field", default="label", show_default=True, help="Field/column holding the label.")
+@click.option("--label-field", default="label", show_default=True, help="Field/column holding the label; for extract, the JSON object of gold values (rows without `label` may use `fields`).")
+@click.option("--schema", type=click.Path(dir_okay=False, path_type=Path), help="Extract: JSON Schema of the output object (properties typed string, number, integer, date or enum; `required`). Optional with BIO data.")
+@click.option("--tokens-field", help="Extract with BIO data: field holding the token list.")
+@click.option("--tags-field", help="Extract with BIO data: field holding one BIO tag per token (B-<field>, I-<field>, O).")
 @click.option("--input-field", help="Kind generate: field/column holding the input text (same as --text-field).")
 @click.option("--output-field", default="output", show_default=True, help="Kind generate: field/column holding the target text.")
 @click.option("--base", help="Base model: packaged name (see `smallfleet models`), local folder or .gguf, or hub id [default: minilm; smollm2-135m for generate].")
@@ -37,7 +40,7 @@ _GENERATE_ONLY = ("max_steps", "gradient_accumulation", "lora_r", "lora_alpha", 
 @click.option("--learning-rate", type=float, help=f"Encoder peak learning rate [default: {_DEFAULTS.learning_rate}].")
 @click.option("--head-learning-rate", type=float, help=f"Head peak learning rate [default: {_DEFAULTS.head_learning_rate}].")
 @click.option("--label-smoothing", type=float, help=f"Label smoothing [default: {_DEFAULTS.label_smoothing}].")
-@click.option("--max-length", type=int, help=f"Max tokens per text [default: {_DEFAULTS.max_length}].")
+@click.option("--max-length", type=int, help=f"Max tokens per text; extract cuts longer texts into overlapping windows of this size [default: {_DEFAULTS.max_length}].")
 @click.option("--patience", type=int, help=f"Early-stopping patience in epochs [default: {_DEFAULTS.patience}].")
 @click.option("--seed", type=int, help=f"Random seed [default: {_DEFAULTS.seed}].")
 @click.option("--valid-fraction", type=float, help=f"Held-out share when no --valid [default: {_DEFAULTS.valid_fraction}].")
@@ -48,13 +51,15 @@ _GENERATE_ONLY = ("max_steps", "gradient_accumulation", "lora_r", "lora_alpha", 
 @click.option("--max-new-tokens", type=int, help=f"Generate: default answer length cap [default: {_GEN.max_new_tokens}].")
 @click.option("--instruction", help="Generate: system prompt before every input [default: none].")
 def command(
-    fleet, kind, train_file, valid_file, test_file, text_field, label_field, input_field, output_field, base, name,
-    out, force, **settings
+    fleet, kind, train_file, valid_file, test_file, text_field, label_field, schema, tokens_field, tags_field,
+    input_field, output_field, base, name, out, force, **settings
 ):
     """Fine-tune specialists.
 
     \b
     One specialist:  smallfleet train --kind classify --train data.jsonl --out DIR
+    Extraction:      smallfleet train --kind extract --train data.jsonl --schema schema.json --out DIR
+    BIO extraction:  smallfleet train --kind extract --train data.jsonl --tokens-field tokens --tags-field tags --out DIR
     Generative:      smallfleet train --kind generate --train d.jsonl --input-field dialogue
                        --output-field summary [--max-steps N] --out DIR
     A whole fleet:   smallfleet train fleet.yaml [--out DIR]
@@ -88,10 +93,12 @@ def command(
         train=train_file,
         valid=valid_file,
         test=test_file,
-        fields=FieldMap(text=input_field or text_field, label=label_field, output=output_field),
+        fields=FieldMap(text=input_field or text_field, label=label_field, output=output_field, tokens=tokens_field,
+                        tags=tags_field),
         base=base or DEFAULT_BASE[kind],
         training=TrainSettings().replace(**settings),
         generation=GenerateSettings().replace(**generate),
+        schema=schema,
     )
     metrics = train_task(task, out, force, console)
     if "test" in metrics:

@@ -27,7 +27,11 @@ from smallfleet.errors import SpecialistError
 from smallfleet.training.artifacts import MANIFEST, read_json
 
 # task kind -> module defining SPECIALIST, train() and evaluate()
-KINDS = {"classify": "smallfleet.tasks.classify", "generate": "smallfleet.tasks.generate"}
+KINDS = {
+    "classify": "smallfleet.tasks.classify",
+    "extract": "smallfleet.tasks.extract",
+    "generate": "smallfleet.tasks.generate",
+}
 
 
 def kind_module(kind: str) -> ModuleType:
