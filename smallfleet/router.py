@@ -28,10 +28,11 @@ ROUTER_DIR = "_router"
 
 def task_texts(task: TaskSpec) -> list[str]:
     """The input texts of a task's training file, whatever its kind (token lists are joined)."""
-    field = task.fields.text
     texts = []
     for _, row in read_rows(task.train):
-        value = row.get(field)
+        value = row.get(task.fields.text)
+        if value is None and task.fields.tokens:  # BIO data: the tokens are the text
+            value = row.get(task.fields.tokens)
         if isinstance(value, list):
             value = " ".join(str(v) for v in value)
         if isinstance(value, str) and value.strip():

@@ -160,3 +160,35 @@ def test_cli_predict_and_clear_errors(bitext, tmp_path):
         )  # fmt: skip
         assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_gateway_returns_json_and_escalates_with_the_schema(bitext, tmp_path):
+    """`fleet/<extract task>` through the real gateway: JSON content, response_format honored,
+    and an escalated request that gets the schema and validates the upstream's JSON."""
+    import openai
+    from fake_upstream import FakeUpstream
+    from gateway_process import GatewayProcess
+
+    folder = bitext[0]
+    task = load_specialist(folder).name
+    with FakeUpstream() as upstream:
+        args = ["--db", f"sqlite:///{tmp_path / 'x.db'}", "--escalate-to", upstream.base_url, "--escalate-model", "m"]
+        with GatewayProcess(folder, *args, "--threshold", f"{task}=0") as gw:
+            client = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
+            r = client.chat.completions.create(
+                model=f"fleet/{task}", response_format={"type": "json_object"},
+                messages=[{"role": "user", "content": "I want to cancel order 113542617735902 now"}],
+            )  # fmt: skip
+            assert json.loads(r.choices[0].message.content) == {"order_id": "113542617735902"}
+            assert r.model_extra["smallfleet"]["tier"] == "specialist"
+        with GatewayProcess(folder, *args, "--threshold", f"{task}=2") as gw:
+            client = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
+            upstream.mode = 'reply:{"order_id": "777", "refund_amount": "$5"}'
+            r = client.chat.completions.create(model=f"fleet/{task}", messages=[{"role": "user", "content": "refund 777"}])
+            assert json.loads(r.choices[0].message.content) == {"order_id": "777", "refund_amount": 5.0}
+            sent = upstream.calls[-1]["body"]
+            assert sent["response_format"] == {"type": "json_object"} and '"order_id"' in sent["messages"][0]["content"]
+            upstream.mode = "reply:no idea"
+            with pytest.raises(openai.APIStatusError) as err:  # no further tier: 502 naming the unusable reply
+                client.chat.completions.create(model=f"fleet/{task}", messages=[{"role": "user", "content": "refund 777"}])
+            assert err.value.status_code == 502 and "reply could not be used for task" in err.value.message

@@ -224,3 +224,30 @@ def test_fleet_yaml_generation_settings(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"task 's': generation: unknown key 'max_step'"):
         FleetSpec.from_file(tmp_path / "bad.yaml")
+
+
+def test_gateway_serves_two_adapters_and_streams_tokens(summary_specialist, topic_specialist, tmp_path):
+    """`smallfleet serve` over a fleet of two adapters on one base, driven by the openai client."""
+    import openai
+    from gateway_process import GatewayProcess
+
+    fleet = tmp_path / "genfleet"
+    fleet.mkdir()
+    tasks = {p.name: {"kind": "generate", "folder": str(p)} for p in (summary_specialist[0], topic_specialist[0])}
+    (fleet / "fleet.json").write_text(json.dumps({"name": "gen", "tasks": tasks}))
+    dialogue = "#Person1#: Can I return these shoes? They are too small.\n#Person2#: Sure, do you have the receipt?"
+    with GatewayProcess(fleet) as gw:
+        client = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
+        messages = [{"role": "user", "content": dialogue}]
+        summary = client.chat.completions.create(model="fleet/dialog_summary", messages=messages, max_tokens=12)
+        topic = client.chat.completions.create(model="fleet/dialog_topic", messages=messages, max_tokens=12)
+        sf = summary.model_extra["smallfleet"]
+        assert sf["task"] == "dialog_summary" and sf["tier"] == "specialist" and 0 <= sf["confidence"] <= 1
+        assert summary.usage.completion_tokens <= 12
+        assert len(topic.choices[0].message.content.split()) < len(summary.choices[0].message.content.split()) + 3
+        chunks = list(client.chat.completions.create(model="fleet/dialog_summary", messages=messages, max_tokens=12,
+                                                     stream=True))  # fmt: skip
+        pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+        assert len(pieces) > 1  # token by token, not one block
+        assert "".join(pieces) == summary.choices[0].message.content  # greedy: the same answer
+        assert chunks[-1].model_extra["smallfleet"]["task"] == "dialog_summary"

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from smallfleet.serve.fleet import ServedFleet
 from smallfleet.serve.gateway import Gateway, GatewayError
 from smallfleet.serve.metrics import GatewayMetrics
-from smallfleet.serve.protocol import ChatCompletionRequest, error_body, validation_message
+from smallfleet.serve.protocol import ChatCompletionRequest, Completion, error_body, validation_message
 from smallfleet.serve.tiers import build_tiers
 from smallfleet.store import Database
 from smallfleet.store.keys import active_keys, hash_key
@@ -83,6 +83,9 @@ def create_app(fleet: ServedFleet, db: Database) -> FastAPI:
         gateway: Gateway = request.app.state.gateway
         key_name = request.app.state.keys.check(request.headers.get("authorization"))
         chat = await _parse(request, gateway.fleet.serving)
+        live = gateway.live_stream_task(chat)
+        if live is not None:
+            return StreamingResponse(_live_events(gateway, live, chat, key_name), media_type="text/event-stream")
         completion = await gateway.complete(chat, key_name)
         if not chat.stream:
             return JSONResponse(completion.response(chat.model))
@@ -108,6 +111,27 @@ def create_app(fleet: ServedFleet, db: Database) -> FastAPI:
         return Response(request.app.state.gateway.metrics.render(), media_type="text/plain; version=0.0.4")
 
     return app
+
+
+async def _live_events(gateway: Gateway, task, chat: ChatCompletionRequest, key_name: str | None):
+    """SSE events of a token-by-token answer: role, one chunk per piece, the finish (with smallfleet), [DONE]."""
+    head = Completion(content="", tier="specialist", task=task.name, confidence=None)
+    first = head.chunks(chat.model, [])[0]
+    yield f"data: {json.dumps(first)}\n\n"
+    done = head
+    try:
+        async for item in gateway.stream_live(task, chat, key_name):
+            if isinstance(item, Completion):
+                done = item
+                continue
+            (chunk,) = head.chunks(chat.model, [item])[1:-1]
+            yield f"data: {json.dumps(chunk)}\n\n"
+    except GatewayError as exc:  # headers are sent: the error travels as an event, as OpenAI's API does
+        yield f"data: {json.dumps(error_body(exc.message, 'api_error', exc.code))}\n\n"
+        return
+    *_, last = Completion(**{**done.__dict__, "request_id": head.request_id, "created": head.created}).chunks(chat.model, [])
+    yield f"data: {json.dumps(last)}\n\n"
+    yield "data: [DONE]\n\n"
 
 
 async def _parse(request: Request, serving) -> ChatCompletionRequest:

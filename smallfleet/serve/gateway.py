@@ -4,7 +4,9 @@ or failed, becomes one row of the request log."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 import uuid
 
@@ -86,6 +88,61 @@ class Gateway:
                              completion.latency_ms / 1000)  # fmt: skip
         return completion
 
+    def live_stream_task(self, request: ChatCompletionRequest) -> ServedTask | None:
+        """The task that can stream this request token by token: a `fleet/<task>` whose specialist streams
+        and that has nothing to escalate to (a cascade must see the whole answer's confidence first)."""
+        if not request.stream or not request.model.startswith(FLEET_MODEL + "/"):
+            return None
+        task = self.fleet.tasks.get(request.model.split("/", 1)[1])
+        if task is None or not hasattr(task.specialist, "stream") or (self.tiers and task.threshold > 0):
+            return None
+        return task
+
+    async def stream_live(self, task: ServedTask, request: ChatCompletionRequest, api_key: str | None):
+        """Yield the specialist's answer in pieces (str) as it generates them, then the Completion; logs the request."""
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue = asyncio.Queue()
+        text = request.input_text()
+        started = time.perf_counter()
+
+        def produce() -> None:
+            try:
+                for piece in task.specialist.stream(text, request.options()):
+                    loop.call_soon_threadsafe(pieces.put_nowait, piece)
+                loop.call_soon_threadsafe(pieces.put_nowait, None)
+            except Exception as exc:  # handed to the response, which ends with an error event
+                loop.call_soon_threadsafe(pieces.put_nowait, exc)
+
+        threading.Thread(target=produce, name=f"smallfleet-stream-{task.name}", daemon=True).start()
+        content, error = [], None
+        while True:
+            piece = await pieces.get()
+            if piece is None:
+                break
+            if isinstance(piece, Exception):
+                error = f"{type(piece).__name__}: {piece}"
+                break
+            content.append(piece)
+            yield piece
+        seconds = time.perf_counter() - started
+        answer = "".join(content)
+        completion = Completion(content=answer, tier=SPECIALIST_TIER, task=task.name, confidence=None,
+                                cost_usd=self.fleet.compute_cost(seconds), latency_ms=seconds * 1000,
+                                frontier_cost_usd=self._frontier_cost(task.specialist.escalation_request(text).messages, answer),
+                                prompt_tokens=estimate_prompt_tokens([{"content": text}]),
+                                completion_tokens=estimate_tokens(answer))  # fmt: skip
+        self.ledger.record(
+            new_row(model=request.model, api_key=api_key, input=text, request_id=completion.request_id, task=task.name,
+                    tier=SPECIALIST_TIER, status="error" if error else "ok", http_status=200, output=answer,
+                    prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
+                    latency_ms=completion.latency_ms, cost_usd=completion.cost_usd,
+                    frontier_cost_usd=completion.frontier_cost_usd, error=error)  # fmt: skip
+        )
+        self.metrics.observe(task.name, SPECIALIST_TIER, "error" if error else "ok", False, seconds)
+        if error:
+            raise GatewayError(500, f"generation failed: {error}", code="internal_error", task=task.name)
+        yield completion
+
     async def _dispatch(self, request: ChatCompletionRequest, text: str) -> Completion:
         model = request.model
         if model == FLEET_MODEL:
@@ -141,7 +198,7 @@ class Gateway:
             mapped = task.specialist.parse_escalation(reply.content)
             result.cost_usd += reply.cost_usd
             if mapped is None:
-                tried.append(f"{tier.name}: reply could not be used as a {task.specialist.kind} answer")
+                tried.append(f"{tier.name}: reply could not be used for task {task.name}")
                 continue
             result.frontier_cost_usd = max(frontier, reply.cost_usd)
             return self._escalated(result, tier.name, mapped.content, reply, tried)
