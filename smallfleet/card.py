@@ -28,18 +28,13 @@ def render_card(manifest: dict, metrics: dict, calibration: dict) -> str:
         "## Training data",
         "",
         f"- train: {data['train_rows']} rows; validation: {data['valid_rows']} rows ({data['valid_source']})",
-        f"- data fingerprint (SHA-256): `{data['fingerprint']['sha256'][:16]}`",
-    ]
-    lines += [f"  - `{path}`: `{digest[:16]}`" for path, digest in data["fingerprint"]["files"].items()]
-    lines += [
+        *fingerprint_lines(data["fingerprint"]),
         "",
         "## Settings",
         "",
         ", ".join(f"{k}={v}" for k, v in train.items()),
         "",
-        f"Best validation macro-F1 {fit['best_score']:.4f} at epoch {fit['best_epoch']} of {fit['epochs_run']}"
-        f"{' (stopped early)' if fit['stopped_early'] else ''}; {fit['seconds']:.0f} s on "
-        f"{manifest['machine']['device']} ({manifest['machine']['torch_threads']} threads).",
+        fit_summary(fit, "macro-F1", manifest["machine"]),
         "",
         "## Scores",
         "",
@@ -99,3 +94,18 @@ def plot_calibration(calibration: dict, folder: Path) -> None:
     fig.tight_layout()
     fig.savefig(folder / COVERAGE_PNG, dpi=100)
     plt.close(fig)
+
+
+def fingerprint_lines(fingerprint: dict) -> list[str]:
+    """Card lines for a data fingerprint: the combined SHA-256, then one per file."""
+    lines = [f"- data fingerprint (SHA-256): `{fingerprint['sha256'][:16]}`"]
+    return lines + [f"  - `{path}`: `{digest[:16]}`" for path, digest in fingerprint["files"].items()]
+
+
+def fit_summary(fit: dict, score_name: str, machine: dict) -> str:
+    """One sentence on how an epoch-based fit went: best validation score, epochs, time, device."""
+    return (
+        f"Best validation {score_name} {fit['best_score']:.4f} at epoch {fit['best_epoch']} of {fit['epochs_run']}"
+        f"{' (stopped early)' if fit['stopped_early'] else ''}; {fit['seconds']:.0f} s on "
+        f"{machine['device']} ({machine['torch_threads']} threads)."
+    )

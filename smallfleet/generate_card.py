@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from smallfleet.card import fingerprint_lines
+
 
 def write_generate_card(folder: Path, manifest: dict, metrics: dict, calibration: dict) -> None:
     """Write README.md (the card) into the specialist folder `folder`."""
@@ -29,9 +31,8 @@ def render_generate_card(manifest: dict, metrics: dict, calibration: dict) -> st
         "",
         f"- train: {data['train_rows']} rows; validation: {data['valid_rows']} rows ({data['valid_source']}), "
         f"{data['calibration_rows']} of them generated for calibration",
-        f"- data fingerprint (SHA-256): `{data['fingerprint']['sha256'][:16]}`",
+        *fingerprint_lines(data["fingerprint"]),
     ]
-    lines += [f"  - `{path}`: `{digest[:16]}`" for path, digest in data["fingerprint"]["files"].items()]
     lines += [
         "",
         "## Settings",

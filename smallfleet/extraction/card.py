@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from smallfleet.card import COVERAGE_PNG, RELIABILITY_PNG, plot_calibration
+from smallfleet.card import COVERAGE_PNG, RELIABILITY_PNG, fingerprint_lines, fit_summary, plot_calibration
 from smallfleet.training.artifacts import read_json
 
 
@@ -40,17 +40,14 @@ def render_extract_card(manifest: dict, metrics: dict, calibration: dict) -> str
         lines.append(
             f"- gold values not found in their text: {data['unaligned']} of {data['values']} (rows left out of training)"
         )
-    lines.append(f"- data fingerprint (SHA-256): `{data['fingerprint']['sha256'][:16]}`")
-    lines += [f"  - `{path}`: `{digest[:16]}`" for path, digest in data["fingerprint"]["files"].items()]
+    lines += fingerprint_lines(data["fingerprint"])
     lines += [
         "",
         "## Settings",
         "",
         ", ".join(f"{k}={v}" for k, v in train.items()),
         "",
-        f"Best validation {score_name} {fit['best_score']:.4f} at epoch {fit['best_epoch']} of {fit['epochs_run']}"
-        f"{' (stopped early)' if fit['stopped_early'] else ''}; {fit['seconds']:.0f} s on "
-        f"{manifest['machine']['device']} ({manifest['machine']['torch_threads']} threads).",
+        fit_summary(fit, score_name, manifest["machine"]),
         "",
         "## Scores",
         "",

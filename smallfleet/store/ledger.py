@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 import time
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import Integer, case, func, select
 from sqlalchemy.exc import OperationalError, SQLAlchemyError

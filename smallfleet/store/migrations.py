@@ -7,7 +7,7 @@ order, each in its own transaction, and records it in `schema_migrations`.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     Boolean,
