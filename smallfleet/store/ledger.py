@@ -44,17 +44,10 @@ class Ledger:
         self._queue: queue.Queue[dict | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="smallfleet-ledger", daemon=True)
         self._thread.start()
-        self.written = 0
 
     def record(self, row: dict) -> None:
         """Queue one row (see `new_row`) for writing."""
         self._queue.put(row)
-
-    def flush(self, timeout: float = 10.0) -> None:
-        """Block until every row queued so far is written."""
-        deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.005)
 
     def close(self) -> None:
         self._queue.put(None)
@@ -80,7 +73,6 @@ class Ledger:
             try:
                 with self.db.engine.begin() as conn:
                     conn.execute(self.db.requests.insert(), rows)
-                self.written += len(rows)
                 return
             except OperationalError:  # database down or locked: keep the rows and retry
                 if time.monotonic() > give_up:
