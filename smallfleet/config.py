@@ -17,6 +17,9 @@ import yaml
 
 from smallfleet.errors import ConfigError
 
+RUNTIMES = ("auto", "transformers", "llama.cpp")
+"""Decoding runtimes for generate specialists (see `models.causal_lm.choose_runtime`)."""
+RUNTIME_ENV = "SMALLFLEET_RUNTIME"
 TASK_KINDS = ("classify", "extract", "generate")
 TIER_KINDS = ("openai", "review")
 # base model used when a task names none

@@ -72,8 +72,9 @@ def test_lora_loss_falls_and_only_the_adapter_is_saved(summary_specialist):
     assert len(losses) == 10
     assert sum(losses[-3:]) / 3 < losses[0] - 0.3, losses
     assert (folder / "adapter" / "adapter_config.json").is_file()
-    weights = sum(p.stat().st_size for p in (folder / "adapter").iterdir())
-    assert weights < 20e6  # LoRA only: the 135M base in fp32 would be ~540 MB
+    # LoRA only, in peft's format and as the llama.cpp copy: the 135M base in fp32 would be ~540 MB
+    assert (folder / "adapter" / "adapter_model.safetensors").stat().st_size < 20e6
+    assert (folder / "adapter" / "adapter.gguf").stat().st_size < 20e6
     assert len(manifest["base"]["sha256"]) == 64
     assert "Confidence" in (folder / "README.md").read_text()
     assert not list(folder.parent.glob(".dialog_summary.checkpoint"))  # removed once saved
@@ -98,7 +99,7 @@ def test_two_adapters_share_one_base_and_answer_concurrently(summary_specialist,
     from smallfleet.tasks import load_specialist
 
     summary, topic = load_specialist(summary_specialist[0]), load_specialist(topic_specialist[0])
-    assert summary.base is topic.base and loaded_bases() == 1
+    assert summary.base is topic.base and loaded_bases(summary.base.runtime) == 1
     texts = [json.loads(line)["dialogue"] for line in (dialog_data / "test.jsonl").read_text().splitlines()][:2]
     expected = {"summary": summary.answer(texts), "topic": topic.answer(texts)}
     results: dict[str, list] = {}
@@ -251,3 +252,100 @@ def test_gateway_serves_two_adapters_and_streams_tokens(summary_specialist, topi
         assert len(pieces) > 1  # token by token, not one block
         assert "".join(pieces) == summary.choices[0].message.content  # greedy: the same answer
         assert chunks[-1].model_extra["smallfleet"]["task"] == "dialog_summary"
+
+
+
+def _runtime_base(runtime: str, summary_specialist, topic_specialist):
+    """The shared base on `runtime` with both test adapters, plus a prompt builder."""
+    from smallfleet.models import llama_cpp
+    from smallfleet.models.causal_lm import build_prompt, shared_base
+    from smallfleet.models.resolve import resolve_base_model
+
+    if runtime == "llama.cpp" and not llama_cpp.available():
+        pytest.skip("llama-cpp-python is not installed (README, 'Faster generation')")
+    base = shared_base(resolve_base_model("smollm2-135m"), runtime)
+    assert base.runtime == runtime
+    base.add_adapter("t-summary", summary_specialist[0] / "adapter")
+    base.add_adapter("t-topic", topic_specialist[0] / "adapter")
+    return base, lambda texts: [build_prompt(base.tokenizer, t, INSTRUCTION, 192) for t in texts]
+
+
+@pytest.mark.parametrize("runtime", ["transformers", "llama.cpp"])
+def test_each_runtime_switches_adapters_per_request(runtime, summary_specialist, topic_specialist, dialog_data):
+    """Whatever runtime the environment picks, both runtimes run each request with its own adapter."""
+    from smallfleet.models.causal_lm import Decoding
+
+    base, prompts = _runtime_base(runtime, summary_specialist, topic_specialist)
+    texts = [json.loads(line)["dialogue"] for line in (dialog_data / "test.jsonl").read_text().splitlines()][:2]
+    greedy = Decoding(max_new_tokens=16)
+    order = ["t-summary", "t-topic", None, "t-topic", "t-summary"]  # back and forth, base in between
+    runs = [base.generate(prompts(texts), name, greedy) for name in order]
+    text = [[g.text for g in run] for run in runs]
+    assert text[0] == text[4] and text[1] == text[3]  # switching leaves no trace
+    assert all(len(t.split()) <= 5 for t in text[1]), text[1]
+    assert all(len(t.split()) > 5 for t in text[0]), text[0]
+    assert text[2] != text[1]
+    for gen in (g for run in runs for g in run):
+        assert gen.tokens == len(gen.logprobs) <= 16 and all(lp <= 0 for lp in gen.logprobs)
+        assert gen.ttft_ms > 0
+    pieces = list(base.stream(prompts(texts[:1])[0], "t-summary", greedy))
+    assert len(pieces) > 1 and "".join(pieces).strip() == text[0][0]
+
+
+def test_transformers_batches_concurrent_calls_of_different_adapters(summary_specialist, topic_specialist,
+                                                                     dialog_data):
+    """Calls queued while the model is busy run as one batch, each row with its own adapter."""
+    from smallfleet.models.causal_lm import Decoding
+
+    base, prompts = _runtime_base("transformers", summary_specialist, topic_specialist)
+    texts = [json.loads(line)["dialogue"] for line in (dialog_data / "test.jsonl").read_text().splitlines()][:2]
+    greedy = Decoding(max_new_tokens=12)
+    jobs = [(None, texts[:1]), ("t-summary", texts), ("t-topic", texts)]
+    solo = [[g.text for g in base.generate(prompts(t), name, greedy)] for name, t in jobs]
+    results: dict[int, list[str]] = {}
+
+    def call(i: int) -> None:
+        name, t = jobs[i]
+        results[i] = [g.text for g in base.generate(prompts(t), name, greedy)]
+
+    def wait_for(condition) -> None:
+        for _ in range(2000):
+            if condition():
+                return
+            threading.Event().wait(0.005)
+        raise AssertionError("the generation worker did not pick up the queued call")
+
+    before = base.batches
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
+    with base._lock:  # the model is busy: the worker takes job 0 and waits, jobs 1 and 2 queue up
+        threads[0].start()
+        wait_for(lambda: not base._pending and 0 not in results)
+        threads[1].start()
+        threads[2].start()
+        wait_for(lambda: len(base._pending) == 2)
+    for t in threads:
+        t.join()
+    assert base.batches - before == 2  # job 0 alone, then jobs 1 and 2 (two adapters) in one batch
+    assert [results[i] for i in range(3)] == solo
+
+
+def test_runtime_choice_errors_name_the_fix(monkeypatch):
+    from smallfleet.errors import SpecialistError
+    from smallfleet.models import llama_cpp
+    from smallfleet.models.causal_lm import choose_runtime
+    from smallfleet.models.resolve import ResolvedModel
+
+    folder = ResolvedModel(ref="./my-model", path="./my-model", source="local")
+    gguf = ResolvedModel(ref="smollm2-135m", path="/x", source="package", gguf_file="m.gguf")
+    with pytest.raises(SpecialistError, match="unknown runtime 'vllm'"):
+        choose_runtime(gguf, "vllm")
+    monkeypatch.setenv("SMALLFLEET_RUNTIME", "transformers")
+    assert choose_runtime(gguf) == "transformers"  # the environment's choice
+    assert choose_runtime(folder, "auto") == "transformers"  # llama.cpp only runs GGUF bases
+    if llama_cpp.available():
+        with pytest.raises(SpecialistError, match="needs a GGUF base; ./my-model is a transformers folder"):
+            choose_runtime(folder, "llama.cpp")
+    monkeypatch.setattr(llama_cpp, "available", lambda: False)
+    assert choose_runtime(gguf, "auto") == "transformers"
+    with pytest.raises(SpecialistError, match="needs llama-cpp-python"):
+        choose_runtime(gguf, "llama.cpp")

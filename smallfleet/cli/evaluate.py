@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from smallfleet.cli.options import runtime_option, use_runtime
+
 
 @click.command("eval")
 @click.argument("specialist", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -21,8 +23,9 @@ from rich.console import Console
 @click.option("--output-field", help="Generate: reference field; default: the one the specialist was trained with.")
 @click.option("--limit", type=int, help="Score only the first N rows.")
 @click.option("--compare-base", is_flag=True, help="Generate: also score the bare base model zero-shot, side by side.")
+@runtime_option
 def command(specialist, data, json_out, text_field, label_field, tokens_field, tags_field, input_field, output_field,
-            limit, compare_base):  # fmt: skip
+            limit, compare_base, runtime):  # fmt: skip
     """Evaluate SPECIALIST on --data.
 
     For classify specialists: prints accuracy, macro-F1, expected calibration error (ECE), the risk-coverage
@@ -42,6 +45,7 @@ def command(specialist, data, json_out, text_field, label_field, tokens_field, t
     """
     from smallfleet.tasks.base import kind_module, load_specialist
 
+    use_runtime(runtime)
     model = load_specialist(specialist)
     extra = {}
     if model.kind == "generate":

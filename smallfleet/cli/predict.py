@@ -10,6 +10,8 @@ import click
 from rich.console import Console
 from rich.progress import track
 
+from smallfleet.cli.options import runtime_option, use_runtime
+
 
 @click.command("predict")
 @click.argument("specialist", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -18,7 +20,8 @@ from rich.progress import track
 @click.option("--output", type=click.Path(path_type=Path), help="JSONL output for --input ('-' for stdout).")
 @click.option("--text-field", help="Text field of --input; default: the one the specialist was trained with.")
 @click.option("--batch-size", default=256, show_default=True, help="Texts per progress step for --input.")
-def command(specialist, texts, input_file, output, text_field, batch_size):
+@runtime_option
+def command(specialist, texts, input_file, output, text_field, batch_size, runtime):
     """Predict with SPECIALIST.
 
     \b
@@ -27,6 +30,7 @@ def command(specialist, texts, input_file, output, text_field, batch_size):
 
     Each output line holds the text, `label`, calibrated `confidence` and `top_k`.
     """
+    use_runtime(runtime)
     from smallfleet.data import load_examples
     from smallfleet.data.validate import check_rows
     from smallfleet.tasks import load_specialist

@@ -8,6 +8,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from smallfleet.cli.options import runtime_option, use_runtime
+
 
 @click.command("serve")
 @click.argument("fleet", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -25,9 +27,10 @@ from rich.console import Console
 @click.option("--escalate-timeout", type=float, default=30.0, show_default=True, help="--escalate-to seconds per attempt.")
 @click.option("--escalate-retries", type=int, default=2, show_default=True, help="--escalate-to retries after a timeout or 5xx.")
 @click.option("--cpu-hour-usd", type=float, help="Price of one CPU core-hour for costing specialist answers.")
+@runtime_option
 @click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 def command(fleet, host, port, db_url, target, thresholds, escalate_url, escalate_model, escalate_key_env, escalate_input_price,
-            escalate_output_price, escalate_timeout, escalate_retries, cpu_hour_usd, log_level):  # fmt: skip
+            escalate_output_price, escalate_timeout, escalate_retries, cpu_hour_usd, runtime, log_level):  # fmt: skip
     """Serve FLEET (a folder made by `smallfleet train`, or one specialist folder) over HTTP.
 
     \b
@@ -58,6 +61,7 @@ def command(fleet, host, port, db_url, target, thresholds, escalate_url, escalat
             raise click.BadParameter(f"{item!r}: expected TASK=VALUE, e.g. tickets=0.8", param_hint="--threshold") from None
         if not sep or manual[task] < 0:
             raise click.BadParameter(f"{item!r}: expected TASK=VALUE with VALUE >= 0", param_hint="--threshold")
+    use_runtime(runtime)
     console = Console(stderr=True)
     with console.status("loading the fleet"):
         served = ServedFleet.load(fleet, target=target, thresholds=manual)
@@ -73,6 +77,7 @@ def command(fleet, host, port, db_url, target, thresholds, escalate_url, escalat
         console.print(
             f"task [bold]{task.name}[/] ({task.specialist.kind}): accept confidence >= {task.threshold:.3f} "
             f"(target {task.target:.0%}, {task.coverage:.0%} of validation answered locally)"
+            + (f", runtime {task.specialist.base.runtime}" if task.specialist.kind == "generate" else "")
         )
     if served.router:
         console.print(f"router: {len(served.tasks)} tasks, route confidence >= {served.router.threshold:.3f}")

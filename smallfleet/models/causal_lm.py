@@ -1,12 +1,16 @@
 """One small causal LM in memory, serving many LoRA adapters.
 
 Generative specialists are LoRA adapters on a shared base. `shared_base(resolved)`
-returns the process-wide `SharedBase` for a base model (keyed by its resolved
-location), loading it the first time; each specialist then adds its adapter under
-its own name. A request runs with `adapter_names=[...]` (peft's per-row adapter
-selection), so no global "active adapter" is switched and rows of different
-adapters can share one batch. One lock per base serializes forward passes: torch
-already uses every core for one batch, and peft's per-call hooks are not re-entrant.
+returns the process-wide base model (keyed by its resolved location and runtime),
+loading it the first time; each specialist then adds its adapter under its own name.
+
+Two runtimes decode:
+- transformers (`SharedBase`, always available): the base dequantized to fp32, adapters
+  through peft. A request runs with `adapter_names=[...]` (peft's per-row adapter
+  selection), so no global "active adapter" is switched, and one worker thread merges
+  concurrent calls, of any adapters, into one batch.
+- llama.cpp (`llama_cpp.LlamaCppBase`, the optional `fast` extra): the GGUF as shipped,
+  adapters converted to GGUF and switched per request; several times faster on a CPU.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from smallfleet.config import RUNTIME_ENV, RUNTIMES
 from smallfleet.errors import SpecialistError
 from smallfleet.models.resolve import ResolvedModel
 
@@ -106,13 +111,48 @@ def build_prompt(tokenizer, text: str, instruction: str, max_input_tokens: int) 
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+class TextStream:
+    """Turns generated token ids into text pieces as they form (any runtime).
+
+    Text that could be the start of a stop sequence, or half of a multi-byte character,
+    is held back until the next token settles it.
+    """
+
+    def __init__(self, decode: Callable[[list[int]], str], stop: list[str], on_text: Callable[[str], None] | None):
+        self.decode, self.stop, self.on_text = decode, stop, on_text
+        self.tokens: list[int] = []
+        self.sent = 0
+        self.hold = max((len(s) for s in stop), default=1) - 1
+
+    def add(self, ids: list[int]) -> bool:
+        """Take new token ids; True once a stop sequence has appeared."""
+        self.tokens.extend(ids)
+        return self._emit(final=False)
+
+    def finish(self) -> None:
+        self._emit(final=True)
+
+    def _emit(self, final: bool) -> bool:
+        if self.on_text is None and not self.stop:
+            return False
+        text, stopped = cut_at_stop(self.decode(self.tokens), self.stop)
+        if self.on_text is None:
+            return stopped
+        safe = len(text) if (final or stopped) else len(text) - self.hold
+        if not final and text.endswith("\ufffd"):  # half of a multi-byte character
+            safe = min(safe, len(text) - 1)
+        if safe > self.sent:
+            self.on_text(text[self.sent : safe])
+            self.sent = safe
+        return stopped
+
+
 class _Streamer:
     """transformers streamer hook: time to first token, and (batch of one) text pieces as they form."""
 
     def __init__(self, tokenizer, stop: list[str], on_text: Callable[[str], None] | None):
-        self.tokenizer, self.stop, self.on_text = tokenizer, stop, on_text
-        self.calls, self.first, self.tokens, self.sent = 0, None, [], 0
-        self.hold = max((len(s) for s in stop), default=1) - 1
+        self.text = TextStream(lambda ids: tokenizer.decode(ids, skip_special_tokens=True), stop, on_text)
+        self.calls, self.first = 0, None
 
     def put(self, value: torch.Tensor) -> None:
         self.calls += 1
@@ -120,22 +160,12 @@ class _Streamer:
             return
         if self.first is None:
             self.first = time.perf_counter()
-        if self.on_text is not None:
-            self.tokens.extend(value.reshape(-1).tolist())
-            self._emit(final=False)
+        if self.text.on_text is not None:
+            self.text.add(value.reshape(-1).tolist())
 
     def end(self) -> None:
-        if self.on_text is not None:
-            self._emit(final=True)
-
-    def _emit(self, final: bool) -> None:
-        text, stopped = cut_at_stop(self.tokenizer.decode(self.tokens, skip_special_tokens=True), self.stop)
-        safe = len(text) if (final or stopped) else len(text) - self.hold
-        if not final and text.endswith("\ufffd"):  # half of a multi-byte character
-            safe = min(safe, len(text) - 1)
-        if safe > self.sent:
-            self.on_text(text[self.sent : safe])
-            self.sent = safe
+        if self.text.on_text is not None:
+            self.text.finish()
 
 
 def cut_at_stop(text: str, stop: list[str]) -> tuple[str, bool]:
@@ -199,20 +229,50 @@ def generate(
     return results
 
 
+MAX_BATCH_ROWS = 16
+"""Most prompts the transformers runtime decodes in one batch (rows of several requests and adapters)."""
+
+
+@dataclass
+class _Job:
+    """One caller's prompts waiting for the base model."""
+
+    prompts: list[str]
+    adapter: str | None
+    decoding: Decoding
+    on_text: Callable[[str], None] | None
+    done: threading.Event = field(default_factory=threading.Event)
+    result: list[Generation] | None = None
+    error: BaseException | None = None
+
+
 class SharedBase:
-    """A base causal LM loaded once, with named LoRA adapters added by the specialists that use it."""
+    """A base causal LM loaded once (transformers), with named LoRA adapters added by the specialists that use it.
+
+    Calls from any thread queue their prompts; one worker thread decodes them, putting the
+    prompts of concurrent calls that share decoding settings into one batch even when they
+    use different adapters (peft's per-row `adapter_names`), so two tasks on one base
+    share each forward pass instead of taking turns.
+    """
+
+    runtime = "transformers"
 
     def __init__(self, resolved: ResolvedModel):
         self.resolved = resolved
         self.model, self.tokenizer = load_causal_lm(resolved)
         self.adapters: dict[str, str] = {}
-        self.lock = threading.Lock()
+        self.batches = 0
+        """Forward-pass batches run so far (tests read it to see calls merged)."""
+        self._lock = threading.Lock()  # guards the model while adapters are added
+        self._pending: list[_Job] = []
+        self._wake = threading.Condition()
+        threading.Thread(target=self._work, name="smallfleet-generate", daemon=True).start()
 
     def add_adapter(self, name: str, folder: Path) -> None:
         """Load the peft adapter saved in `folder` under `name` (no-op when already there)."""
         from peft import PeftModel
 
-        with self.lock:
+        with self._lock:
             if name in self.adapters:
                 return
             if isinstance(self.model, PeftModel):
@@ -229,7 +289,7 @@ class SharedBase:
         decoding: Decoding,
         on_text: Callable[[str], None] | None = None,
     ) -> list[Generation]:
-        """Generate one answer per prompt with `adapter` (None = the bare base model).
+        """Generate one answer per prompt with `adapter` (None = the bare base model); thread-safe.
 
         Args:
             prompts: chat-templated prompts (see `build_prompt`).
@@ -237,53 +297,133 @@ class SharedBase:
             decoding: greedy or sampled decoding, token cap, stop sequences.
             on_text: called with each new piece of text (only for a single prompt).
         """
-        from peft import PeftModel
-
-        with self.lock:
-            if isinstance(self.model, PeftModel):
-                names = [adapter or BASE_ADAPTER] * len(prompts)
-            elif adapter is not None:
-                raise KeyError(f"adapter {adapter!r} is not loaded on {self.resolved.ref}")
-            else:
-                names = None
-            return generate(self.model, self.tokenizer, prompts, decoding, names, on_text)
+        if adapter is not None and adapter not in self.adapters:
+            raise KeyError(f"adapter {adapter!r} is not loaded on {self.resolved.ref}")
+        job = _Job(prompts, adapter, decoding, on_text)
+        with self._wake:
+            self._pending.append(job)
+            self._wake.notify()
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result
 
     def stream(self, prompt: str, adapter: str | None, decoding: Decoding) -> Iterator[str]:
         """Yield text pieces of one answer as its tokens are generated."""
-        pieces: queue.Queue = queue.Queue()
-        done = object()
-        failure: list[BaseException] = []
+        return stream_pieces(lambda on_text: self.generate([prompt], adapter, decoding, on_text))
 
-        def run() -> None:
+    def _take(self) -> list[_Job]:
+        """The oldest waiting call plus the waiting calls that can share its batch."""
+        with self._wake:
+            while not self._pending:
+                self._wake.wait()
+            first = self._pending.pop(0)
+            jobs, rows = [first], len(first.prompts)
+            if first.on_text is None:
+                for job in list(self._pending):
+                    fits = rows + len(job.prompts) <= MAX_BATCH_ROWS
+                    if job.on_text is None and job.decoding == first.decoding and fits:
+                        self._pending.remove(job)
+                        jobs.append(job)
+                        rows += len(job.prompts)
+            return jobs
+
+    def _work(self) -> None:
+        from peft import PeftModel
+
+        while True:
+            jobs = self._take()
             try:
-                self.generate([prompt], adapter, decoding, on_text=pieces.put)
-            except BaseException as exc:  # re-raised in the consumer's thread below
-                failure.append(exc)
-            finally:
-                pieces.put(done)
+                with self._lock:
+                    prompts = [p for job in jobs for p in job.prompts]
+                    names = [job.adapter or BASE_ADAPTER for job in jobs for _ in job.prompts]
+                    model = self.model
+                    gens = generate(model, self.tokenizer, prompts, jobs[0].decoding,
+                                    names if isinstance(model, PeftModel) else None, jobs[0].on_text)
+                    self.batches += 1
+                for job in jobs:
+                    job.result, gens = gens[: len(job.prompts)], gens[len(job.prompts) :]
+            except BaseException as exc:  # handed to every caller in the batch
+                for job in jobs:
+                    job.error = exc
+            for job in jobs:
+                job.done.set()
 
-        worker = threading.Thread(target=run, daemon=True)
-        worker.start()
-        while (piece := pieces.get()) is not done:
-            yield piece
-        worker.join()
-        if failure:
-            raise failure[0]
+
+def stream_pieces(run: Callable[[Callable[[str], None]], object]) -> Iterator[str]:
+    """Run `run(on_text)` on a thread and yield the text pieces it reports, re-raising its error."""
+    pieces: queue.Queue = queue.Queue()
+    done = object()
+    failure: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            run(pieces.put)
+        except BaseException as exc:  # re-raised in the consumer's thread below
+            failure.append(exc)
+        finally:
+            pieces.put(done)
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    while (piece := pieces.get()) is not done:
+        yield piece
+    worker.join()
+    if failure:
+        raise failure[0]
 
 
-_BASES: dict[tuple[str, str | None], SharedBase] = {}
+def choose_runtime(resolved: ResolvedModel, runtime: str | None = None) -> str:
+    """The decoding runtime for `resolved`: `runtime`, else $SMALLFLEET_RUNTIME, else auto.
+
+    auto picks llama.cpp when llama-cpp-python is installed (the `fast` extra), the base is a
+    GGUF file and there is no GPU; transformers otherwise.
+
+    Raises:
+        SpecialistError: an unknown runtime, or llama.cpp asked for where it cannot run.
+    """
+    import os
+
+    from smallfleet.models import llama_cpp
+
+    runtime = runtime or os.environ.get(RUNTIME_ENV) or "auto"
+    if runtime not in RUNTIMES:
+        raise SpecialistError(f"unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
+    if runtime == "auto":
+        fast = llama_cpp.available() and resolved.gguf_file and not torch.cuda.is_available()
+        return "llama.cpp" if fast else "transformers"
+    if runtime == "llama.cpp":
+        if not llama_cpp.available():
+            raise SpecialistError("runtime llama.cpp needs llama-cpp-python: see README, 'Faster generation'")
+        if not resolved.gguf_file:
+            raise SpecialistError(f"runtime llama.cpp needs a GGUF base; {resolved.ref} is a transformers folder")
+    return runtime
+
+
+_BASES: dict[tuple[str, str | None, str], object] = {}
 _BASES_LOCK = threading.Lock()
 
 
-def shared_base(resolved: ResolvedModel) -> SharedBase:
-    """The process-wide SharedBase for `resolved`, loaded on first use."""
-    key = (str(Path(resolved.path).resolve()), resolved.gguf_file)
+def shared_base(resolved: ResolvedModel, runtime: str | None = None):
+    """The process-wide base for `resolved` on the chosen runtime (see `choose_runtime`), loaded on first use.
+
+    Returns:
+        A `SharedBase` (transformers) or `llama_cpp.LlamaCppBase`; both offer `tokenizer`,
+        `add_adapter`, `generate` and `stream`.
+    """
+    runtime = choose_runtime(resolved, runtime)
+    key = (str(Path(resolved.path).resolve()), resolved.gguf_file, runtime)
     with _BASES_LOCK:
         if key not in _BASES:
-            _BASES[key] = SharedBase(resolved)
+            if runtime == "llama.cpp":
+                from smallfleet.models.llama_cpp import LlamaCppBase
+
+                _BASES[key] = LlamaCppBase(resolved)
+            else:
+                _BASES[key] = SharedBase(resolved)
         return _BASES[key]
 
 
-def loaded_bases() -> int:
-    """How many base models this process holds (tests check adapters share one)."""
-    return len(_BASES)
+def loaded_bases(runtime: str | None = None) -> int:
+    """How many base models this process holds, on `runtime` or on any (tests check adapters share one)."""
+    return sum(1 for key in _BASES if runtime in (None, key[2]))

@@ -1,4 +1,4 @@
-"""Optional llama.cpp runtime: export a specialist's LoRA adapter to GGUF and decode with it.
+"""Optional llama.cpp runtime: the base GGUF as shipped, with specialists' LoRA adapters in GGUF.
 
 llama.cpp (through `llama-cpp-python`, the `fast` extra) runs the base GGUF as shipped
 (Q4_1) and applies a LoRA adapter converted to GGUF. The conversion follows llama.cpp's
@@ -10,13 +10,15 @@ conversion applied to those weights.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from smallfleet.errors import SpecialistError
-from smallfleet.models.causal_lm import Generation
+from smallfleet.models.causal_lm import Decoding, Generation, TextStream, cut_at_stop, stream_pieces
 
 # peft module name -> llama.cpp tensor name
 GGUF_NAMES = {
@@ -38,16 +40,23 @@ def _permute(rows: np.ndarray, n_head: int) -> np.ndarray:
 
 
 def gguf_heads(base_gguf: Path) -> tuple[int, int]:
-    """(attention heads, key/value heads) read from a llama-architecture GGUF file."""
+    """(attention heads, key/value heads) read from a llama-architecture GGUF file.
+
+    Raises:
+        SpecialistError: the GGUF holds another architecture (its q/k layout is not llama's).
+    """
     import gguf
 
     reader = gguf.GGUFReader(str(base_gguf))
 
-    def value(key: str) -> int:
+    def value(key: str):
         field = reader.fields[key]
-        return int(field.parts[field.data[0]][0])
+        return field.parts[field.data[0]]
 
-    return value("llama.attention.head_count"), value("llama.attention.head_count_kv")
+    arch = bytes(value("general.architecture")).decode()
+    if arch != "llama":
+        raise SpecialistError(f"{base_gguf.name}: LoRA export supports llama-architecture bases, not {arch!r}")
+    return int(value("llama.attention.head_count")[0]), int(value("llama.attention.head_count_kv")[0])
 
 
 def export_lora_gguf(adapter_dir: Path, out_file: Path, n_head: int, n_head_kv: int) -> Path:
@@ -91,34 +100,139 @@ def export_lora_gguf(adapter_dir: Path, out_file: Path, n_head: int, n_head_kv: 
     return out_file
 
 
-class LlamaCppRunner:
-    """One llama.cpp model (the base GGUF) with one LoRA adapter applied, greedy or sampled."""
+ADAPTER_GGUF = "adapter.gguf"
+"""The llama.cpp copy of a peft adapter, saved beside it when a specialist is trained."""
 
-    def __init__(self, base_gguf: Path, lora_gguf: Path | None, threads: int, n_ctx: int = 1024, logprobs: bool = False):
+
+def adapter_gguf(adapter_dir: Path, base_gguf: Path, cache: Path) -> Path:
+    """The adapter's GGUF file: the one saved with it, else a fresh export into `cache`."""
+    saved = adapter_dir / ADAPTER_GGUF
+    if saved.is_file():
+        return saved
+    cache.mkdir(parents=True, exist_ok=True)
+    out = cache / f"{len(list(cache.iterdir()))}-{adapter_dir.parent.name}.gguf"
+    return export_lora_gguf(adapter_dir, out, *gguf_heads(base_gguf))
+
+
+class LlamaCppBase:
+    """The base GGUF loaded once in llama.cpp, with named LoRA adapters switched per request.
+
+    Same interface as `causal_lm.SharedBase` (`tokenizer`, `add_adapter`, `generate`,
+    `stream`). Prompts are built with the base's Hugging Face chat template and decoded by
+    our own loop over `llama_decode`, so greedy and sampled decoding, stop sequences and
+    token log-probabilities (for confidence) work as in the transformers runtime. One
+    context decodes one prompt at a time: llama.cpp applies adapters per context, and on
+    two cores one stream already keeps both busy.
+    """
+
+    runtime = "llama.cpp"
+
+    def __init__(self, resolved, threads: int | None = None, n_ctx: int = 2048):
+        import tempfile
+
+        import torch
         from llama_cpp import Llama
+        from transformers import AutoTokenizer
 
-        # token log-probabilities need logits at every position (slower prompt processing)
-        self.logprobs = logprobs
-        self.llm = Llama(
-            model_path=str(base_gguf), lora_path=str(lora_gguf) if lora_gguf else None,
-            n_ctx=n_ctx, n_threads=threads, logits_all=logprobs, verbose=False,
-        )
+        if not resolved.gguf_file:
+            raise SpecialistError(f"llama.cpp needs a GGUF base; {resolved.ref} is a transformers folder")
+        self.resolved = resolved
+        self.gguf = Path(resolved.path) / resolved.gguf_file
+        threads = threads or torch.get_num_threads()
+        self.llm = Llama(model_path=str(self.gguf), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                         verbose=False)
+        self.tokenizer = AutoTokenizer.from_pretrained(resolved.path, gguf_file=resolved.gguf_file)
+        self.ends = {self.llm.token_eos(), self.tokenizer.eos_token_id}
+        self.adapters: dict[str, object] = {}
+        self._cache = Path(tempfile.mkdtemp(prefix="smallfleet-lora-"))
+        self._lock = threading.Lock()
 
-    def generate(self, prompt: str, max_new_tokens: int, temperature: float = 0.0) -> Generation:
-        """Decode one answer to the chat-templated `prompt` (token log-probabilities when the runner keeps them)."""
+    def add_adapter(self, name: str, folder: Path) -> None:
+        """Load the peft adapter in `folder` (its GGUF copy, exported when missing) under `name`."""
+        import llama_cpp as lc
+
+        with self._lock:
+            if name in self.adapters:
+                return
+            path = adapter_gguf(Path(folder), self.gguf, self._cache)
+            adapter = lc.llama_adapter_lora_init(self.llm.model, str(path).encode())
+            if not adapter:
+                raise SpecialistError(f"llama.cpp could not load the adapter {path}")
+            self.adapters[name] = adapter  # freed with the model
+
+    def generate(
+        self,
+        prompts: list[str],
+        adapter: str | None,
+        decoding: Decoding,
+        on_text: Callable[[str], None] | None = None,
+    ) -> list[Generation]:
+        """Generate one answer per prompt with `adapter` (None = the bare base model); thread-safe."""
+        if adapter is not None and adapter not in self.adapters:
+            raise KeyError(f"adapter {adapter!r} is not loaded on {self.resolved.ref}")
+        rng = np.random.default_rng(decoding.seed)
+        with self._lock:
+            self._use(adapter)
+            return [self._one(p, decoding, rng, on_text if len(prompts) == 1 else None) for p in prompts]
+
+    def stream(self, prompt: str, adapter: str | None, decoding: Decoding) -> Iterator[str]:
+        """Yield text pieces of one answer as its tokens are generated."""
+        return stream_pieces(lambda on_text: self.generate([prompt], adapter, decoding, on_text))
+
+    def _use(self, adapter: str | None) -> None:
+        import ctypes
+
+        import llama_cpp as lc
+
+        if adapter is None:
+            status = lc.llama_set_adapters_lora(self.llm.ctx, None, 0, None)
+        else:
+            adapters = (lc.llama_adapter_lora_p_ctypes * 1)(self.adapters[adapter])
+            status = lc.llama_set_adapters_lora(self.llm.ctx, adapters, 1, (ctypes.c_float * 1)(1.0))
+        if status != 0:
+            raise SpecialistError(f"llama.cpp could not switch to adapter {adapter!r} (status {status})")
+
+    def _one(self, prompt: str, decoding: Decoding, rng, on_text) -> Generation:
+        import llama_cpp as lc
+
+        llm, n_vocab = self.llm, self.llm.n_vocab()
         started = time.perf_counter()
-        first = None
-        text, logprobs = [], []
-        for chunk in self.llm(prompt, max_tokens=max_new_tokens, temperature=temperature, stream=True,
-                              logprobs=1 if self.logprobs else None):
-            if first is None:
-                first = time.perf_counter()
-            choice = chunk["choices"][0]
-            text.append(choice["text"])
-            if choice.get("logprobs") and choice["logprobs"].get("token_logprobs"):
-                logprobs += [lp for lp in choice["logprobs"]["token_logprobs"] if lp is not None]
-        seconds = time.perf_counter() - started
-        if not self.logprobs:  # one chunk per token when streaming
-            logprobs = [0.0] * len(text)
-        return Generation(text="".join(text).strip(), logprobs=logprobs,
-                          ttft_ms=((first or started) - started) * 1000, seconds=seconds)
+        ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+        budget = min(decoding.max_new_tokens, llm.n_ctx() - len(ids))
+        if budget < 1:
+            raise SpecialistError(f"prompt of {len(ids)} tokens leaves no room in the {llm.n_ctx()}-token context")
+        stream = TextStream(lambda t: self.tokenizer.decode(t, skip_special_tokens=True), decoding.stop, on_text)
+        llm.reset()
+        llm.eval(ids)
+        first, tokens, logprobs = None, [], []
+        for _ in range(budget):
+            logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
+            token = pick_token(logits, decoding, rng)
+            logprobs.append(float(log_softmax(logits)[token]))
+            tokens.append(token)
+            first = first or time.perf_counter()
+            if token in self.ends or stream.add([token]):
+                break
+            llm.eval([token])
+        stream.finish()
+        text, _ = cut_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), decoding.stop)
+        return Generation(text=text.strip(), logprobs=logprobs, ttft_ms=((first or started) - started) * 1000,
+                          seconds=time.perf_counter() - started)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max()
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+def pick_token(logits: np.ndarray, decoding: Decoding, rng: np.random.Generator) -> int:
+    """Greedy (temperature 0) or temperature + nucleus (top_p) sampling, as transformers does it."""
+    if decoding.temperature <= 0:
+        return int(logits.argmax())
+    probs = np.exp(log_softmax(logits / decoding.temperature))
+    if decoding.top_p < 1.0:
+        order = np.argsort(-probs)
+        keep = order[: int(np.searchsorted(np.cumsum(probs[order]), decoding.top_p)) + 1]
+        probs = np.zeros_like(probs)
+        probs[keep] = np.exp(log_softmax(logits[keep] / decoding.temperature))
+    return int(rng.choice(len(probs), p=probs / probs.sum()))

@@ -32,7 +32,9 @@ from smallfleet.data import Example, load_examples
 from smallfleet.data.load import read_rows, summarize_problems
 from smallfleet.errors import DataError, SpecialistError
 from smallfleet.eval.generation import generation_metrics, print_generation_report, rouge_per_answer
-from smallfleet.models.causal_lm import Decoding, Generation, base_fingerprint, build_prompt, shared_base
+from smallfleet.models.causal_lm import (
+    Decoding, Generation, base_fingerprint, build_prompt, choose_runtime, shared_base,
+)
 from smallfleet.models.resolve import resolve_base_model
 from smallfleet.tasks.base import Answer, AnswerOptions, EscalationRequest, Specialist
 from smallfleet.training.artifacts import MANIFEST, check_output, fingerprint_files, read_json, staged_folder, write_json
@@ -68,7 +70,7 @@ class GenerateSpecialist(Specialist):
                 f"{manifest['base']['sha256'][:16]}, but that name now resolves to {resolved.path} "
                 f"with SHA-256 {base.fingerprint[:16]}; install the original base or retrain"
             )
-        adapter = "a" + hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:12]
+        adapter = adapter_name(folder)
         base.add_adapter(adapter, folder / ADAPTER_DIR)
         return cls(folder, manifest, base, adapter)
 
@@ -119,6 +121,24 @@ class GenerateSpecialist(Specialist):
 
 
 SPECIALIST = GenerateSpecialist
+
+
+def adapter_name(folder: Path) -> str:
+    """The name a specialist's adapter gets on its shared base (unique per folder)."""
+    return "a" + hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:12]
+
+
+def _save_gguf_copy(adapter_dir: Path, base, console: Console) -> None:
+    """Save the adapter's llama.cpp (GGUF) copy beside it, when the base is a llama-architecture GGUF."""
+    from smallfleet.models import llama_cpp
+
+    if not base.gguf_file:
+        return
+    gguf_base = Path(base.path) / base.gguf_file
+    try:
+        llama_cpp.export_lora_gguf(adapter_dir, adapter_dir / llama_cpp.ADAPTER_GGUF, *llama_cpp.gguf_heads(gguf_base))
+    except SpecialistError as exc:
+        console.print(f"[yellow]warning[/] no llama.cpp copy of the adapter: {exc}")
 
 
 def logprob_features(gen: Generation) -> tuple[float, float]:
@@ -204,6 +224,7 @@ def train_generator(spec: TaskSpec, out: Path, force: bool = False, console: Con
     result = train_lora(model, tokenizer, [(e.text, e.label) for e in train], settings, checkpoint, console, spec.name)
 
     greedy = Decoding(max_new_tokens=settings.max_new_tokens)
+    runtime = choose_runtime(base)
     manifest = {
         "kind": "generate",
         "name": spec.name,
@@ -219,31 +240,39 @@ def train_generator(spec: TaskSpec, out: Path, force: bool = False, console: Con
         "history": result.history,
         "data": {"train_rows": len(train), "valid_rows": len(valid), "calibration_rows": len(calib),
                  "valid_source": valid_source, "fingerprint": fingerprint_files([spec.train, spec.valid])},
-        "confidence": {"constant": 0.5},
+        "confidence": {"constant": 0.5, "runtime": runtime},
         "machine": {"torch_threads": torch.get_num_threads(), "python": platform.python_version()},
     }
-    specialist = GenerateSpecialist(out, manifest, _InMemory(model, tokenizer), None)
-    started = time.perf_counter()
-    gens = specialist.generate([e.text for e in calib], greedy)
-    seconds = time.perf_counter() - started
-    refs = [[e.label] for e in calib]
-    rouge_l = np.array([s["rougeL"] for s in rouge_per_answer([g.text for g in gens], refs)])
-    features = np.array([logprob_features(g) for g in gens])
-    good = rouge_l >= settings.quality_bar
-    manifest["confidence"] = fit_confidence(features, good)
-    confidence = np.array([calibrated(manifest["confidence"], *f) for f in features])
-    curve = ConfidenceCurve.from_predictions(confidence, good)
-    calibration = {"quality_bar": settings.quality_bar, "good_rate": float(good.mean()),
-                   "ece": expected_calibration_error(confidence, good),
-                   "reliability": reliability_bins(confidence, good), "points": curve.points(), "curve": curve.to_dict()}
-    metrics = {"validation": generation_metrics([g.text for g in gens], refs, [g.tokens for g in gens],
-                                                [g.ttft_ms for g in gens], seconds)}
-    metrics["validation"]["calibration"] = _calibration_summary(calibration, curve)
-    if test:
-        metrics["test"] = _score(specialist, test, load_references(spec.test, test), greedy)
-        metrics["test"]["file"] = str(spec.test)
     with staged_folder(out, force) as tmp:
         model.save_pretrained(tmp / ADAPTER_DIR)
+        _save_gguf_copy(tmp / ADAPTER_DIR, base, console)
+        if runtime == "transformers":  # the model in memory; llama.cpp loads the adapter just saved
+            served, adapter = _InMemory(model, tokenizer), None
+        else:
+            served, adapter = shared_base(base, runtime), adapter_name(tmp)
+            served.add_adapter(adapter, tmp / ADAPTER_DIR)
+        specialist = GenerateSpecialist(tmp, manifest, served, adapter)
+        console.print(f"calibrating confidence on {len(calib)} validation answers ({runtime})")
+        started = time.perf_counter()
+        gens = specialist.generate([e.text for e in calib], greedy)
+        seconds = time.perf_counter() - started
+        refs = [[e.label] for e in calib]
+        rouge_l = np.array([s["rougeL"] for s in rouge_per_answer([g.text for g in gens], refs)])
+        features = np.array([logprob_features(g) for g in gens])
+        good = rouge_l >= settings.quality_bar
+        manifest["confidence"] = fit_confidence(features, good) | {"runtime": runtime}
+        confidence = np.array([calibrated(manifest["confidence"], *f) for f in features])
+        curve = ConfidenceCurve.from_predictions(confidence, good)
+        calibration = {"quality_bar": settings.quality_bar, "good_rate": float(good.mean()), "runtime": runtime,
+                       "ece": expected_calibration_error(confidence, good),
+                       "reliability": reliability_bins(confidence, good), "points": curve.points(),
+                       "curve": curve.to_dict()}
+        metrics = {"validation": generation_metrics([g.text for g in gens], refs, [g.tokens for g in gens],
+                                                    [g.ttft_ms for g in gens], seconds)}
+        metrics["validation"]["calibration"] = _calibration_summary(calibration, curve)
+        if test:
+            metrics["test"] = _score(specialist, test, load_references(spec.test, test), greedy)
+            metrics["test"]["file"] = str(spec.test)
         write_json(tmp / MANIFEST, manifest)
         write_json(tmp / "calibration.json", calibration)
         write_json(tmp / "metrics.json", metrics)
