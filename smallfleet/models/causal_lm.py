@@ -394,7 +394,8 @@ def choose_runtime(resolved: ResolvedModel, runtime: str | None = None) -> str:
         return "llama.cpp" if fast else "transformers"
     if runtime == "llama.cpp":
         if not llama_cpp.available():
-            raise SpecialistError("runtime llama.cpp needs llama-cpp-python: see README, 'Faster generation'")
+            raise SpecialistError("runtime llama.cpp needs llama-cpp-python >= 0.3.36: `make setup-fast`, or see "
+                                  "README, 'Faster generation'")
         if not resolved.gguf_file:
             raise SpecialistError(f"runtime llama.cpp needs a GGUF base; {resolved.ref} is a transformers folder")
     return runtime

@@ -17,13 +17,14 @@ import platform
 import random
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 import smallfleet
 from smallfleet.calibration import ConfidenceCurve, expected_calibration_error, reliability_bins
@@ -33,11 +34,23 @@ from smallfleet.data.load import read_rows, summarize_problems
 from smallfleet.errors import DataError, SpecialistError
 from smallfleet.eval.generation import generation_metrics, print_generation_report, rouge_per_answer
 from smallfleet.models.causal_lm import (
-    Decoding, Generation, base_fingerprint, build_prompt, choose_runtime, shared_base,
+    Decoding,
+    Generation,
+    base_fingerprint,
+    build_prompt,
+    choose_runtime,
+    shared_base,
 )
 from smallfleet.models.resolve import resolve_base_model
 from smallfleet.tasks.base import Answer, AnswerOptions, EscalationRequest, Specialist
-from smallfleet.training.artifacts import MANIFEST, check_output, fingerprint_files, read_json, staged_folder, write_json
+from smallfleet.training.artifacts import (
+    MANIFEST,
+    check_output,
+    fingerprint_files,
+    read_json,
+    staged_folder,
+    write_json,
+)
 
 ADAPTER_DIR = "adapter"
 GENERATE_BATCH = 8
@@ -87,8 +100,13 @@ class GenerateSpecialist(Specialist):
     def prompts(self, texts: list[str]) -> list[str]:
         return [build_prompt(self.base.tokenizer, t, self.instruction, self.max_input_tokens) for t in texts]
 
-    def generate(self, texts: list[str], decoding: Decoding, with_adapter: bool = True) -> list[Generation]:
-        """Raw generations in batches of similar length; `with_adapter=False` prompts the bare base."""
+    def generate(self, texts: list[str], decoding: Decoding, with_adapter: bool = True,
+                 on_batch: Callable[[int], None] | None = None) -> list[Generation]:
+        """Raw generations in batches of similar length; `with_adapter=False` prompts the bare base.
+
+        Args:
+            on_batch: called with the number of texts each finished batch answered (progress).
+        """
         prompts = self.prompts(texts)
         order = sorted(range(len(texts)), key=lambda i: len(prompts[i]))
         out: list[Generation | None] = [None] * len(texts)
@@ -97,6 +115,8 @@ class GenerateSpecialist(Specialist):
             batch = self.base.generate([prompts[i] for i in idx], self.adapter if with_adapter else None, decoding)
             for i, gen in zip(idx, batch):
                 out[i] = gen
+            if on_batch is not None:
+                on_batch(len(idx))
         return out
 
     def answer(self, texts: list[str], options: AnswerOptions | None = None) -> list[Answer]:
@@ -252,10 +272,11 @@ def train_generator(spec: TaskSpec, out: Path, force: bool = False, console: Con
             served, adapter = shared_base(base, runtime), adapter_name(tmp)
             served.add_adapter(adapter, tmp / ADAPTER_DIR)
         specialist = GenerateSpecialist(tmp, manifest, served, adapter)
-        console.print(f"calibrating confidence on {len(calib)} validation answers ({runtime})")
-        started = time.perf_counter()
-        gens = specialist.generate([e.text for e in calib], greedy)
-        seconds = time.perf_counter() - started
+        with _progress(console) as progress:
+            job = progress.add_task(f"{spec.name}: calibrating on validation answers ({runtime})", total=len(calib))
+            started = time.perf_counter()
+            gens = specialist.generate([e.text for e in calib], greedy, on_batch=lambda n: progress.advance(job, n))
+            seconds = time.perf_counter() - started
         refs = [[e.label] for e in calib]
         rouge_l = np.array([s["rougeL"] for s in rouge_per_answer([g.text for g in gens], refs)])
         features = np.array([logprob_features(g) for g in gens])
@@ -271,7 +292,7 @@ def train_generator(spec: TaskSpec, out: Path, force: bool = False, console: Con
                                                     [g.ttft_ms for g in gens], seconds)}
         metrics["validation"]["calibration"] = _calibration_summary(calibration, curve)
         if test:
-            metrics["test"] = _score(specialist, test, load_references(spec.test, test), greedy)
+            metrics["test"] = _score(specialist, test, load_references(spec.test, test), greedy, console=console)
             metrics["test"]["file"] = str(spec.test)
         write_json(tmp / MANIFEST, manifest)
         write_json(tmp / "calibration.json", calibration)
@@ -301,11 +322,21 @@ def _calibration_summary(calibration: dict, curve: ConfidenceCurve) -> dict:
             "ece": calibration["ece"], "good_at_50": curve.accuracy_at_coverage(0.5)}
 
 
+def _progress(console: Console | None) -> Progress:
+    """A bar for generating many answers (cleared when done)."""
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
+                    TimeRemainingColumn(), console=console or Console(stderr=True), transient=True)
+
+
 def _score(specialist: GenerateSpecialist, examples: list[Example], refs: list[list[str]], decoding: Decoding,
-           with_adapter: bool = True) -> dict:
-    started = time.perf_counter()
-    gens = specialist.generate([e.text for e in examples], decoding, with_adapter)
-    seconds = time.perf_counter() - started
+           with_adapter: bool = True, console: Console | None = None) -> dict:
+    what = "fine-tuned" if with_adapter else "base zero-shot"
+    with _progress(console) as progress:
+        job = progress.add_task(f"{specialist.name}: {what} answers", total=len(examples))
+        started = time.perf_counter()
+        gens = specialist.generate([e.text for e in examples], decoding, with_adapter,
+                                   on_batch=lambda n: progress.advance(job, n))
+        seconds = time.perf_counter() - started
     metrics = generation_metrics([g.text for g in gens], refs, [g.tokens for g in gens], [g.ttft_ms for g in gens],
                                  seconds)
     metrics["samples"] = [{"input": e.text[:300], "output": g.text, "reference": r[0]}
@@ -326,10 +357,10 @@ def evaluate(specialist: GenerateSpecialist, data: Path, console: Console, **fie
     examples = load_pairs(data, input_field, output_field)[: fields.get("limit") or None]
     refs = load_references(data, examples)
     greedy = Decoding(max_new_tokens=specialist.max_new_tokens)
-    metrics = _score(specialist, examples, refs, greedy)
+    metrics = _score(specialist, examples, refs, greedy, console=console)
     metrics["data"] = str(data)
     if fields.get("compare_base"):
-        metrics["base_zero_shot"] = _score(specialist, examples, refs, greedy, with_adapter=False)
+        metrics["base_zero_shot"] = _score(specialist, examples, refs, greedy, with_adapter=False, console=console)
     print_report(metrics, console, title=f"{specialist.name} on {data}")
     return metrics
 
