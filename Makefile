@@ -28,8 +28,10 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed  ## create the virtual environment and install smallfleet + test tools
 
 $(VENV)/.fast: $(VENV)/.installed
-	# a few minutes on 2 cores the first time (pip caches the wheel); generation falls back to transformers without it
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/pip install --quiet "llama-cpp-python>=0.3.36,<0.4" \
+	# about 4 minutes on 2 cores; --no-cache-dir: a wheel cached from another build would ignore these CMAKE_ARGS.
+	# Without it, generate specialists run on transformers.
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=2 $(BIN)/pip install --quiet --no-cache-dir \
+		"llama-cpp-python>=0.3.36,<0.4" \
 		|| echo "warning: llama-cpp-python did not build; generate specialists will run on transformers"
 	touch $@
 

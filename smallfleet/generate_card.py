@@ -45,7 +45,9 @@ def render_generate_card(manifest: dict, metrics: dict, calibration: dict) -> st
         "",
         "## Scores",
         "",
-        "ROUGE F1 with stemming, 0-100, best of the references per answer.",
+        "ROUGE F1 with stemming, 0-100, best of the references per answer; greedy answers generated on the "
+        f"{manifest['confidence'].get('runtime', 'transformers')} runtime"
+        f"{' (`adapter/adapter.gguf` is the adapter for llama.cpp)' if base['gguf_file'] else ''}.",
         "",
         "| split | n | ROUGE-1 | ROUGE-2 | ROUGE-L | words/answer | tokens/s |",
         "|---|---|---|---|---|---|---|",

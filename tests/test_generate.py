@@ -349,3 +349,36 @@ def test_runtime_choice_errors_name_the_fix(monkeypatch):
     assert choose_runtime(gguf, "auto") == "transformers"
     with pytest.raises(SpecialistError, match="needs llama-cpp-python"):
         choose_runtime(gguf, "llama.cpp")
+
+
+def test_escalated_generate_requests_become_training_rows(summary_specialist, tmp_path):
+    """Below its threshold a generate task escalates; the frontier's answers export as (dialogue, summary) rows."""
+    import subprocess
+    import sys
+
+    import openai
+    from fake_upstream import FakeUpstream
+    from gateway_process import GatewayProcess
+
+    fleet = tmp_path / "genfleet"
+    fleet.mkdir()
+    folder = summary_specialist[0]
+    (fleet / "fleet.json").write_text(json.dumps({"name": "gen", "tasks": {folder.name: {"folder": str(folder)}}}))
+    db = f"sqlite:///{tmp_path / 'log.db'}"
+    dialogue = "#Person1#: Is the pool open today?\n#Person2#: Yes, until nine."
+    with FakeUpstream() as upstream:
+        upstream.mode = "reply:Person2 says the pool is open until nine."
+        args = ["--db", db, "--escalate-to", upstream.base_url, "--escalate-model", "big", "--threshold",
+                f"{folder.name}=2"]  # fmt: skip
+        with GatewayProcess(fleet, *args) as gw:
+            client = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
+            reply = client.chat.completions.create(model=f"fleet/{folder.name}",
+                                                   messages=[{"role": "user", "content": dialogue}])  # fmt: skip
+        assert reply.model_extra["smallfleet"]["escalated"] is True
+        assert reply.choices[0].message.content == "Person2 says the pool is open until nine."
+        assert upstream.calls[-1]["body"]["messages"][-1]["content"] == dialogue
+    out = tmp_path / "flywheel.jsonl"
+    subprocess.run([sys.executable, "-m", "smallfleet", "logs", str(fleet), "--db", db, "--task", folder.name,
+                    "--export", str(out)], check=True, capture_output=True)  # fmt: skip
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows == [{"dialogue": dialogue, "summary": "Person2 says the pool is open until nine."}]

@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from smallfleet.cli.options import db_option, fleet_argument, open_database
+from smallfleet.cli.options import db_option, example_fields, fleet_argument, open_database
 
 
 @click.command("logs")
@@ -92,15 +92,11 @@ def costs_command(fleet, db_url, since, as_json):
 def _export(db, fleet: Path, task: str, out: Path) -> None:
     from sqlalchemy import select
 
-    from smallfleet.training.artifacts import read_json
-
     r = db.requests
     query = select(r.c.input, r.c.output).where(
         r.c.task == task, r.c.escalated.is_(True), r.c.status == "ok", r.c.tier != "specialist"
     )
-    manifest = fleet / task / "specialist.json"
-    fields = read_json(manifest).get("fields", {}) if manifest.is_file() else {}
-    text_field, label_field = fields.get("text", "text"), fields.get("label", "label")
+    text_field, label_field = example_fields(fleet, task)
     with db.engine.connect() as conn:
         rows = conn.execute(query.order_by(r.c.id)).all()
     out.parent.mkdir(parents=True, exist_ok=True)

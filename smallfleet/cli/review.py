@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from smallfleet.cli.options import db_option, fleet_argument, open_database
+from smallfleet.cli.options import db_option, example_fields, fleet_argument, open_database, task_manifest
 
 
 @click.group("review")
@@ -71,12 +71,9 @@ def export_command(fleet, task, out, db_url):
     """Write the answered items of --task as labelled JSONL rows, in the task's own field names,
     ready to add to its training data for the next `smallfleet train`."""
     from smallfleet.store.reviews import items
-    from smallfleet.training.artifacts import read_json
 
     rows = items(open_database(fleet, db_url), "answered", task, limit=1_000_000)
-    manifest = fleet / task / "specialist.json"
-    fields = read_json(manifest).get("fields", {}) if manifest.is_file() else {}
-    text_field, label_field = fields.get("text", "text"), fields.get("label", "label")
+    text_field, label_field = example_fields(fleet, task)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as f:
         for r in rows:
@@ -85,9 +82,4 @@ def export_command(fleet, task, out, db_url):
 
 
 def _labels(fleet: Path, task: str | None) -> list[str]:
-    from smallfleet.training.artifacts import read_json
-
-    manifest = fleet / task / "specialist.json" if task else None
-    if manifest is None or not manifest.is_file():
-        return []
-    return read_json(manifest).get("labels", [])
+    return task_manifest(fleet, task).get("labels", [])

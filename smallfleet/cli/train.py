@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from smallfleet.cli.options import runtime_option, use_runtime
 from smallfleet.config import DEFAULT_BASE, FieldMap, FleetSpec, GenerateSettings, TaskSpec, TrainSettings
 from smallfleet.errors import ConfigError
 
@@ -50,9 +51,10 @@ _GENERATE_ONLY = ("max_steps", "gradient_accumulation", "lora_r", "lora_alpha", 
 @click.option("--lora-alpha", type=int, help=f"Generate: LoRA alpha [default: {_GEN.lora_alpha}].")
 @click.option("--max-new-tokens", type=int, help=f"Generate: default answer length cap [default: {_GEN.max_new_tokens}].")
 @click.option("--instruction", help="Generate: system prompt before every input [default: none].")
+@runtime_option
 def command(
     fleet, kind, train_file, valid_file, test_file, text_field, label_field, schema, tokens_field, tags_field,
-    input_field, output_field, base, name, out, force, **settings
+    input_field, output_field, base, name, out, force, runtime, **settings
 ):
     """Fine-tune specialists.
 
@@ -70,6 +72,7 @@ def command(
     """
     from smallfleet.fleet import train_fleet, train_task
 
+    use_runtime(runtime)  # generate: calibrate confidence on the runtime that will serve the adapter
     console = Console(stderr=True)
     generate = {k: settings.pop(k) for k in _GENERATE_ONLY}
     if kind == "generate":

@@ -229,6 +229,47 @@ def generate(
     return results
 
 
+class AdapterRuntime:
+    """A base model loaded once on one runtime, serving the LoRA adapters added to it by name.
+
+    Subclasses (`SharedBase`, `llama_cpp.LlamaCppBase`) set `tokenizer`, load adapters in
+    `add_adapter` and decode in `_generate`; callers use `generate` and `stream`.
+    """
+
+    runtime = ""
+    resolved: ResolvedModel
+    adapters: dict
+
+    def generate(
+        self,
+        prompts: list[str],
+        adapter: str | None,
+        decoding: Decoding,
+        on_text: Callable[[str], None] | None = None,
+    ) -> list[Generation]:
+        """Generate one answer per prompt with `adapter` (None = the bare base model); thread-safe.
+
+        Args:
+            prompts: chat-templated prompts (see `build_prompt`).
+            adapter: adapter name given to `add_adapter`, or None.
+            decoding: greedy or sampled decoding, token cap, stop sequences.
+            on_text: called with each new piece of text (only for a single prompt).
+        """
+        if adapter is not None and adapter not in self.adapters:
+            raise KeyError(f"adapter {adapter!r} is not loaded on {self.resolved.ref}")
+        return self._generate(prompts, adapter, decoding, on_text)
+
+    def stream(self, prompt: str, adapter: str | None, decoding: Decoding) -> Iterator[str]:
+        """Yield text pieces of one answer as its tokens are generated."""
+        return stream_pieces(lambda on_text: self.generate([prompt], adapter, decoding, on_text))
+
+    def add_adapter(self, name: str, folder: Path) -> None:
+        raise NotImplementedError
+
+    def _generate(self, prompts: list[str], adapter: str | None, decoding: Decoding, on_text) -> list[Generation]:
+        raise NotImplementedError
+
+
 MAX_BATCH_ROWS = 16
 """Most prompts the transformers runtime decodes in one batch (rows of several requests and adapters)."""
 
@@ -246,7 +287,7 @@ class _Job:
     error: BaseException | None = None
 
 
-class SharedBase:
+class SharedBase(AdapterRuntime):
     """A base causal LM loaded once (transformers), with named LoRA adapters added by the specialists that use it.
 
     Calls from any thread queue their prompts; one worker thread decodes them, putting the
@@ -282,23 +323,7 @@ class SharedBase:
             self.model.eval()
             self.adapters[name] = str(folder)
 
-    def generate(
-        self,
-        prompts: list[str],
-        adapter: str | None,
-        decoding: Decoding,
-        on_text: Callable[[str], None] | None = None,
-    ) -> list[Generation]:
-        """Generate one answer per prompt with `adapter` (None = the bare base model); thread-safe.
-
-        Args:
-            prompts: chat-templated prompts (see `build_prompt`).
-            adapter: adapter name given to `add_adapter`, or None.
-            decoding: greedy or sampled decoding, token cap, stop sequences.
-            on_text: called with each new piece of text (only for a single prompt).
-        """
-        if adapter is not None and adapter not in self.adapters:
-            raise KeyError(f"adapter {adapter!r} is not loaded on {self.resolved.ref}")
+    def _generate(self, prompts: list[str], adapter: str | None, decoding: Decoding, on_text) -> list[Generation]:
         job = _Job(prompts, adapter, decoding, on_text)
         with self._wake:
             self._pending.append(job)
@@ -307,10 +332,6 @@ class SharedBase:
         if job.error is not None:
             raise job.error
         return job.result
-
-    def stream(self, prompt: str, adapter: str | None, decoding: Decoding) -> Iterator[str]:
-        """Yield text pieces of one answer as its tokens are generated."""
-        return stream_pieces(lambda on_text: self.generate([prompt], adapter, decoding, on_text))
 
     def _take(self) -> list[_Job]:
         """The oldest waiting call plus the waiting calls that can share its batch."""
@@ -401,16 +422,15 @@ def choose_runtime(resolved: ResolvedModel, runtime: str | None = None) -> str:
     return runtime
 
 
-_BASES: dict[tuple[str, str | None, str], object] = {}
+_BASES: dict[tuple[str, str | None, str], AdapterRuntime] = {}
 _BASES_LOCK = threading.Lock()
 
 
-def shared_base(resolved: ResolvedModel, runtime: str | None = None):
+def shared_base(resolved: ResolvedModel, runtime: str | None = None) -> AdapterRuntime:
     """The process-wide base for `resolved` on the chosen runtime (see `choose_runtime`), loaded on first use.
 
     Returns:
-        A `SharedBase` (transformers) or `llama_cpp.LlamaCppBase`; both offer `tokenizer`,
-        `add_adapter`, `generate` and `stream`.
+        An `AdapterRuntime`: `SharedBase` (transformers) or `llama_cpp.LlamaCppBase`.
     """
     runtime = choose_runtime(resolved, runtime)
     key = (str(Path(resolved.path).resolve()), resolved.gguf_file, runtime)

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from smallfleet.errors import SpecialistError
-from smallfleet.models.causal_lm import Decoding, Generation, TextStream, cut_at_stop, stream_pieces
+from smallfleet.models.causal_lm import AdapterRuntime, Decoding, Generation, TextStream, cut_at_stop
 
 # peft module name -> llama.cpp tensor name
 GGUF_NAMES = {
@@ -119,11 +118,10 @@ def adapter_gguf(adapter_dir: Path, base_gguf: Path, cache: Path) -> Path:
     return export_lora_gguf(adapter_dir, out, *gguf_heads(base_gguf))
 
 
-class LlamaCppBase:
+class LlamaCppBase(AdapterRuntime):
     """The base GGUF loaded once in llama.cpp, with named LoRA adapters switched per request.
 
-    Same interface as `causal_lm.SharedBase` (`tokenizer`, `add_adapter`, `generate`,
-    `stream`). Prompts are built with the base's Hugging Face chat template and decoded by
+    Prompts are built with the base's Hugging Face chat template and decoded by
     our own loop over `llama_decode`, so greedy and sampled decoding, stop sequences and
     token log-probabilities (for confidence) work as in the transformers runtime. One
     context decodes one prompt at a time: llama.cpp applies adapters per context, and on
@@ -165,24 +163,11 @@ class LlamaCppBase:
                 raise SpecialistError(f"llama.cpp could not load the adapter {path}")
             self.adapters[name] = adapter  # freed with the model
 
-    def generate(
-        self,
-        prompts: list[str],
-        adapter: str | None,
-        decoding: Decoding,
-        on_text: Callable[[str], None] | None = None,
-    ) -> list[Generation]:
-        """Generate one answer per prompt with `adapter` (None = the bare base model); thread-safe."""
-        if adapter is not None and adapter not in self.adapters:
-            raise KeyError(f"adapter {adapter!r} is not loaded on {self.resolved.ref}")
+    def _generate(self, prompts: list[str], adapter: str | None, decoding: Decoding, on_text) -> list[Generation]:
         rng = np.random.default_rng(decoding.seed)
         with self._lock:
             self._use(adapter)
             return [self._one(p, decoding, rng, on_text if len(prompts) == 1 else None) for p in prompts]
-
-    def stream(self, prompt: str, adapter: str | None, decoding: Decoding) -> Iterator[str]:
-        """Yield text pieces of one answer as its tokens are generated."""
-        return stream_pieces(lambda on_text: self.generate([prompt], adapter, decoding, on_text))
 
     def _use(self, adapter: str | None) -> None:
         import ctypes

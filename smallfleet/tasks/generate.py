@@ -43,14 +43,7 @@ from smallfleet.models.causal_lm import (
 )
 from smallfleet.models.resolve import resolve_base_model
 from smallfleet.tasks.base import Answer, AnswerOptions, EscalationRequest, Specialist
-from smallfleet.training.artifacts import (
-    MANIFEST,
-    check_output,
-    fingerprint_files,
-    read_json,
-    staged_folder,
-    write_json,
-)
+from smallfleet.training.artifacts import MANIFEST, check_output, fingerprint_files, read_json, staged_folder, write_json
 
 ADAPTER_DIR = "adapter"
 GENERATE_BATCH = 8
