@@ -62,7 +62,7 @@ bench-venv-litellm: .venv-litellm/bin/litellm  ## LiteLLM proxy in its own venv 
 bench-gateway: setup bench-venv-litellm  ## gateway latency/throughput vs LiteLLM (about 3 minutes)
 	$(BIN)/python bench/gateway.py
 
-bench-generate: setup-fast  ## DialogSum LoRA benchmark: about 75 minutes on 2 cores (see bench/RESULTS.md)
+bench-generate: setup-fast  ## DialogSum LoRA benchmark: about 50 minutes on 2 cores (see bench/RESULTS.md)
 	$(BIN)/python bench/generate.py
 
 bench-extract: setup  ## extraction benchmark: snips, sroie 5-fold, bitext entities (long on 2 cores; see bench/extract.py --help)

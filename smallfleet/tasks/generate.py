@@ -18,6 +18,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -265,10 +266,9 @@ def train_generator(spec: TaskSpec, out: Path, force: bool = False, console: Con
             served, adapter = shared_base(base, runtime), adapter_name(tmp)
             served.add_adapter(adapter, tmp / ADAPTER_DIR)
         specialist = GenerateSpecialist(tmp, manifest, served, adapter)
-        with _progress(console) as progress:
-            job = progress.add_task(f"{spec.name}: calibrating on validation answers ({runtime})", total=len(calib))
+        with _answering(console, f"{spec.name}: calibrating on validation answers ({runtime})", len(calib)) as done:
             started = time.perf_counter()
-            gens = specialist.generate([e.text for e in calib], greedy, on_batch=lambda n: progress.advance(job, n))
+            gens = specialist.generate([e.text for e in calib], greedy, on_batch=done)
             seconds = time.perf_counter() - started
         refs = [[e.label] for e in calib]
         rouge_l = np.array([s["rougeL"] for s in rouge_per_answer([g.text for g in gens], refs)])
@@ -315,20 +315,37 @@ def _calibration_summary(calibration: dict, curve: ConfidenceCurve) -> dict:
             "ece": calibration["ece"], "good_at_50": curve.accuracy_at_coverage(0.5)}
 
 
-def _progress(console: Console | None) -> Progress:
-    """A bar for generating many answers (cleared when done)."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
-                    TimeRemainingColumn(), console=console or Console(stderr=True), transient=True)
+@contextmanager
+def _answering(console: Console | None, description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """Progress of generating `total` answers: yields the callback that counts finished ones.
+
+    A live bar on a terminal (cleared when done); in a log, a line at every tenth.
+    """
+    console = console or Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("ETA"),
+               TimeRemainingColumn())
+    done, started = 0, time.perf_counter()
+
+    with Progress(*columns, console=console, transient=True) as progress:
+        bar = progress.add_task(description, total=total)
+
+        def advance(n: int) -> None:
+            nonlocal done
+            before, done = done, done + n
+            progress.advance(bar, n)
+            if not console.is_terminal and done * 10 // total > before * 10 // total:
+                rate = (time.perf_counter() - started) / done
+                console.print(f"{description}: {done}/{total} (ETA {rate * (total - done) / 60:.1f} min)")
+
+        yield advance
 
 
 def _score(specialist: GenerateSpecialist, examples: list[Example], refs: list[list[str]], decoding: Decoding,
            with_adapter: bool = True, console: Console | None = None) -> dict:
     what = "fine-tuned" if with_adapter else "base zero-shot"
-    with _progress(console) as progress:
-        job = progress.add_task(f"{specialist.name}: {what} answers", total=len(examples))
+    with _answering(console, f"{specialist.name}: {what} answers", len(examples)) as done:
         started = time.perf_counter()
-        gens = specialist.generate([e.text for e in examples], decoding, with_adapter,
-                                   on_batch=lambda n: progress.advance(job, n))
+        gens = specialist.generate([e.text for e in examples], decoding, with_adapter, on_batch=done)
         seconds = time.perf_counter() - started
     metrics = generation_metrics([g.text for g in gens], refs, [g.tokens for g in gens], [g.ttft_ms for g in gens],
                                  seconds)
