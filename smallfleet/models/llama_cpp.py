@@ -11,6 +11,7 @@ does by default: half the file, and about 8% faster decoding than fp32 factors h
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
 from pathlib import Path
@@ -149,6 +150,9 @@ class LlamaCppBase(AdapterRuntime):
         self.adapters: dict[str, object] = {}
         self._cache = Path(tempfile.mkdtemp(prefix="smallfleet-lora-"))
         self._lock = threading.Lock()
+        # free the model while llama_cpp is still importable: at interpreter exit its own __del__ can run after
+        # the module's functions are gone and prints a traceback
+        atexit.register(self.llm.close)
 
     def add_adapter(self, name: str, folder: Path) -> None:
         """Load the peft adapter in `folder` (its GGUF copy, exported when missing) under `name`."""
