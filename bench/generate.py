@@ -196,6 +196,25 @@ def main() -> None:
         update_results("generate", results_section(payload))
 
 
+def threads_note() -> str:
+    """What bench/llama_threads.py measured: llama.cpp's speed beside torch, per build."""
+    path = Path(__file__).parent / "results/llama_threads.json"
+    runs = json.loads(path.read_text()) if path.is_file() else {}
+    if set(runs) != {"OpenMP", "no OpenMP"}:
+        return "run `bench/llama_threads.py` with both builds to see why."
+    speed = {build: r["decode_tokens_per_second"] for build, r in runs.items()}
+    after = "after torch on another thread"
+    return (
+        "built with OpenMP (llama.cpp's default), llama.cpp decoded "
+        f"{speed['OpenMP']['alone']:.0f} tokens/s with the adapter alone but {speed['OpenMP'][after]:.0f} once torch "
+        "had run on another thread of the same process (libgomp cuts its spin-waits short when it manages more "
+        "threads than there are cores), which is what a gateway serving classify and generate tasks together "
+        "does; built with `-DGGML_OPENMP=OFF` (its own thread pool, the README's build) it decoded "
+        f"{speed['no OpenMP']['alone']:.0f} and {speed['no OpenMP'][after]:.0f} (`bench/llama_threads.py`, "
+        "results/llama_threads.json)."
+    )
+
+
 def speed_table(rows: list[dict]) -> Table:
     table = Table(title="decoding speed, one stream (same prompts, a fresh process per runtime)")
     for col in ("runtime", "model", "decode tok/s", "end-to-end tok/s", "TTFT ms", "batch of 8 tok/s"):
@@ -279,12 +298,7 @@ def results_section(p: dict) -> str:
             "faster end to end, and transformers' batching (several requests in one forward pass) narrows the gap "
             "under concurrent load.",
             "",
-            "Each runtime is measured in a fresh process. Built with OpenMP (llama.cpp's default), llama.cpp "
-            "decoded about 4x slower once torch had run on another thread of the same process (libgomp cuts its "
-            "spin-waits short when it manages more threads than there are cores), which is what a gateway serving "
-            "classify and generate tasks together does; built with `-DGGML_OPENMP=OFF` (its own thread pool, the "
-            "README's build) it keeps its speed there (76 tokens/s with the adapter after torch vs 74 without, in a "
-            "separate measurement), giving up about a tenth against the OpenMP build in a process of its own (84).",
+            "Each runtime is measured in a fresh process: " + threads_note(),
         ]
     else:
         lines.append("\nllama-cpp-python was not installed for this run, so the faster runtime is not in the table "

@@ -333,7 +333,7 @@ def test_runtime_choice_errors_name_the_fix(monkeypatch):
     from smallfleet.errors import SpecialistError
     from smallfleet.models import llama_cpp
     from smallfleet.models.causal_lm import choose_runtime
-    from smallfleet.models.resolve import ResolvedModel
+    from smallfleet.models.resolve import ResolvedModel, resolve_base_model
 
     folder = ResolvedModel(ref="./my-model", path="./my-model", source="local")
     gguf = ResolvedModel(ref="smollm2-135m", path="/x", source="package", gguf_file="m.gguf")
@@ -345,6 +345,7 @@ def test_runtime_choice_errors_name_the_fix(monkeypatch):
     if llama_cpp.available():
         with pytest.raises(SpecialistError, match="needs a GGUF base; ./my-model is a transformers folder"):
             choose_runtime(folder, "llama.cpp")
+        assert choose_runtime(resolve_base_model("smollm2-135m"), "auto") == "llama.cpp"  # a llama-architecture GGUF
     monkeypatch.setattr(llama_cpp, "available", lambda: False)
     assert choose_runtime(gguf, "auto") == "transformers"
     with pytest.raises(SpecialistError, match="needs llama-cpp-python"):

@@ -398,7 +398,7 @@ def choose_runtime(resolved: ResolvedModel, runtime: str | None = None) -> str:
     """The decoding runtime for `resolved`: `runtime`, else $SMALLFLEET_RUNTIME, else auto.
 
     auto picks llama.cpp when llama-cpp-python is installed (the `fast` extra), the base is a
-    GGUF file and there is no GPU; transformers otherwise.
+    llama-architecture GGUF file and there is no GPU; transformers otherwise.
 
     Raises:
         SpecialistError: an unknown runtime, or llama.cpp asked for where it cannot run.
@@ -411,8 +411,8 @@ def choose_runtime(resolved: ResolvedModel, runtime: str | None = None) -> str:
     if runtime not in RUNTIMES:
         raise SpecialistError(f"unknown runtime {runtime!r} (choose from {', '.join(RUNTIMES)})")
     if runtime == "auto":
-        fast = llama_cpp.available() and resolved.gguf_file and not torch.cuda.is_available()
-        return "llama.cpp" if fast else "transformers"
+        fast = resolved.gguf_file and not torch.cuda.is_available()
+        return "llama.cpp" if fast and llama_cpp.supports(Path(resolved.path) / resolved.gguf_file) else "transformers"
     if runtime == "llama.cpp":
         if not llama_cpp.available():
             raise SpecialistError("runtime llama.cpp needs llama-cpp-python >= 0.3.36: `make setup-fast`, or see "

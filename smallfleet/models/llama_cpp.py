@@ -6,7 +6,7 @@ llama.cpp (through `llama-cpp-python`, the `fast` extra) runs the base GGUF as s
 tensor names, lora_A/lora_B are stored as `<tensor>.lora_a`/`.lora_b`, and the rows of
 lora_B for the query and key projections get the same rotary permutation that the base
 conversion applied to those weights. The factors are stored in fp16, as llama.cpp's converter
-does by default: half the file, and about 8% faster decoding than fp32 factors here.
+does by default: half the file, and a little faster to decode with than fp32 factors.
 """
 
 from __future__ import annotations
@@ -62,6 +62,14 @@ def gguf_heads(base_gguf: Path) -> tuple[int, int]:
     if arch != "llama":
         raise SpecialistError(f"{base_gguf.name}: LoRA export supports llama-architecture bases, not {arch!r}")
     return int(value("llama.attention.head_count")[0]), int(value("llama.attention.head_count_kv")[0])
+
+
+def supports(base_gguf: Path) -> bool:
+    """True when llama-cpp-python is usable and `base_gguf` is a llama-architecture model (LoRA export works)."""
+    try:
+        return available() and bool(gguf_heads(base_gguf))
+    except SpecialistError:
+        return False
 
 
 def export_lora_gguf(adapter_dir: Path, out_file: Path, n_head: int, n_head_kv: int) -> Path:
