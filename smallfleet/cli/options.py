@@ -17,7 +17,7 @@ db_option = click.option(
 runtime_option = click.option(
     "--runtime", type=click.Choice(RUNTIMES), envvar=RUNTIME_ENV,
     help="Generate specialists: decoding runtime [default: $SMALLFLEET_RUNTIME or auto = llama.cpp when "
-    "llama-cpp-python is installed, else transformers].",
+    "llama-cpp-python is installed and the base is a llama-architecture GGUF, else transformers].",
 )
 
 

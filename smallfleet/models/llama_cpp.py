@@ -12,6 +12,7 @@ does by default: half the file, and a little faster to decode with than fp32 fac
 from __future__ import annotations
 
 import atexit
+import functools
 import threading
 import time
 from pathlib import Path
@@ -66,10 +67,17 @@ def gguf_heads(base_gguf: Path) -> tuple[int, int]:
 
 def supports(base_gguf: Path) -> bool:
     """True when llama-cpp-python is usable and `base_gguf` is a llama-architecture model (LoRA export works)."""
+    return available() and _llama_architecture(base_gguf)
+
+
+@functools.cache
+def _llama_architecture(base_gguf: Path) -> bool:
+    """Whether `base_gguf` holds a llama-architecture model (read once per file: every specialist load asks)."""
     try:
-        return available() and bool(gguf_heads(base_gguf))
+        gguf_heads(base_gguf)
     except SpecialistError:
         return False
+    return True
 
 
 def export_lora_gguf(adapter_dir: Path, out_file: Path, n_head: int, n_head_kv: int) -> Path:
