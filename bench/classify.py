@@ -25,11 +25,13 @@ from rich.console import Console
 from rich.table import Table
 
 from smallfleet.calibration import expected_calibration_error
-from smallfleet.config import FieldMap, TaskSpec, TrainSettings, datasets_dir
-from smallfleet.data import load_examples, stratified_split
-from smallfleet.eval.classification import classification_metrics
-from smallfleet.tasks import load_specialist
-from smallfleet.tasks.classify import compute_logits, train_classifier
+from smallfleet.settings import datasets_dir
+from smallfleet.data import holdout_split, load_examples
+from smallfleet.tasks import FieldMap, TaskSpec, load_specialist
+from smallfleet.tasks.classify.metrics import classification_metrics
+from smallfleet.tasks.classify.specialist import compute_logits
+from smallfleet.tasks.classify.train import train_classifier
+from smallfleet.training.settings import TrainSettings
 
 LATENCY_SAMPLES = 300
 
@@ -44,7 +46,7 @@ def datasets(work: Path, seed: int) -> dict[str, tuple[Path, Path]]:
     if not root.is_dir():
         raise SystemExit(f"shared datasets not found at {root}; set SMALLFLEET_DATASETS")
     spam = load_examples(root / "sms_spam" / "all.jsonl")
-    spam_train, spam_test = stratified_split(spam, 0.2, seed)
+    spam_train, spam_test, _ = holdout_split(spam, 0.2, seed, label=lambda ex: ex.label)
     return {
         "banking77": (root / "banking77" / "train.jsonl", root / "banking77" / "test.jsonl"),
         "sms_spam": (write_split(spam_train, work / "spam_train.jsonl"), write_split(spam_test, work / "spam_test.jsonl")),
@@ -53,7 +55,7 @@ def datasets(work: Path, seed: int) -> dict[str, tuple[Path, Path]]:
 
 def measure(name: str, train: Path, test: Path, settings: TrainSettings, work: Path, console: Console) -> dict:
     out = work / name
-    task = TaskSpec(name=name, train=train, test=test, fields=FieldMap(), training=settings)
+    task = TaskSpec(name=name, train=train, test=test, fields=FieldMap(), settings=settings)
     started = time.perf_counter()
     train_classifier(task, out, force=True, console=console)
     train_seconds = time.perf_counter() - started

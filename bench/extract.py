@@ -26,10 +26,12 @@ from rich.table import Table
 
 from common import HERE, machine, update_results, write_json
 
-from smallfleet.config import FieldMap, TaskSpec, TrainSettings, datasets_dir
-from smallfleet.extraction.data import load_bio_rows, load_value_rows
-from smallfleet.extraction.train import score, train_extractor
-from smallfleet.tasks import load_specialist
+from smallfleet.settings import datasets_dir
+from smallfleet.tasks import FieldMap, TaskSpec, load_specialist
+from smallfleet.tasks.extract.data import load_bio_rows, load_value_rows
+from smallfleet.tasks.extract.metrics import score
+from smallfleet.tasks.extract.settings import ExtractSettings
+from smallfleet.tasks.extract.train import train_extractor
 
 SCHEMAS = HERE / "schemas"
 NAMES = ["snips", "sroie", "bitext_support"]
@@ -71,19 +73,19 @@ def spread(rows: list, limit: int | None) -> list:
     return [rows[i * len(rows) // limit] for i in range(limit)]
 
 
-def bench_snips(settings: TrainSettings, max_train: int | None, work: Path, console: Console) -> dict:
+def bench_snips(settings: ExtractSettings, max_train: int | None, work: Path, console: Console) -> dict:
     root = datasets_dir() / "snips"
     rows = [json.loads(line) for line in (root / "train.jsonl").read_text().splitlines() if line]
     train = write_rows(spread(rows, max_train), work / "snips_train.jsonl")
     task = TaskSpec(
         name="snips", kind="extract", train=train, valid=root / "validation.jsonl",
-        fields=FieldMap(tokens="tokens", tags="tags"), training=settings,
+        fields=FieldMap(tokens="tokens", tags="tags"), settings=settings,
     )  # fmt: skip
     r = run_one("snips", task, root / "test.jsonl", work, console)
     return {"dataset": "snips", "protocol": "train -> test", **r}
 
 
-def bench_sroie(settings: TrainSettings, folds: int, max_folds: int, work: Path, console: Console) -> dict:
+def bench_sroie(settings: ExtractSettings, folds: int, max_folds: int, work: Path, console: Console) -> dict:
     rows = [json.loads(line) for line in (datasets_dir() / "sroie" / "train.jsonl").read_text().splitlines() if line]
     order = list(range(len(rows)))
     random.Random(settings.seed).shuffle(order)
@@ -93,8 +95,8 @@ def bench_sroie(settings: TrainSettings, folds: int, max_folds: int, work: Path,
         train = write_rows([rows[i] for i in order if i not in held], work / f"sroie_train_{k}.jsonl")
         test = write_rows([rows[i] for i in sorted(held)], work / f"sroie_test_{k}.jsonl")
         task = TaskSpec(
-            name=f"sroie_fold{k}", kind="extract", train=train, schema=SCHEMAS / "sroie.json",
-            fields=FieldMap(text="text", label="fields"), training=settings,
+            name=f"sroie_fold{k}", kind="extract", train=train,
+            fields=FieldMap(text="text", label="fields"), settings=settings.replace(schema=SCHEMAS / "sroie.json"),
         )  # fmt: skip
         runs.append(run_one(f"sroie_{k}", task, test, work, console))
         console.print(f"sroie fold {k + 1}/{folds}: per-field F1 {runs[-1]['metrics']['per_field']}")
@@ -137,7 +139,7 @@ def merge_folds(runs: list[dict]) -> dict:
     }  # fmt: skip
 
 
-def bench_bitext(settings: TrainSettings, max_train: int | None, work: Path, console: Console) -> dict:
+def bench_bitext(settings: ExtractSettings, max_train: int | None, work: Path, console: Console) -> dict:
     """One field per utterance from entity_type/entity_value; utterances without an entity give {}."""
     rows = [
         json.loads(line) for line in (datasets_dir() / "bitext_support" / "all.jsonl").read_text().splitlines() if line
@@ -157,7 +159,7 @@ def bench_bitext(settings: TrainSettings, max_train: int | None, work: Path, con
     train = spread(train, max_train)
     task = TaskSpec(
         name="bitext_support", kind="extract", train=write_rows(train, work / "bitext_train.jsonl"),
-        schema=SCHEMAS / "bitext_support.json", fields=FieldMap(text="text", label="fields"), training=settings,
+        fields=FieldMap(text="text", label="fields"), settings=settings.replace(schema=SCHEMAS / "bitext_support.json"),
     )  # fmt: skip
     r = run_one("bitext_support", task, write_rows(test, work / "bitext_test.jsonl"), work, console)
     return {"dataset": "bitext_support", "protocol": "seeded 80/20 stratified split", **r}
@@ -212,7 +214,7 @@ def main() -> None:
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     console = Console(stderr=True)
-    settings = TrainSettings(epochs=args.epochs, seed=args.seed, max_length=args.max_length, batch_size=args.batch_size)
+    settings = ExtractSettings(epochs=args.epochs, seed=args.seed, max_length=args.max_length, batch_size=args.batch_size)
     results = []
     with tempfile.TemporaryDirectory(prefix="smallfleet-bench-") as tmp:
         work = Path(tmp)

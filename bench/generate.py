@@ -27,10 +27,12 @@ from common import machine, update_results, write_json
 from rich.console import Console
 from rich.table import Table
 
-from smallfleet.config import RUNTIME_ENV, RUNTIMES, FieldMap, GenerateSettings, TaskSpec, datasets_dir
-from smallfleet.models.causal_lm import Decoding
-from smallfleet.tasks import load_specialist
-from smallfleet.tasks.generate import train_generator
+from smallfleet.settings import datasets_dir
+from smallfleet.models.runtime import RUNTIME_ENV, runtime_names
+from smallfleet.models.runtime.base import Decoding
+from smallfleet.tasks import FieldMap, TaskSpec, load_specialist
+from smallfleet.tasks.generate.settings import GenerateSettings
+from smallfleet.tasks.generate.train import train_generator
 
 INSTRUCTION = "Summarize the dialogue in one or two sentences."
 SINGLE_PROMPTS = 6
@@ -99,7 +101,7 @@ def llama_cpp_version() -> str | None:
 
 def agreement(rows: list[dict]) -> dict | None:
     """How closely the runtimes' greedy answers (LoRA adapter, same prompts) agree."""
-    from smallfleet.eval.generation import rouge_per_answer
+    from smallfleet.tasks.generate.metrics import rouge_per_answer
 
     answers = {r["runtime"]: r["answers"] for r in rows if r["model"] == "LoRA adapter"}
     if len(answers) < 2:
@@ -121,7 +123,7 @@ def main() -> None:
     parser.add_argument("--valid-rows", type=int, default=250, help="dev dialogues generated for calibration")
     parser.add_argument("--test-limit", type=int, default=500, help="first N of the 500 test dialogues")
     parser.add_argument("--threads", type=int, default=0, help="torch and llama.cpp threads (0 = torch default)")
-    parser.add_argument("--runtime", choices=RUNTIMES, default="auto",
+    parser.add_argument("--runtime", choices=runtime_names(), default="auto",
                         help="runtime for calibration and test scoring (the speed table measures every installed one)")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--out", type=Path, help="keep the specialist here (default: a temporary folder)")
@@ -149,7 +151,7 @@ def main() -> None:
         name="dialogsum", kind="generate",
         train=subset(root / "train.jsonl", work / "train.jsonl", args.train_size, args.seed),
         valid=subset(root / "dev.jsonl", work / "dev.jsonl", args.valid_rows, args.seed),
-        fields=FieldMap(text="dialogue", output="summary"), base="smollm2-135m", generation=settings,
+        fields=FieldMap(text="dialogue", output="summary"), base="smollm2-135m", settings=settings,
     )
     out = args.out or work / "dialogsum"
     started = time.perf_counter()
@@ -161,8 +163,9 @@ def main() -> None:
         train_seconds = time.perf_counter() - started
         out.with_name(out.name + ".train.json").write_text(json.dumps({"train_wall_seconds": train_seconds}))
 
-    from smallfleet.models import llama_cpp
-    from smallfleet.tasks.generate import _score, load_pairs, load_references
+    from smallfleet.models.runtime import llama_cpp
+    from smallfleet.tasks.generate.data import load_pairs, load_references
+    from smallfleet.tasks.generate.metrics import score_answers
 
     specialist = load_specialist(out)
     test = load_pairs(root / "test.jsonl", "dialogue", "summary")[: args.test_limit]
@@ -173,8 +176,8 @@ def main() -> None:
     speed = [row for runtime in runtimes
              for row in speed_in_subprocess(out, runtime, texts, args.max_new_tokens, args.threads)]
     console.print(speed_table(speed))
-    tuned = _score(specialist, test, refs, greedy, console=console)
-    base = _score(specialist, test, refs, greedy, with_adapter=False, console=console)
+    tuned = score_answers(specialist, test, refs, greedy, console=console)
+    base = score_answers(specialist, test, refs, greedy, with_adapter=False, console=console)
     table = Table(title=f"DialogSum test ({len(test)} dialogues, ROUGE F1 0-100, best of 3 references)")
     for col in ("model", "ROUGE-1", "ROUGE-2", "ROUGE-L", "words/answer", "tokens/s (scoring)"):
         table.add_column(col, justify="right" if col != "model" else "left")

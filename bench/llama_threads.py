@@ -24,14 +24,16 @@ from rich.table import Table
 
 from common import HERE, machine, write_json
 
-from smallfleet.config import RUNTIME_ENV, datasets_dir
+from smallfleet.settings import datasets_dir
+from smallfleet.models.runtime import RUNTIME_ENV
 
 PROMPTS = 4
 
 
 def decode_speed(folder: Path, texts: list[str], max_new_tokens: int, torch_first: bool) -> float:
     """llama.cpp decode tokens/s of the specialist in `folder` (run in a fresh process)."""
-    from smallfleet.models.causal_lm import Decoding, shared_base
+    from smallfleet.models.runtime import shared_base
+    from smallfleet.models.runtime.base import Decoding
     from smallfleet.models.resolve import resolve_base_model
     from smallfleet.tasks import load_specialist
 

@@ -127,6 +127,10 @@ class ConfidenceCurve:
         k = admissible[-1] + 1
         return float(self.confidence[k - 1]), k / n
 
+    def coverage_at(self, threshold: float) -> float:
+        """Share of validation answers whose confidence reaches `threshold` (those accepted)."""
+        return float((self.confidence >= threshold).mean()) if len(self.confidence) else 0.0
+
     def points(self, steps: int = 100) -> list[dict]:
         """The curve sampled at `steps` coverage levels, for cards and plots."""
         n = len(self.confidence)
@@ -144,3 +148,61 @@ class ConfidenceCurve:
     @classmethod
     def from_dict(cls, data: dict) -> ConfidenceCurve:
         return cls(np.asarray(data["confidence"], dtype=float), np.asarray(data["correct"], dtype=bool))
+
+
+@dataclass
+class LogisticMap:
+    """p(right) = sigmoid(coef . features + intercept), fitted on validation correctness.
+
+    The one confidence map of the kinds that calibrate with a logistic fit: extract maps a
+    field's (or record's) raw confidence through its logit (Platt scaling), generate maps an
+    answer's mean and minimum token log-probability. When the fit is not possible (too few
+    rows, or all answers right or all wrong) the map falls back to `fallback`.
+    """
+
+    coef: list[float]
+    intercept: float = 0.0
+    constant: float | None = None
+    """When set, every input maps to this probability."""
+
+    def __call__(self, features) -> float:
+        if self.constant is not None:
+            return float(self.constant)
+        z = self.intercept + float(np.dot(self.coef, np.asarray(features, dtype=float)))
+        return float(1.0 / (1.0 + np.exp(-max(-40.0, min(40.0, z)))))
+
+    @classmethod
+    def fit(cls, features, correct, c: float = 1.0, min_rows: int = 1, fallback: LogisticMap | None = None) -> LogisticMap:
+        """Logistic regression of right-vs-wrong on `features` (n rows x k).
+
+        Args:
+            c: inverse regularization strength (sklearn's C).
+            min_rows: fewer rows than this gives the fallback.
+            fallback: the map used when no fit is possible; default a constant at the share right.
+        """
+        from sklearn.linear_model import LogisticRegression
+
+        y = np.asarray(correct, dtype=int)
+        x = np.asarray(features, dtype=float).reshape(len(y), -1)
+        if len(y) < min_rows or len(set(y.tolist())) < 2:
+            return fallback or cls(coef=[0.0] * x.shape[1], constant=float(y.mean()) if len(y) else 0.5)
+        fitted = LogisticRegression(C=c).fit(x, y)
+        return cls(coef=[float(v) for v in fitted.coef_[0]], intercept=float(fitted.intercept_[0]))
+
+    def to_dict(self) -> dict:
+        return {"constant": self.constant} if self.constant is not None else {"coef": self.coef, "intercept": self.intercept}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LogisticMap:
+        """Read `to_dict`'s output (and the older {"a", "b"} Platt form)."""
+        if data.get("constant") is not None:
+            return cls(coef=[], constant=float(data["constant"]))
+        if "a" in data:
+            return cls(coef=[float(data["a"])], intercept=float(data["b"]))
+        return cls(coef=[float(v) for v in data["coef"]], intercept=float(data["intercept"]))
+
+
+def logit(p: float) -> float:
+    """log(p / (1 - p)), with p clipped away from 0 and 1."""
+    p = min(max(float(p), 1e-6), 1 - 1e-6)
+    return float(np.log(p / (1 - p)))

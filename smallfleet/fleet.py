@@ -11,16 +11,18 @@ from pathlib import Path
 
 from rich.console import Console
 
-from smallfleet.config import FleetSpec, TaskSpec
-from smallfleet.tasks.base import kind_module, load_specialist
+from smallfleet.config import FleetSpec
+from smallfleet.errors import ConfigError
+from smallfleet.tasks import TaskSpec
+from smallfleet.tasks.specialist import confidence_curve
 from smallfleet.training.artifacts import check_output, read_json, write_json
 
 FLEET_INDEX = "fleet.json"
 
 
 def train_task(spec: TaskSpec, out: Path, force: bool, console: Console) -> dict:
-    """Train one task's specialist according to its kind; returns its metrics."""
-    return kind_module(spec.kind).train(spec, out, force=force, console=console)
+    """Train one task's specialist through its kind; returns its metrics."""
+    return spec.task_kind.train(spec, out, force=force, console=console)
 
 
 def headline(metrics: dict) -> dict:
@@ -30,7 +32,7 @@ def headline(metrics: dict) -> dict:
 
 def cascade_threshold(folder: Path, target: float) -> dict:
     """The lowest confidence whose accepted validation answers still meet `target`, and the share accepted."""
-    threshold, coverage = load_specialist(folder).confidence_curve().threshold_for(target)
+    threshold, coverage = confidence_curve(folder).threshold_for(target)
     return {"target": target, "threshold": round(threshold, 6), "validation_coverage": round(coverage, 4)}
 
 
@@ -42,11 +44,18 @@ def train_fleet(fleet: FleetSpec, out: Path, force: bool = False, console: Conso
         out: fleet folder; each specialist goes to `out/<task name>`, the router to `out/_router`.
         force: replace specialists already there.
         console: where progress and reports go.
-        overrides: training settings that replace the spec's for every task (None = keep).
+        overrides: settings that replace the spec's for every task that has them (None = keep).
+
+    Raises:
+        ConfigError: an override names a setting no task of the fleet has.
     """
     from smallfleet.router import ROUTER_DIR, train_router
 
     console = console or Console(stderr=True)
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    unused = sorted(set(overrides) - {f for t in fleet.tasks for f in asdict(t.settings)})
+    if unused:
+        raise ConfigError(f"--{unused[0].replace('_', '-')} is not a setting of any task in {fleet.source or fleet.name}")
     needs_router = len(fleet.tasks) > 1
     for folder in [t.name for t in fleet.tasks] + ([ROUTER_DIR] if needs_router else []):
         check_output(out / folder, force)  # fail before any training if any output would be clobbered
@@ -56,7 +65,7 @@ def train_fleet(fleet: FleetSpec, out: Path, force: bool = False, console: Conso
         index["tasks"] = read_json(out / FLEET_INDEX).get("tasks", {})
     index.update(tiers=[asdict(t) for t in fleet.tiers], serving=asdict(fleet.serving), router=None)
     for task in fleet.tasks:
-        task = replace(task, training=task.training.replace(**overrides))
+        task = replace(task, settings=task.settings.replace(**{k: v for k, v in overrides.items() if hasattr(task.settings, k)}))
         started = time.monotonic()
         metrics = train_task(task, out / task.name, force, console)
         index["tasks"][task.name] = {
@@ -68,7 +77,7 @@ def train_fleet(fleet: FleetSpec, out: Path, force: bool = False, console: Conso
         }
         write_json(out / FLEET_INDEX, index)
         if "test" in metrics:
-            kind_module(task.kind).print_report(metrics["test"], console, title=f"{task.name}: test ({task.test})")
+            task.task_kind.print_report(metrics["test"], console, title=f"{task.name}: test ({task.test})")
     if needs_router:
         started = time.monotonic()
         metrics = train_router(fleet, out / ROUTER_DIR, force, console)

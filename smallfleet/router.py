@@ -17,27 +17,15 @@ from pathlib import Path
 
 from rich.console import Console
 
-from smallfleet.config import DEFAULT_BASE, FieldMap, FleetSpec, TaskSpec
+from smallfleet.config import FleetSpec
 from smallfleet.data import read_rows
 from smallfleet.errors import ConfigError
-from smallfleet.tasks.classify import ClassifySpecialist, train_classifier
+from smallfleet.tasks import FieldMap, TaskSpec, get_kind
+from smallfleet.tasks.classify.specialist import ClassifySpecialist
 
 NONE = "none"
 ROUTER_DIR = "_router"
-
-
-def task_texts(task: TaskSpec) -> list[str]:
-    """The input texts of a task's training file, whatever its kind (token lists are joined)."""
-    texts = []
-    for _, row in read_rows(task.train):
-        value = row.get(task.fields.text)
-        if value is None and task.fields.tokens:  # BIO data: the tokens are the text
-            value = row.get(task.fields.tokens)
-        if isinstance(value, list):
-            value = " ".join(str(v) for v in value)
-        if isinstance(value, str) and value.strip():
-            texts.append(value)
-    return texts
+ROUTER_KIND = "classify"  # the router is a classify specialist over task names
 
 
 def router_examples(fleet: FleetSpec) -> list[dict]:
@@ -47,7 +35,7 @@ def router_examples(fleet: FleetSpec) -> list[dict]:
     for task in fleet.tasks:
         if task.name == NONE:
             raise ConfigError(f"a task may not be called {NONE!r}: the router uses that name for 'no task'")
-        texts = sorted(set(task_texts(task)))
+        texts = sorted(set(task.task_kind.input_texts(task)))
         rng.shuffle(texts)
         rows += [{"text": t, "label": task.name} for t in texts[: fleet.router.max_per_task]]
     if fleet.router.out_of_scope:
@@ -67,12 +55,19 @@ def train_router(fleet: FleetSpec, out: Path, force: bool = False, console: Cons
         spec = TaskSpec(
             name="router",
             train=data,
+            kind=ROUTER_KIND,
             fields=FieldMap(text="text", label="label"),
-            base=next((t.base for t in fleet.tasks if t.kind == "classify"), DEFAULT_BASE["classify"]),
-            training=fleet.router.training,
+            base=fleet.router.base or _encoder_base(fleet),
+            settings=fleet.router.training,
             target=fleet.router.target,
         )
-        return train_classifier(spec, out, force=force, console=console)
+        return get_kind(ROUTER_KIND).train(spec, out, force=force, console=console)
+
+
+def _encoder_base(fleet: FleetSpec) -> str:
+    """The base of the first task trained on the router's kind of settings (an encoder), else that kind's default."""
+    kind = get_kind(ROUTER_KIND)
+    return next((t.base for t in fleet.tasks if isinstance(t.settings, kind.settings_class)), kind.default_base)
 
 
 @dataclass

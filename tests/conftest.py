@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from smallfleet.config import FieldMap, TaskSpec, TrainSettings, datasets_dir
+from smallfleet.settings import datasets_dir
+from smallfleet.tasks import FieldMap, TaskSpec
+from smallfleet.training.settings import TrainSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "examples" / "quickstart"
@@ -39,7 +41,7 @@ def ticket_task(data: Path, **training) -> TaskSpec:
         train=data / "tickets_train.jsonl",
         test=data / "tickets_test.jsonl",
         fields=FieldMap(text="text", label="category"),
-        training=TrainSettings(epochs=4, **training),
+        settings=TrainSettings(epochs=4, **training),
     )
 
 
@@ -50,7 +52,7 @@ def review_task(data: Path, **training) -> TaskSpec:
         train=data / "reviews_train.csv",
         test=data / "reviews_test.csv",
         fields=FieldMap(text="review", label="rating_label"),
-        training=TrainSettings(epochs=4, **training),
+        settings=TrainSettings(epochs=4, **training),
     )
 
 

@@ -13,7 +13,7 @@ from conftest import ticket_task
 
 from smallfleet.errors import DataError, ModelNotFoundError, SpecialistError
 from smallfleet.tasks import load_specialist
-from smallfleet.tasks.classify import train_classifier
+from smallfleet.tasks.classify.train import train_classifier
 from smallfleet.training.artifacts import read_json, staged_folder
 
 
@@ -113,7 +113,7 @@ def test_same_seed_gives_identical_weights(tmp_path, quickstart_data):
     from safetensors.torch import load_file
 
     task = ticket_task(quickstart_data)
-    task.training = task.training.replace(epochs=1)
+    task.settings = task.settings.replace(epochs=1)
     task.test = None
     heads = []
     for name in ("a", "b"):
@@ -124,7 +124,7 @@ def test_same_seed_gives_identical_weights(tmp_path, quickstart_data):
 
 
 def test_match_label_maps_free_text_replies():
-    from smallfleet.tasks.classify import match_label
+    from smallfleet.tasks.classify.specialist import match_label
 
     labels = ["card_arrival", "card", "refund_request"]
     assert match_label("card_arrival", labels) == "card_arrival"

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from smallfleet.config import FleetSpec, TrainSettings
+from smallfleet.config import FleetSpec
+from smallfleet.training.settings import TrainSettings
 from smallfleet.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +34,7 @@ def test_paths_resolve_relative_to_the_yaml_and_defaults_merge(tmp_path):
     )
     task = fleet.task("a")
     assert task.train == tmp_path / "d" / "a.jsonl"
-    assert (task.training.epochs, task.training.batch_size) == (3, 8)
+    assert (task.settings.epochs, task.settings.batch_size) == (3, 8)
     assert task.fields.text == "text" and task.base == "minilm"
 
 
@@ -44,7 +45,7 @@ def test_paths_resolve_relative_to_the_yaml_and_defaults_merge(tmp_path):
         ("name: f\ntasks:\n  - {name: a, train: x.jsonl, training: {epocs: 3}}\n", "training: unknown key 'epocs'"),
         ("name: f\ntasks:\n  - {name: a, train: x.jsonl, training: {epochs: many}}\n", "'epochs' must be a int"),
         ("name: f\ntasks:\n  - {name: a}\n", "missing required key 'train'"),
-        ("name: f\ntasks:\n  - {name: a, train: x.jsonl, kind: translate}\n", "unknown kind 'translate'"),
+        ("name: f\ntasks:\n  - {name: a, train: x.jsonl, kind: translate}\n", "unknown task kind 'translate'"),
         ("name: f\ntasks: []\n", "'tasks' is empty"),
         ("name: f\ntasks:\n  - {name: a, train: x.jsonl}\n  - {name: a, train: y.jsonl}\n", "repeated: a"),
         ("tasks: [unclosed\n", "not valid YAML"),

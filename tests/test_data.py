@@ -3,7 +3,7 @@ from collections import Counter
 
 import pytest
 
-from smallfleet.data import load_examples, stratified_split, validate_classification
+from smallfleet.data import holdout_split, load_examples, validate_classification
 from smallfleet.errors import DataError
 
 
@@ -86,8 +86,8 @@ def test_duplicates_dropped_and_leaks_warned_once_each(tmp_path):
 def test_stratified_split_is_seeded_and_keeps_every_label(tmp_path):
     rows = [{"text": f"t{i}", "label": "a" if i < 40 else "b" if i < 48 else "c"} for i in range(50)]
     examples = load_examples(jsonl(tmp_path / "d.jsonl", rows))
-    train, valid = stratified_split(examples, 0.25, seed=1)
-    again, _ = stratified_split(examples, 0.25, seed=1)
+    train, valid, _ = holdout_split(examples, 0.25, seed=1, label=lambda ex: ex.label)
+    again, _, _ = holdout_split(examples, 0.25, seed=1, label=lambda ex: ex.label)
     assert [e.text for e in train] == [e.text for e in again]
     assert Counter(e.label for e in valid) == {"a": 10, "b": 2, "c": 1}
     assert {e.label for e in train} == {"a", "b", "c"}

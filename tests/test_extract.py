@@ -119,8 +119,9 @@ def test_escalation_request_and_parse_escalation(bitext):
 
 
 def test_snips_slice_span_f1(shared_datasets, tmp_path):
-    from smallfleet.config import FieldMap, TaskSpec, TrainSettings
-    from smallfleet.extraction.train import train_extractor
+    from smallfleet.tasks import FieldMap, TaskSpec
+    from smallfleet.tasks.extract.settings import ExtractSettings
+    from smallfleet.tasks.extract.train import train_extractor
 
     snips = shared_datasets / "snips"
     rows = (snips / "train.jsonl").read_text().splitlines()
@@ -128,7 +129,7 @@ def test_snips_slice_span_f1(shared_datasets, tmp_path):
     task = TaskSpec(
         name="snips_slice", kind="extract", train=write([json.loads(r) for r in rows], tmp_path / "train.jsonl"),
         valid=write([json.loads(r) for r in (snips / "validation.jsonl").read_text().splitlines()[:200]], tmp_path / "v.jsonl"),
-        fields=FieldMap(tokens="tokens", tags="tags"), training=TrainSettings(epochs=4, batch_size=16, max_length=64),
+        fields=FieldMap(tokens="tokens", tags="tags"), settings=ExtractSettings(epochs=4, batch_size=16, max_length=64),
     )  # fmt: skip
     metrics = train_extractor(task, tmp_path / "spec")["validation"]
     assert metrics["n"] == 200

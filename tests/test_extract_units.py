@@ -6,10 +6,10 @@ import json
 import pytest
 
 from smallfleet.errors import ConfigError, DataError
-from smallfleet.eval.extraction import field_scores, span_scores
-from smallfleet.extraction.align import Span, align_values, bio_to_spans, find_value, spans_to_bio
-from smallfleet.extraction.data import check_example, load_bio_rows, load_value_rows
-from smallfleet.extraction.schema import NormalizeError, Schema
+from smallfleet.tasks.extract.metrics import field_scores, span_scores
+from smallfleet.tasks.extract.align import Span, align_values, bio_to_spans, find_value, spans_to_bio
+from smallfleet.tasks.extract.data import check_example, load_bio_rows, load_value_rows
+from smallfleet.tasks.extract.schema import NormalizeError, Schema
 
 SCHEMA = {
     "type": "object",
@@ -140,17 +140,17 @@ def test_fleet_yaml_extract_task_resolves_schema_and_bio_fields(tmp_path):
         "  - {name: slots, kind: extract, train: s.jsonl, fields: {tokens: tokens, tags: tags}}\n"
     )
     receipts, slots = FleetSpec.from_file(fleet).tasks
-    assert receipts.schema == tmp_path / "schemas" / "receipt.json" and receipts.fields.label == "fields"
-    assert slots.schema is None and (slots.fields.tokens, slots.fields.tags) == ("tokens", "tags")
+    assert receipts.settings.schema == tmp_path / "schemas" / "receipt.json" and receipts.fields.label == "fields"
+    assert slots.settings.schema is None and (slots.fields.tokens, slots.fields.tags) == ("tokens", "tags")
     fleet.write_text("name: f\ntasks:\n  - {name: t, kind: classify, train: t.jsonl, schema: s.json}\n")
-    with pytest.raises(ConfigError, match="'schema' only applies to kind 'extract'"):
+    with pytest.raises(ConfigError, match="task 't': unknown key 'schema'"):
         FleetSpec.from_file(fleet)
 
 
 def test_decode_merges_pieces_of_one_word_and_reports_absence():
     import torch
 
-    from smallfleet.extraction.tagger import TokenScores, bio_labels, decode_spans
+    from smallfleet.tasks.extract.tagger import TokenScores, bio_labels, decode_spans
 
     labels = bio_labels(["total", "date"])  # O, B-total, I-total, B-date, I-date
     text = "TOTAL 30.30 RM"

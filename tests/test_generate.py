@@ -12,7 +12,8 @@ import pytest
 pytest.importorskip("peft")
 pytest.importorskip("rouge_score")
 
-from smallfleet.config import FieldMap, GenerateSettings, TaskSpec  # noqa: E402
+from smallfleet.tasks import FieldMap, TaskSpec  # noqa: E402
+from smallfleet.tasks.generate.settings import GenerateSettings  # noqa: E402
 from smallfleet.models.catalog import SMOLLM2_135M  # noqa: E402
 
 if SMOLLM2_135M.locate() is None:
@@ -31,7 +32,7 @@ def _slice(src: Path, dst: Path, start: int, n: int, max_words: int = 110) -> Pa
 
 
 def _train(folder: Path, data: Path, output: str, name: str) -> tuple[Path, dict]:
-    from smallfleet.tasks.generate import train_generator
+    from smallfleet.tasks.generate.train import train_generator
 
     settings = GenerateSettings(
         max_steps=10, batch_size=4, gradient_accumulation=1, learning_rate=2e-3, max_length=192,
@@ -39,7 +40,7 @@ def _train(folder: Path, data: Path, output: str, name: str) -> tuple[Path, dict
     )
     spec = TaskSpec(
         name=name, kind="generate", train=data / "train.jsonl", valid=data / "dev.jsonl", test=data / "test.jsonl",
-        fields=FieldMap(text="dialogue", output=output), generation=settings,
+        fields=FieldMap(text="dialogue", output=output), settings=settings,
     )
     out = folder / name
     return out, train_generator(spec, out)
@@ -95,7 +96,7 @@ def test_reload_gives_identical_greedy_output(summary_specialist, dialog_data):
 
 
 def test_two_adapters_share_one_base_and_answer_concurrently(summary_specialist, topic_specialist, dialog_data):
-    from smallfleet.models.causal_lm import loaded_bases
+    from smallfleet.models.runtime import loaded_bases
     from smallfleet.tasks import load_specialist
 
     summary, topic = load_specialist(summary_specialist[0]), load_specialist(topic_specialist[0])
@@ -124,7 +125,7 @@ def test_two_adapters_share_one_base_and_answer_concurrently(summary_specialist,
 
 def test_stream_max_tokens_stop_and_sampling(summary_specialist, dialog_data):
     from smallfleet.tasks import load_specialist
-    from smallfleet.tasks.base import AnswerOptions
+    from smallfleet.tasks import AnswerOptions
 
     specialist = load_specialist(summary_specialist[0])
     text = json.loads((dialog_data / "test.jsonl").read_text().splitlines()[0])["dialogue"]
@@ -160,7 +161,7 @@ def test_cli_eval_writes_rouge(summary_specialist, dialog_data, tmp_path):
 
 def test_train_rejects_empty_target(tmp_path):
     from smallfleet.errors import DataError
-    from smallfleet.tasks.generate import load_pairs
+    from smallfleet.tasks.generate.data import load_pairs
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"dialogue": "hi", "summary": "greeting"}\n{"dialogue": "bye", "summary": " "}\n')
@@ -173,7 +174,7 @@ def test_adapter_exports_to_llama_cpp_gguf(summary_specialist, tmp_path):
     import numpy as np
     from safetensors.numpy import load_file
 
-    from smallfleet.models import llama_cpp
+    from smallfleet.models.runtime import llama_cpp
 
     folder = summary_specialist[0]
     heads = llama_cpp.gguf_heads(SMOLLM2_135M.locate())
@@ -193,9 +194,9 @@ def test_adapter_exports_to_llama_cpp_gguf(summary_specialist, tmp_path):
 def test_lora_checkpoint_resumes(dialog_data, tmp_path):
     from rich.console import Console
 
-    from smallfleet.models.causal_lm import load_causal_lm
+    from smallfleet.models.runtime.hf import load_causal_lm
     from smallfleet.models.resolve import resolve_base_model
-    from smallfleet.training.lora import attach_lora, train_lora
+    from smallfleet.tasks.generate.lora import attach_lora, train_lora
 
     rows = [json.loads(line) for line in (dialog_data / "train.jsonl").read_text().splitlines()][:4]
     pairs = [(r["dialogue"], r["summary"]) for r in rows]
@@ -218,7 +219,7 @@ def test_fleet_yaml_generation_settings(tmp_path):
         "    fields: {text: dialogue, output: summary}\n    generation: {max_steps: 30, lora_r: 4}\n"
     )
     task = FleetSpec.from_file(tmp_path / "fleet.yaml").tasks[0]
-    assert (task.base, task.fields.output, task.generation.max_steps, task.generation.lora_r) == (
+    assert (task.base, task.fields.output, task.settings.max_steps, task.settings.lora_r) == (
         "smollm2-135m", "summary", 30, 4)
     (tmp_path / "bad.yaml").write_text(
         "name: f\ntasks:\n  - name: s\n    kind: generate\n    train: d.jsonl\n    generation: {max_step: 3}\n"
@@ -257,8 +258,9 @@ def test_gateway_serves_two_adapters_and_streams_tokens(summary_specialist, topi
 
 def _runtime_base(runtime: str, summary_specialist, topic_specialist):
     """The shared base on `runtime` with both test adapters, plus a prompt builder."""
-    from smallfleet.models import llama_cpp
-    from smallfleet.models.causal_lm import build_prompt, shared_base
+    from smallfleet.models.runtime import llama_cpp
+    from smallfleet.models.runtime import shared_base
+    from smallfleet.models.runtime.base import build_prompt
     from smallfleet.models.resolve import resolve_base_model
 
     if runtime == "llama.cpp" and not llama_cpp.available():
@@ -273,7 +275,7 @@ def _runtime_base(runtime: str, summary_specialist, topic_specialist):
 @pytest.mark.parametrize("runtime", ["transformers", "llama.cpp"])
 def test_each_runtime_switches_adapters_per_request(runtime, summary_specialist, topic_specialist, dialog_data):
     """Whatever runtime the environment picks, both runtimes run each request with its own adapter."""
-    from smallfleet.models.causal_lm import Decoding
+    from smallfleet.models.runtime.base import Decoding
 
     base, prompts = _runtime_base(runtime, summary_specialist, topic_specialist)
     texts = [json.loads(line)["dialogue"] for line in (dialog_data / "test.jsonl").read_text().splitlines()][:2]
@@ -295,7 +297,7 @@ def test_each_runtime_switches_adapters_per_request(runtime, summary_specialist,
 def test_transformers_batches_concurrent_calls_of_different_adapters(summary_specialist, topic_specialist,
                                                                      dialog_data):
     """Calls queued while the model is busy run as one batch, each row with its own adapter."""
-    from smallfleet.models.causal_lm import Decoding
+    from smallfleet.models.runtime.base import Decoding
 
     base, prompts = _runtime_base("transformers", summary_specialist, topic_specialist)
     texts = [json.loads(line)["dialogue"] for line in (dialog_data / "test.jsonl").read_text().splitlines()][:2]
@@ -331,8 +333,8 @@ def test_transformers_batches_concurrent_calls_of_different_adapters(summary_spe
 
 def test_runtime_choice_errors_name_the_fix(monkeypatch):
     from smallfleet.errors import SpecialistError
-    from smallfleet.models import llama_cpp
-    from smallfleet.models.causal_lm import choose_runtime
+    from smallfleet.models.runtime import llama_cpp
+    from smallfleet.models.runtime import choose_runtime
     from smallfleet.models.resolve import ResolvedModel, resolve_base_model
 
     folder = ResolvedModel(ref="./my-model", path="./my-model", source="local")

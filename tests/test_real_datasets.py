@@ -3,11 +3,13 @@
 
 import json
 
-from smallfleet.config import FleetSpec, TaskSpec, TrainSettings
-from smallfleet.data import load_examples, stratified_split
-from smallfleet.eval.classification import classification_metrics
+from smallfleet.config import FleetSpec
+from smallfleet.data import holdout_split, load_examples
+from smallfleet.tasks import TaskSpec
+from smallfleet.tasks.classify.metrics import classification_metrics
+from smallfleet.training.settings import TrainSettings
 from smallfleet.tasks import load_specialist
-from smallfleet.tasks.classify import train_classifier
+from smallfleet.tasks.classify.train import train_classifier
 
 
 def write(rows, path, label_field="label"):
@@ -17,13 +19,13 @@ def write(rows, path, label_field="label"):
 
 def test_sms_spam_specialist_beats_bound(shared_datasets, tmp_path):
     rows = load_examples(shared_datasets / "sms_spam" / "all.jsonl")
-    rest, sample = stratified_split(rows, 0.25, seed=7)  # ~1,400 rows, spam share kept
-    train, test = stratified_split(sample, 0.3, seed=7)
+    rest, sample, _ = holdout_split(rows, 0.25, seed=7, label=lambda ex: ex.label)  # ~1,400 rows, spam share kept
+    train, test, _ = holdout_split(sample, 0.3, seed=7, label=lambda ex: ex.label)
     task = TaskSpec(
         name="sms_spam",
         train=write(train, tmp_path / "train.jsonl"),
         test=write(test, tmp_path / "test.jsonl"),
-        training=TrainSettings(epochs=2, max_length=64),
+        settings=TrainSettings(epochs=2, max_length=64),
     )
     metrics = train_classifier(task, tmp_path / "spec")["test"]
     assert metrics["n"] == len(test) > 350

@@ -9,23 +9,19 @@ import click
 from rich.console import Console
 
 from smallfleet.cli.options import runtime_option, use_runtime
+from smallfleet.cli.settings_flags import field_flags, split_field_flags
 
 
 @click.command("eval")
 @click.argument("specialist", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Labelled data (JSONL or CSV).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Also write the metrics here as JSON.")
-@click.option("--text-field", help="Text field; default: the one the specialist was trained with.")
-@click.option("--label-field", help="Label field (extract: gold values object); default: the one the specialist was trained with.")
-@click.option("--tokens-field", help="Extract with BIO data: token list field; default: as trained.")
-@click.option("--tags-field", help="Extract with BIO data: BIO tag field; default: as trained.")
-@click.option("--input-field", help="Generate: input field; default: the one the specialist was trained with.")
-@click.option("--output-field", help="Generate: reference field; default: the one the specialist was trained with.")
+@field_flags(as_trained=True)
+@click.option("--input-field", help="Same as --text-field (the input of a generate task).")
 @click.option("--limit", type=int, help="Score only the first N rows.")
 @click.option("--compare-base", is_flag=True, help="Generate: also score the bare base model zero-shot, side by side.")
 @runtime_option
-def command(specialist, data, json_out, text_field, label_field, tokens_field, tags_field, input_field, output_field,
-            limit, compare_base, runtime):  # fmt: skip
+def command(specialist, data, json_out, input_field, limit, compare_base, runtime, **flags):
     """Evaluate SPECIALIST on --data.
 
     For classify specialists: prints accuracy, macro-F1, expected calibration error (ECE), the risk-coverage
@@ -43,22 +39,19 @@ def command(specialist, data, json_out, text_field, label_field, tokens_field, t
     row's `references` list when the file has one, else its output field), `n`, output length, time to
     first token and tokens/s; with --compare-base also `base_zero_shot` with the same numbers.
     """
-    from smallfleet.tasks.base import kind_module, load_specialist
+    from smallfleet.tasks import SavedTask
 
     use_runtime(runtime)
-    model = load_specialist(specialist)
-    extra = {}
-    if model.kind == "generate":
-        extra = {"text": input_field or text_field, "output": output_field, "compare_base": compare_base}
-    elif input_field or output_field or compare_base:
-        raise click.UsageError("--input-field, --output-field and --compare-base apply to generate specialists")
-    if model.kind == "extract":
-        extra = {"tokens": tokens_field, "tags": tags_field}
-    elif tokens_field or tags_field:
-        raise click.UsageError("--tokens-field and --tags-field apply to extract specialists")
-    metrics = kind_module(model.kind).evaluate(
-        model, data, Console(), **{"text": text_field, "label": label_field, "limit": limit, **extra}
-    )
+    task = SavedTask.open(specialist)
+    fields, _ = split_field_flags(flags)
+    if input_field:
+        fields["text"] = input_field
+    options = {"compare_base": True} if compare_base else {}
+    wrong = [f"--{f}-field" for f in fields if f not in task.kind.fields]
+    wrong += [f"--{o.replace('_', '-')}" for o in options if o not in task.kind.eval_options]
+    if wrong:
+        raise click.UsageError(f"{wrong[0]} does not apply to {task.kind.name} specialists")
+    metrics = task.kind.evaluate(task.load(), data, Console(), fields, limit, **options)
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")

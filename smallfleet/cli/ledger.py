@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from smallfleet.cli.options import db_option, example_fields, fleet_argument, open_database
+from smallfleet.cli.options import db_option, fleet_argument, open_database, saved_task, write_training_rows
 
 
 @click.command("logs")
@@ -96,11 +96,8 @@ def _export(db, fleet: Path, task: str, out: Path) -> None:
     query = select(r.c.input, r.c.output).where(
         r.c.task == task, r.c.escalated.is_(True), r.c.status == "ok", r.c.tier != "specialist"
     )
-    text_field, label_field = example_fields(fleet, task)
+    saved = saved_task(fleet, task)
     with db.engine.connect() as conn:
         rows = conn.execute(query.order_by(r.c.id)).all()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8") as f:
-        for text, answer in rows:
-            f.write(json.dumps({text_field: text, label_field: answer}, ensure_ascii=False) + "\n")
+    write_training_rows(saved, [(text, answer) for text, answer in rows], out)
     click.echo(f"wrote {len(rows)} upstream-answered example(s) of {task} to {out}")

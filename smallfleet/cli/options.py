@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import click
 
-from smallfleet.config import RUNTIME_ENV, RUNTIMES
+from smallfleet.models.runtime import RUNTIME_ENV, runtime_names
 
 fleet_argument = click.argument("fleet", type=click.Path(exists=True, file_okay=False, path_type=Path))
 db_option = click.option(
@@ -15,7 +16,7 @@ db_option = click.option(
 )
 
 runtime_option = click.option(
-    "--runtime", type=click.Choice(RUNTIMES), envvar=RUNTIME_ENV,
+    "--runtime", type=click.Choice(runtime_names()), envvar=RUNTIME_ENV,
     help="Generate specialists: decoding runtime [default: $SMALLFLEET_RUNTIME or auto = llama.cpp when "
     "llama-cpp-python is installed and the base is a llama-architecture GGUF, else transformers].",
 )
@@ -27,28 +28,26 @@ def use_runtime(runtime: str | None) -> None:
         os.environ[RUNTIME_ENV] = runtime
 
 
-def task_manifest(fleet: Path, task: str | None) -> dict:
-    """The specialist manifest of `task` in FLEET (found through its fleet.json), or {} when there is none."""
+def saved_task(fleet: Path, task: str | None):
+    """The trained task `task` of FLEET (found through its fleet.json, or FLEET itself when it is one specialist).
+
+    Raises:
+        SpecialistError: no such task, or its folder holds no specialist.
+    """
+    from smallfleet.errors import SpecialistError
     from smallfleet.fleet import FLEET_INDEX
+    from smallfleet.tasks import SavedTask
     from smallfleet.training.artifacts import MANIFEST, read_json
 
     if not task:
-        return {}
+        raise SpecialistError("this item has no task (it went upstream without one), so it has no training row")
     folder = fleet / task
     if (fleet / FLEET_INDEX).is_file():
         entry = read_json(fleet / FLEET_INDEX).get("tasks", {}).get(task)
         folder = fleet / entry["folder"] if entry else folder
     elif (fleet / MANIFEST).is_file():  # FLEET is one specialist folder
         folder = fleet
-    return read_json(folder / MANIFEST) if (folder / MANIFEST).is_file() else {}
-
-
-def example_fields(fleet: Path, task: str) -> tuple[str, str]:
-    """(input, answer) field names of `task`'s training rows: the label field, or a generate task's output field."""
-    manifest = task_manifest(fleet, task)
-    fields = manifest.get("fields", {})
-    answer = fields.get("output") if manifest.get("kind") == "generate" else fields.get("label")
-    return fields.get("text") or "text", answer or "label"
+    return SavedTask.open(folder)
 
 
 def open_database(fleet: Path, db_url: str | None):
@@ -56,3 +55,13 @@ def open_database(fleet: Path, db_url: str | None):
     from smallfleet.store import Database, database_url
 
     return Database(database_url(fleet, db_url))
+
+
+def write_training_rows(task, pairs: list[tuple[str, str]], out: Path) -> None:
+    """Write (input, answer) pairs as the task's training rows (JSONL), replacing `out` only when complete."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial")
+    with tmp.open("w", encoding="utf-8") as f:
+        for text, answer in pairs:
+            f.write(json.dumps(task.training_row(text, answer), ensure_ascii=False) + "\n")
+    tmp.replace(out)

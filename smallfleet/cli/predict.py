@@ -1,4 +1,4 @@
-"""`smallfleet predict`: answer one text, or a whole file."""
+"""`smallfleet predict`: answer one text, or a whole file, with any kind of specialist."""
 
 from __future__ import annotations
 
@@ -15,20 +15,23 @@ from smallfleet.cli.options import runtime_option, use_runtime
 
 @click.command("predict")
 @click.argument("specialist", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--text", "texts", multiple=True, help="A text to classify (repeatable).")
+@click.option("--text", "texts", multiple=True, help="A text to answer (repeatable).")
 @click.option("--input", "input_file", type=click.Path(path_type=Path), help="JSONL or CSV file of texts.")
 @click.option("--output", type=click.Path(path_type=Path), help="JSONL output for --input ('-' for stdout).")
 @click.option("--text-field", help="Text field of --input; default: the one the specialist was trained with.")
-@click.option("--batch-size", default=256, show_default=True, help="Texts per progress step for --input.")
+@click.option("--batch-size", default=64, show_default=True, help="Texts per step for --input.")
 @runtime_option
 def command(specialist, texts, input_file, output, text_field, batch_size, runtime):
-    """Predict with SPECIALIST.
+    """Answer texts with SPECIALIST (any kind).
 
     \b
     smallfleet predict DIR --text "where is my parcel?"
     smallfleet predict DIR --input in.jsonl --output out.jsonl
 
-    Each output line holds the text, `label`, calibrated `confidence` and `top_k`.
+    Each output line is one JSON object with a calibrated `confidence` and the answer in the
+    kind's own keys: classify `label` and `top_k` (with the input as `text`); extract `fields`
+    (the JSON object), `valid` and `field_confidence` (with the input as `text`); generate `text`
+    (with the input as `input`).
     """
     use_runtime(runtime)
     from smallfleet.data import load_examples
@@ -41,8 +44,8 @@ def command(specialist, texts, input_file, output, text_field, batch_size, runti
         raise click.UsageError("--input needs --output (use '-' for stdout)")
     model = load_specialist(specialist)
     if texts:
-        for text, pred in zip(texts, model.predict(list(texts))):
-            click.echo(json.dumps({"text": text, **pred.to_dict()}, ensure_ascii=False))
+        for text, answer in zip(texts, model.answer(list(texts))):
+            click.echo(json.dumps(model.prediction(text, answer), ensure_ascii=False))
         return
     field = text_field or model.manifest.get("fields", {}).get("text", "text")
     examples = load_examples(input_file, field, None)
@@ -55,8 +58,8 @@ def command(specialist, texts, input_file, output, text_field, batch_size, runti
     steps = range(0, len(examples), batch_size)
     for start in track(steps, description="predicting", console=Console(stderr=True), disable=sink is sys.stdout):
         chunk = examples[start : start + batch_size]
-        for ex, pred in zip(chunk, model.predict([ex.text for ex in chunk])):
-            sink.write(json.dumps({"text": ex.text, **pred.to_dict()}, ensure_ascii=False) + "\n")
+        for ex, answer in zip(chunk, model.answer([ex.text for ex in chunk])):
+            sink.write(json.dumps(model.prediction(ex.text, answer), ensure_ascii=False) + "\n")
     if sink is not sys.stdout:
         sink.close()
         tmp.replace(output)

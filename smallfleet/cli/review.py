@@ -9,7 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from smallfleet.cli.options import db_option, example_fields, fleet_argument, open_database, task_manifest
+from smallfleet.cli.options import db_option, fleet_argument, open_database, saved_task, write_training_rows
 
 
 @click.group("review")
@@ -48,16 +48,19 @@ def list_command(fleet, db_url, show_all, task, as_json):
 @db_option
 @click.option("--reviewer", help="Who answered (kept with the item).")
 def answer_command(fleet, item_id, answer, db_url, reviewer):
-    """Record ANSWER for review item ITEM_ID (for a classify task: one of its labels)."""
-    from smallfleet.errors import ConfigError
+    """Record ANSWER for review item ITEM_ID.
+
+    The answer must be valid for the item's task: one of its labels (classify), a JSON object that
+    validates against its schema (extract), or a non-empty text (generate). It is stored in the
+    task's canonical form (e.g. a normalized record), exactly as the training row will carry it.
+    """
     from smallfleet.store.reviews import answer as record
     from smallfleet.store.reviews import get
 
     db = open_database(fleet, db_url)
     item = get(db, item_id)
-    labels = _labels(fleet, item["task"])
-    if labels and answer not in labels:
-        raise ConfigError(f"{answer!r} is not a label of task {item['task']!r} (labels: {', '.join(labels)})")
+    if item["task"]:
+        answer = saved_task(fleet, item["task"]).check_answer(answer)
     record(db, item_id, answer, reviewer)
     click.echo(f"review #{item_id}: recorded {answer!r}")
 
@@ -73,13 +76,5 @@ def export_command(fleet, task, out, db_url):
     from smallfleet.store.reviews import items
 
     rows = items(open_database(fleet, db_url), "answered", task, limit=1_000_000)
-    text_field, label_field = example_fields(fleet, task)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps({text_field: r["input"], label_field: r["answer"]}, ensure_ascii=False) + "\n")
+    write_training_rows(saved_task(fleet, task), [(r["input"], r["answer"]) for r in rows], out)
     click.echo(f"wrote {len(rows)} labelled example(s) to {out}")
-
-
-def _labels(fleet: Path, task: str | None) -> list[str]:
-    return task_manifest(fleet, task).get("labels", [])

@@ -45,10 +45,10 @@ def command(fleet, host, port, db_url, target, thresholds, escalate_url, escalat
     """
     import uvicorn
 
-    from smallfleet.config import TierSpec
     from smallfleet.serve.app import create_app
     from smallfleet.serve.fleet import ServedFleet
     from smallfleet.store import Database, database_url
+    from smallfleet.tiers.base import TIERS, TierSpec
 
     if bool(escalate_url) != bool(escalate_model):
         raise click.UsageError("--escalate-to and --escalate-model go together")
@@ -77,12 +77,12 @@ def command(fleet, host, port, db_url, target, thresholds, escalate_url, escalat
         console.print(
             f"task [bold]{task.name}[/] ({task.specialist.kind}): accept confidence >= {task.threshold:.3f} "
             f"(target {task.target:.0%}, {task.coverage:.0%} of validation answered locally)"
-            + (f", runtime {task.specialist.base.runtime}" if task.specialist.kind == "generate" else "")
+            + (f", {note}" if (note := task.specialist.serving_note()) else "")
         )
     if served.router:
         console.print(f"router: {len(served.tasks)} tasks, route confidence >= {served.router.threshold:.3f}")
     for t in served.tiers:
-        if t.kind == "openai" and not (t.input_price or t.output_price or t.hour_usd):
+        if TIERS.get(t.kind).costed and not (t.input_price or t.output_price or t.hour_usd):
             console.print(f"[yellow]warning[/] tier {t.name} has no price: its answers are costed at 0 "
                           "(set input_price/output_price, or hour_usd for a self-hosted endpoint)")  # fmt: skip
     tiers = ", ".join(f"{t.name} ({t.kind})" for t in served.tiers) or "none (low-confidence answers are returned as is)"

@@ -1,34 +1,47 @@
-"""Seeded stratified split of training rows into train and validation."""
+"""The one rule for holding out validation rows when a task gives no validation file."""
 
 from __future__ import annotations
 
 import random
 from collections import defaultdict
+from collections.abc import Callable, Hashable
+from typing import TypeVar
 
-from smallfleet.data.load import Example
+T = TypeVar("T")
 
 
-def stratified_split(
-    examples: list[Example], fraction: float, seed: int
-) -> tuple[list[Example], list[Example]]:
-    """Hold out about `fraction` of each label for validation, keeping at least one of each in training.
+def holdout_split(
+    rows: list[T], fraction: float, seed: int, label: Callable[[T], Hashable] | None = None
+) -> tuple[list[T], list[T], str]:
+    """Split `rows` into (train, valid, description), the same way for the same seed and rows.
+
+    With `label`, the split is stratified: about `fraction` of each label is held out, keeping at
+    least one of each label in training (a label seen once stays in training). Without it, a
+    seeded random `fraction` (at least one row) is held out.
 
     Args:
-        examples: labelled rows.
-        fraction: share of each label to hold out (0 < fraction < 1).
-        seed: the same seed and rows always give the same split.
+        rows: the training rows.
+        fraction: share held out (0 < fraction < 1).
+        seed: split seed.
+        label: the row's label, for a stratified split.
     """
-    by_label: dict[str | None, list[Example]] = defaultdict(list)
-    for ex in examples:
-        by_label[ex.label].append(ex)
     rng = random.Random(seed)
+    if label is None:
+        order = list(range(len(rows)))
+        rng.shuffle(order)
+        held = set(order[: max(1, int(round(fraction * len(rows))))])
+        train = [r for i, r in enumerate(rows) if i not in held]
+        return train, [r for i, r in enumerate(rows) if i in held], f"{fraction:.0%} random split (seed {seed})"
+    by_label: dict[Hashable, list[T]] = defaultdict(list)
+    for row in rows:
+        by_label[label(row)].append(row)
     train, valid = [], []
-    for label in sorted(by_label, key=str):
-        group = by_label[label][:]
+    for key in sorted(by_label, key=str):
+        group = by_label[key][:]
         rng.shuffle(group)
         n_valid = min(len(group) - 1, max(1, round(len(group) * fraction))) if len(group) > 1 else 0
         valid.extend(group[:n_valid])
         train.extend(group[n_valid:])
     rng.shuffle(train)
     rng.shuffle(valid)
-    return train, valid
+    return train, valid, f"{fraction:.0%} stratified split (seed {seed})"

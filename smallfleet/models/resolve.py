@@ -98,3 +98,21 @@ def _not_found_message(ref: str, packaged: dict[str, PackagedModel]) -> str:
         lines.append(f"  {m.name:<14} {m.description} [{state}]")
     lines.append("Or give a local model folder / .gguf file, or a hub id (org/name) when online.")
     return "\n".join(lines)
+
+
+def fingerprint_base(base: ResolvedModel) -> str | None:
+    """SHA-256 of the base weights file (GGUF) or of the folder's config and weight files; None for a hub id."""
+    import hashlib
+
+    root = Path(base.path)
+    if not root.exists():
+        return None
+    files = [root / base.gguf_file] if base.gguf_file else sorted(
+        p for p in root.iterdir() if p.suffix in (".json", ".safetensors", ".bin")
+    )
+    digest = hashlib.sha256()
+    for path in files:
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()

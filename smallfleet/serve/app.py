@@ -18,10 +18,10 @@ from smallfleet.serve.fleet import ServedFleet
 from smallfleet.serve.gateway import Gateway, GatewayError
 from smallfleet.serve.metrics import GatewayMetrics
 from smallfleet.serve.protocol import ChatCompletionRequest, Completion, error_body, validation_message
-from smallfleet.serve.tiers import build_tiers
 from smallfleet.store import Database
 from smallfleet.store.keys import active_keys, hash_key
 from smallfleet.store.ledger import Ledger
+from smallfleet.tiers.base import TierContext, build_tiers
 
 KEY_REFRESH_SECONDS = 2.0
 STREAM_PIECE = 16  # characters per streamed chunk of an answer computed whole
@@ -61,7 +61,8 @@ def create_app(fleet: ServedFleet, db: Database) -> FastAPI:
     async def lifespan(app: FastAPI):
         client = httpx.AsyncClient(limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
         ledger = Ledger(db)
-        app.state.gateway = Gateway(fleet, build_tiers(fleet.tiers, client), db, ledger, GatewayMetrics())
+        tiers = build_tiers(fleet.tiers, TierContext(client=client, db=db))
+        app.state.gateway = Gateway(fleet, tiers, ledger, GatewayMetrics())
         app.state.keys = KeyCheck(db)
         try:
             yield

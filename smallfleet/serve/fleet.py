@@ -8,11 +8,12 @@ from pathlib import Path
 
 import torch
 
-from smallfleet.config import ServingSpec, TierSpec
+from smallfleet.config import ServingSpec
 from smallfleet.errors import SpecialistError
 from smallfleet.router import Router
 from smallfleet.serve.batching import Batcher
-from smallfleet.tasks.base import Specialist, load_specialist
+from smallfleet.tasks import Specialist, load_specialist
+from smallfleet.tiers.base import TierSpec
 from smallfleet.training.artifacts import MANIFEST, read_json
 
 FLEET_INDEX = "fleet.json"
@@ -64,11 +65,11 @@ class ServedFleet:
         for name, entry in index["tasks"].items():
             specialist = load_specialist(folder / entry["folder"])
             goal = target or entry.get("cascade", {}).get("target", DEFAULT_TARGET)
-            threshold, coverage = specialist.confidence_curve().threshold_for(goal)
+            curve = specialist.confidence_curve()
+            threshold, coverage = curve.threshold_for(goal)
             if name in thresholds:
-                curve = specialist.confidence_curve()
                 threshold = thresholds.pop(name)
-                coverage = float((curve.confidence >= threshold).mean()) if len(curve.confidence) else 0.0
+                coverage = curve.coverage_at(threshold)
             batcher = Batcher(specialist.answer, name)
             tasks[name] = ServedTask(name, specialist, batcher, goal, threshold, coverage)
         if thresholds:

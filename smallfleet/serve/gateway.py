@@ -13,11 +13,8 @@ import uuid
 from smallfleet.serve.fleet import ServedFleet, ServedTask
 from smallfleet.serve.metrics import GatewayMetrics
 from smallfleet.serve.protocol import ChatCompletionRequest, Completion, estimate_prompt_tokens, estimate_tokens
-from smallfleet.serve.tiers import OpenAITier, ReviewTier, TierFailure
-from smallfleet.store import Database
-from smallfleet.store import reviews as review_queue
 from smallfleet.store.ledger import Ledger, new_row
-from smallfleet.tasks.base import Answer
+from smallfleet.tiers.base import Tier, TierFailure, TierReply, TierRequest
 
 log = logging.getLogger("smallfleet.gateway")
 FLEET_MODEL = "fleet"
@@ -40,19 +37,17 @@ class GatewayError(Exception):
 class Gateway:
     """Answers chat-completion requests with the fleet and its tiers, logging each one."""
 
-    def __init__(self, fleet: ServedFleet, tiers: list[OpenAITier | ReviewTier], db: Database, ledger: Ledger,
-                 metrics: GatewayMetrics):  # fmt: skip
+    def __init__(self, fleet: ServedFleet, tiers: list[Tier], ledger: Ledger, metrics: GatewayMetrics):
         self.fleet = fleet
         self.tiers = tiers
-        self.db = db
         self.ledger = ledger
         self.metrics = metrics
-        self.upstreams = [t for t in tiers if isinstance(t, OpenAITier)]
+        self.upstreams = [t for t in tiers if t.model]
 
     def models(self) -> list[str]:
         """Model names clients may ask for."""
         names = [FLEET_MODEL] + [f"{FLEET_MODEL}/{t}" for t in self.fleet.tasks]
-        return names + sorted({t.spec.model for t in self.upstreams} - set(names))
+        return names + sorted({t.model for t in self.upstreams} - set(names))
 
     async def complete(self, request: ChatCompletionRequest, api_key: str | None = None) -> Completion:
         """Answer one request; raises GatewayError with the status to return. Always logs the request."""
@@ -94,7 +89,7 @@ class Gateway:
         if not request.stream or not request.model.startswith(FLEET_MODEL + "/"):
             return None
         task = self.fleet.tasks.get(request.model.split("/", 1)[1])
-        if task is None or not hasattr(task.specialist, "stream") or (self.tiers and task.threshold > 0):
+        if task is None or not task.specialist.can_stream or (self.tiers and task.threshold > 0):
             return None
         return task
 
@@ -186,17 +181,19 @@ class Gateway:
         body["messages"] = escalation.messages
         if escalation.response_format:
             body["response_format"] = escalation.response_format
+        tier_request = TierRequest(body=body, task=task.name, text=text, request_id=result.request_id,
+                                   guess=answer.content, guess_confidence=answer.confidence)  # fmt: skip
         tried = []
         for tier in self.tiers:
-            if isinstance(tier, ReviewTier):
-                return self._to_review(tier, task.name, text, answer, result, tried)
             try:
-                reply = await tier.chat(body)
+                reply = await tier.answer(tier_request)
             except TierFailure as exc:
                 tried.append(str(exc))
                 continue
-            mapped = task.specialist.parse_escalation(reply.content)
             result.cost_usd += reply.cost_usd
+            if reply.pending_review is not None:
+                return self._pending(result, tier.name, reply, tried)
+            mapped = task.specialist.parse_escalation(reply.content)
             if mapped is None:
                 tried.append(f"{tier.name}: reply could not be used for task {task.name}")
                 continue
@@ -209,26 +206,29 @@ class Gateway:
         """No specialist fits: the client's own messages go to the tiers as they are."""
         body = request.model_dump(exclude_none=True, exclude={"stream"})
         messages = body["messages"]
+        tier_request = TierRequest(body=body, task=None, text=text, request_id="chatcmpl-" + uuid.uuid4().hex)
         tried = []
         for tier in tiers:
-            if isinstance(tier, ReviewTier):
-                result = Completion(content="", tier=SPECIALIST_TIER, confidence=None, accepted=False,
-                                    frontier_cost_usd=self._frontier_cost(messages, ""))  # fmt: skip
-                return self._to_review(tier, None, text, None, result, tried)
             try:
-                reply = await tier.chat(body)
+                reply = await tier.answer(tier_request)
             except TierFailure as exc:
                 tried.append(str(exc))
                 continue
+            if reply.pending_review is not None:
+                result = Completion(content="", tier=SPECIALIST_TIER, confidence=None, accepted=False,
+                                    cost_usd=reply.cost_usd, frontier_cost_usd=self._frontier_cost(messages, ""),
+                                    request_id=tier_request.request_id)  # fmt: skip
+                return self._pending(result, tier.name, reply, tried)
             result = Completion(content="", tier=tier.name, escalated=escalated, cost_usd=reply.cost_usd,
-                                frontier_cost_usd=max(self._frontier_cost(messages, reply.content), reply.cost_usd))  # fmt: skip
+                                frontier_cost_usd=max(self._frontier_cost(messages, reply.content), reply.cost_usd),
+                                request_id=tier_request.request_id)  # fmt: skip
             return self._escalated(result, tier.name, reply.content, reply, tried, escalated=escalated)
         if not tried:
             raise GatewayError(404, "no specialist fits this request and no escalation tier is configured",
                                code="no_route")  # fmt: skip
         raise GatewayError(502, "every upstream tier failed: " + "; ".join(tried), tried, code="upstream_failed")
 
-    def _escalated(self, result: Completion, tier: str, content: str, reply, tried: list[str],
+    def _escalated(self, result: Completion, tier: str, content: str, reply: TierReply, tried: list[str],
                    escalated: bool = True) -> Completion:  # fmt: skip
         result.content = content
         result.tier = tier
@@ -239,15 +239,14 @@ class Gateway:
         result.finish_reason = reply.finish_reason
         return result
 
-    def _to_review(self, tier: ReviewTier, task: str | None, text: str, answer: Answer | None, result: Completion,
-                   tried: list[str]) -> Completion:  # fmt: skip
-        review_id = review_queue.enqueue(self.db, result.request_id, task, text,
-                                         answer.content if answer else None, answer.confidence if answer else None)  # fmt: skip
-        result.tier = tier.name
+    def _pending(self, result: Completion, tier: str, reply: TierReply, tried: list[str]) -> Completion:
+        """The tier deferred the answer (e.g. to a person): the client gets its provisional content, pending."""
+        result.content = reply.content
+        result.tier = tier
         result.escalated = True
         result.status = "pending"
         result.tried = tried
-        result.review = {"id": review_id, "status": review_queue.PENDING}
+        result.review = reply.pending_review
         return result
 
     def _frontier_cost(self, messages: list[dict], content: str) -> float:

@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from smallfleet.tasks.base import AnswerOptions
+from smallfleet.tasks.specialist import AnswerOptions
+from smallfleet.tokens import estimate_prompt_tokens, estimate_tokens  # noqa: F401  (the gateway counts with these)
 
 
 class ChatMessage(BaseModel):
@@ -156,11 +157,3 @@ class Completion:
         out.append(chunk({}, self.finish_reason, usage=self.usage(), smallfleet=self.smallfleet()))
         return out
 
-
-def estimate_tokens(text: str) -> int:
-    """Rough token count (~4 characters per token for English) for costing requests no upstream counted."""
-    return max(1, (len(text) + 3) // 4)
-
-
-def estimate_prompt_tokens(messages: list[dict]) -> int:
-    return sum(estimate_tokens(str(m.get("content") or "")) + 4 for m in messages) + 2

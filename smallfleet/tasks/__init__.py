@@ -1,5 +1,10 @@
-"""Task kinds: one module per kind (`classify`, ...), each training and loading its specialist."""
+"""Task kinds: one package per kind (`classify/`, `extract/`, `generate/`), found through one registry."""
 
-from smallfleet.tasks.base import KINDS, Prediction, Specialist, load_specialist
+from smallfleet.tasks.kind import KINDS, SavedTask, TaskKind, get_kind, load_specialist
+from smallfleet.tasks.spec import FieldMap, TaskSpec
+from smallfleet.tasks.specialist import Answer, AnswerOptions, EscalationRequest, Specialist
 
-__all__ = ["KINDS", "Prediction", "Specialist", "load_specialist"]
+__all__ = [
+    "KINDS", "Answer", "AnswerOptions", "EscalationRequest", "FieldMap", "SavedTask", "Specialist", "TaskKind",
+    "TaskSpec", "get_kind", "load_specialist",
+]

@@ -20,6 +20,8 @@ from pathlib import Path
 from smallfleet.errors import SpecialistError
 
 MANIFEST = "specialist.json"
+CALIBRATION = "calibration.json"
+METRICS = "metrics.json"
 
 
 def is_specialist(folder: Path) -> bool:

@@ -1,1 +1,0 @@
-"""Evaluation of specialists on held-out data: metrics and their printed reports."""

@@ -1,1 +1,0 @@
-"""Field extraction: JSON-Schema task declarations, value-to-span alignment, span tagging and decoding."""

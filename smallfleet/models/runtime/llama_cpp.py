@@ -1,0 +1,280 @@
+"""The optional llama.cpp runtime: the base GGUF as shipped, with specialists' LoRA adapters in GGUF.
+
+llama.cpp (through `llama-cpp-python`, the `fast` extra) runs the base GGUF as shipped
+(Q4_1) and applies a LoRA adapter converted to GGUF. The conversion follows llama.cpp's
+`convert_lora_to_gguf.py` for llama-architecture models: peft module names map to GGUF
+tensor names, lora_A/lora_B are stored as `<tensor>.lora_a`/`.lora_b`, and the rows of
+lora_B for the query and key projections get the same rotary permutation that the base
+conversion applied to those weights. The factors are stored in fp16, as llama.cpp's converter
+does by default: half the file, and a little faster to decode with than fp32 factors.
+Several times faster than the transformers runtime on a CPU, so `auto` prefers it where it can run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from smallfleet.errors import SpecialistError
+from smallfleet.models.resolve import ResolvedModel
+from smallfleet.models.runtime.base import AdapterRuntime, Decoding, Generation, TextStream, cut_at_stop
+
+# peft module name -> llama.cpp tensor name
+GGUF_NAMES = {
+    "q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output",
+    "gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down",
+}
+
+
+def available() -> bool:
+    """True when llama-cpp-python is installed and new enough (0.3.36: adapters set per context)."""
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        return False
+    import llama_cpp
+
+    return hasattr(llama_cpp, "llama_set_adapters_lora")
+
+
+def _permute(rows: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp's rotary row order for q/k (convert_hf_to_gguf `LlamaModel.permute`)."""
+    return rows.reshape(n_head, 2, rows.shape[0] // n_head // 2, *rows.shape[1:]).swapaxes(1, 2).reshape(rows.shape)
+
+
+def gguf_heads(base_gguf: Path) -> tuple[int, int]:
+    """(attention heads, key/value heads) read from a llama-architecture GGUF file.
+
+    Raises:
+        SpecialistError: the GGUF holds another architecture (its q/k layout is not llama's).
+    """
+    import gguf
+
+    reader = gguf.GGUFReader(str(base_gguf))
+
+    def value(key: str):
+        field = reader.fields[key]
+        return field.parts[field.data[0]]
+
+    arch = bytes(value("general.architecture")).decode()
+    if arch != "llama":
+        raise SpecialistError(f"{base_gguf.name}: LoRA export supports llama-architecture bases, not {arch!r}")
+    return int(value("llama.attention.head_count")[0]), int(value("llama.attention.head_count_kv")[0])
+
+
+def supports(base_gguf: Path) -> bool:
+    """True when llama-cpp-python is usable and `base_gguf` is a llama-architecture model (LoRA export works)."""
+    return available() and _llama_architecture(base_gguf)
+
+
+@functools.cache
+def _llama_architecture(base_gguf: Path) -> bool:
+    """Whether `base_gguf` holds a llama-architecture model (read once per file: every specialist load asks)."""
+    try:
+        gguf_heads(base_gguf)
+    except SpecialistError:
+        return False
+    return True
+
+
+def export_lora_gguf(adapter_dir: Path, out_file: Path, n_head: int, n_head_kv: int) -> Path:
+    """Write the peft adapter in `adapter_dir` as a llama.cpp LoRA GGUF file.
+
+    Args:
+        adapter_dir: folder with adapter_config.json and adapter_model.safetensors.
+        out_file: the .gguf file to write.
+        n_head: attention heads of the base (query permutation).
+        n_head_kv: key/value heads of the base (key permutation).
+    """
+    import json
+
+    import gguf
+    from safetensors.numpy import load_file
+
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    tensors = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    writer = gguf.GGUFWriter(str(out_file), "llama")
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(config["lora_alpha"]))
+    for name in sorted(tensors):
+        if ".lora_A." not in name:
+            continue
+        parts = name.split(".")
+        layer, module = int(parts[parts.index("layers") + 1]), parts[parts.index("lora_A") - 1]
+        if module not in GGUF_NAMES:
+            raise SpecialistError(f"{adapter_dir}: LoRA on {module!r} has no llama.cpp equivalent")
+        lora_a = tensors[name].astype(np.float32)
+        lora_b = tensors[name.replace(".lora_A.", ".lora_B.")].astype(np.float32)
+        if module in ("q_proj", "k_proj"):
+            lora_b = _permute(lora_b, n_head if module == "q_proj" else n_head_kv)
+        target = f"blk.{layer}.{GGUF_NAMES[module]}.weight"
+        writer.add_tensor(f"{target}.lora_a", np.ascontiguousarray(lora_a, dtype=np.float16))
+        writer.add_tensor(f"{target}.lora_b", np.ascontiguousarray(lora_b, dtype=np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out_file
+
+
+ADAPTER_GGUF = "adapter.gguf"
+"""The llama.cpp copy of a peft adapter, saved beside it when a specialist is trained."""
+
+
+def adapter_gguf(adapter_dir: Path, base_gguf: Path, cache: Path) -> Path:
+    """The adapter's GGUF file: the one saved with it, else a fresh export into `cache`."""
+    saved = adapter_dir / ADAPTER_GGUF
+    if saved.is_file():
+        return saved
+    cache.mkdir(parents=True, exist_ok=True)
+    out = cache / f"{len(list(cache.iterdir()))}-{adapter_dir.parent.name}.gguf"
+    return export_lora_gguf(adapter_dir, out, *gguf_heads(base_gguf))
+
+
+class LlamaCppBase(AdapterRuntime):
+    """The base GGUF loaded once in llama.cpp, with named LoRA adapters switched per request.
+
+    Prompts are built with the base's Hugging Face chat template and decoded by
+    our own loop over `llama_decode`, so greedy and sampled decoding, stop sequences and
+    token log-probabilities (for confidence) work as in the transformers runtime. One
+    context decodes one prompt at a time: llama.cpp applies adapters per context, and on
+    two cores one stream already keeps both busy.
+    """
+
+    runtime = "llama.cpp"
+    auto_priority = 10
+
+    @classmethod
+    def auto_ok(cls, resolved: ResolvedModel) -> bool:
+        """llama-cpp-python is installed, the base is a llama-architecture GGUF file and there is no GPU."""
+        if not resolved.gguf_file:
+            return False
+        import torch
+
+        return not torch.cuda.is_available() and supports(Path(resolved.path) / resolved.gguf_file)
+
+    @classmethod
+    def check(cls, resolved: ResolvedModel) -> None:
+        """Raise SpecialistError when llama-cpp-python is missing or the base is not a GGUF file."""
+        if not available():
+            raise SpecialistError("runtime llama.cpp needs llama-cpp-python >= 0.3.36: `make setup-fast`, or see "
+                                  "README, 'Faster generation'")
+        if not resolved.gguf_file:
+            raise SpecialistError(f"runtime llama.cpp needs a GGUF base; {resolved.ref} is a transformers folder")
+
+    @classmethod
+    def export_adapter(cls, adapter_dir: Path, resolved: ResolvedModel) -> Path | None:
+        """Save the adapter's GGUF copy (`ADAPTER_GGUF`) beside it when the base is a GGUF file.
+
+        Needs only the `gguf` package, not llama-cpp-python: a specialist trained here runs fast where it is installed.
+        """
+        if not resolved.gguf_file:
+            return None
+        gguf_base = Path(resolved.path) / resolved.gguf_file
+        return export_lora_gguf(adapter_dir, adapter_dir / ADAPTER_GGUF, *gguf_heads(gguf_base))
+
+    def __init__(self, resolved: ResolvedModel, threads: int | None = None, n_ctx: int = 2048):
+        import tempfile
+
+        import torch
+        from llama_cpp import Llama
+        from transformers import AutoTokenizer
+
+        if not resolved.gguf_file:
+            raise SpecialistError(f"llama.cpp needs a GGUF base; {resolved.ref} is a transformers folder")
+        self.resolved = resolved
+        self.gguf = Path(resolved.path) / resolved.gguf_file
+        threads = threads or torch.get_num_threads()
+        self.llm = Llama(model_path=str(self.gguf), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                         flash_attn=True, verbose=False)
+        self.tokenizer = AutoTokenizer.from_pretrained(resolved.path, gguf_file=resolved.gguf_file)
+        self.ends = {self.llm.token_eos(), self.tokenizer.eos_token_id}
+        self.adapters: dict[str, object] = {}
+        self._cache = Path(tempfile.mkdtemp(prefix="smallfleet-lora-"))
+        self._lock = threading.Lock()
+        # free the model while llama_cpp is still importable: at interpreter exit its own __del__ can run after
+        # the module's functions are gone and prints a traceback
+        atexit.register(self.llm.close)
+
+    def add_adapter(self, name: str, folder: Path) -> None:
+        """Load the peft adapter in `folder` (its GGUF copy, exported when missing) under `name`."""
+        import llama_cpp as lc
+
+        with self._lock:
+            if name in self.adapters:
+                return
+            path = adapter_gguf(Path(folder), self.gguf, self._cache)
+            adapter = lc.llama_adapter_lora_init(self.llm.model, str(path).encode())
+            if not adapter:
+                raise SpecialistError(f"llama.cpp could not load the adapter {path}")
+            self.adapters[name] = adapter  # freed with the model
+
+    def _generate(self, prompts: list[str], adapter: str | None, decoding: Decoding, on_text) -> list[Generation]:
+        rng = np.random.default_rng(decoding.seed)
+        with self._lock:
+            self._use(adapter)
+            return [self._one(p, decoding, rng, on_text if len(prompts) == 1 else None) for p in prompts]
+
+    def _use(self, adapter: str | None) -> None:
+        import ctypes
+
+        import llama_cpp as lc
+
+        if adapter is None:
+            status = lc.llama_set_adapters_lora(self.llm.ctx, None, 0, None)
+        else:
+            adapters = (lc.llama_adapter_lora_p_ctypes * 1)(self.adapters[adapter])
+            status = lc.llama_set_adapters_lora(self.llm.ctx, adapters, 1, (ctypes.c_float * 1)(1.0))
+        if status != 0:
+            raise SpecialistError(f"llama.cpp could not switch to adapter {adapter!r} (status {status})")
+
+    def _one(self, prompt: str, decoding: Decoding, rng, on_text) -> Generation:
+        import llama_cpp as lc
+
+        llm, n_vocab = self.llm, self.llm.n_vocab()
+        started = time.perf_counter()
+        ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+        budget = min(decoding.max_new_tokens, llm.n_ctx() - len(ids))
+        if budget < 1:
+            raise SpecialistError(f"prompt of {len(ids)} tokens leaves no room in the {llm.n_ctx()}-token context")
+        stream = TextStream(lambda t: self.tokenizer.decode(t, skip_special_tokens=True), decoding.stop, on_text)
+        llm.reset()
+        llm.eval(ids)
+        first, tokens, logprobs = None, [], []
+        for _ in range(budget):
+            logits = np.ctypeslib.as_array(lc.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
+            token = pick_token(logits, decoding, rng)
+            logprobs.append(float(log_softmax(logits)[token]))
+            tokens.append(token)
+            first = first or time.perf_counter()
+            if token in self.ends or stream.add([token]):
+                break
+            llm.eval([token])
+        stream.finish()
+        text, _ = cut_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), decoding.stop)
+        return Generation(text=text.strip(), logprobs=logprobs, ttft_ms=((first or started) - started) * 1000,
+                          seconds=time.perf_counter() - started)
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max()
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+def pick_token(logits: np.ndarray, decoding: Decoding, rng: np.random.Generator) -> int:
+    """Greedy (temperature 0) or temperature + nucleus (top_p) sampling, as transformers does it."""
+    if decoding.temperature <= 0:
+        return int(logits.argmax())
+    probs = np.exp(log_softmax(logits / decoding.temperature))
+    if decoding.top_p < 1.0:
+        order = np.argsort(-probs)
+        keep = order[: int(np.searchsorted(np.cumsum(probs[order]), decoding.top_p)) + 1]
+        probs = np.zeros_like(probs)
+        probs[keep] = np.exp(log_softmax(logits[keep] / decoding.temperature))
+    return int(rng.choice(len(probs), p=probs / probs.sum()))

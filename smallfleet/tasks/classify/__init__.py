@@ -1,0 +1,55 @@
+"""Task kind `classify`: text -> one label from a fixed set (ticket routing, intents, sentiment).
+
+The specialist is an encoder with a mean-pooled linear head and temperature-scaled
+confidence (`specialist.py`); `train.py` is its recipe, `metrics.py` its scores and
+report, `card.py` its model card.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from smallfleet.errors import DataError
+from smallfleet.tasks.kind import TaskKind
+from smallfleet.training.settings import TrainSettings
+
+
+class ClassifyKind(TaskKind):
+    name = "classify"
+    summary = "text -> label"
+    settings_class = TrainSettings
+    default_base = "minilm"
+    fields = ("text", "label")
+
+    def train(self, spec, out, force=False, console=None) -> dict:
+        from smallfleet.tasks.classify.train import train_classifier
+
+        return train_classifier(spec, out, force, console)
+
+    def load(self, folder: Path):
+        from smallfleet.tasks.classify.specialist import ClassifySpecialist
+
+        return ClassifySpecialist.load(folder)
+
+    def evaluate(self, specialist, data, console, fields, limit=None, **options) -> dict:
+        from smallfleet.tasks.classify.metrics import evaluate_file
+
+        return evaluate_file(specialist, data, console, fields, limit)
+
+    def print_report(self, metrics, console, title) -> None:
+        from smallfleet.tasks.classify.metrics import print_classification_report
+
+        print_classification_report(metrics, console, title=title)
+
+    def training_row(self, manifest: dict, input: str, answer: str) -> dict:
+        fields = manifest["fields"]
+        return {fields["text"]: input, fields["label"]: answer}
+
+    def check_answer(self, manifest: dict, answer: str) -> str:
+        labels = manifest["labels"]
+        if answer not in labels:
+            raise DataError(f"{answer!r} is not a label of task {manifest['name']!r} (labels: {', '.join(labels)})")
+        return answer
+
+
+KIND = ClassifyKind()

@@ -1,0 +1,140 @@
+"""A saved classifier: text -> one label of a fixed set, with calibrated confidence."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from smallfleet.models.encoder import ENCODER_DIR, EncoderClassifier, pick_device
+from smallfleet.tasks.specialist import Answer, AnswerOptions, EscalationRequest, Specialist
+from smallfleet.training.artifacts import MANIFEST, read_json
+
+
+@dataclass
+class Prediction:
+    """One classification: the label, its calibrated confidence, and the top alternatives."""
+
+    label: str
+    confidence: float
+    top_k: list[tuple[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "label": self.label,
+            "confidence": round(self.confidence, 6),
+            "top_k": [{"label": lab, "confidence": round(p, 6)} for lab, p in self.top_k],
+        }
+
+
+PREDICT_BATCH = 64
+TOP_K = 3
+
+
+def _batches(tokenizer, texts: list[str], max_length: int, device: torch.device, batch_size: int = PREDICT_BATCH):
+    """Yield (original indices, tensors) for `texts`, batched by similar length."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        enc = tokenizer(
+            [texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+        )
+        yield idx, {k: v.to(device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+
+
+def compute_logits(model, tokenizer, texts: list[str], max_length: int, device: torch.device) -> torch.Tensor:
+    """Raw logits for `texts`, in input order."""
+    out = torch.empty(len(texts), model.head.out_features)
+    with torch.inference_mode():
+        for idx, batch in _batches(tokenizer, texts, max_length, device):
+            out[idx] = model(**batch).float().cpu()
+    return out
+
+
+class ClassifySpecialist(Specialist):
+    """A saved classifier with calibrated confidence."""
+
+    kind = "classify"
+
+    def __init__(self, folder: Path, manifest: dict, model: EncoderClassifier, tokenizer, device: torch.device):
+        super().__init__(folder, manifest)
+        self.model = model.to(device).eval()
+        self.tokenizer = tokenizer
+        self.device = device
+        self.labels: list[str] = manifest["labels"]
+        self.temperature: float = manifest["calibration"]["temperature"]
+        self.max_length: int = manifest["training"]["max_length"]
+
+    @classmethod
+    def load(cls, folder: Path) -> ClassifySpecialist:
+        from transformers import AutoTokenizer
+
+        manifest = read_json(folder / MANIFEST)
+        model = EncoderClassifier.load(folder, len(manifest["labels"]))
+        tokenizer = AutoTokenizer.from_pretrained(folder / ENCODER_DIR)
+        return cls(folder, manifest, model, tokenizer, pick_device())
+
+    def probabilities(self, texts: list[str]) -> torch.Tensor:
+        """Calibrated class probabilities, shape (len(texts), len(labels))."""
+        logits = compute_logits(self.model, self.tokenizer, texts, self.max_length, self.device)
+        return torch.softmax(logits / self.temperature, dim=-1)
+
+    def predict(self, texts: list[str], top_k: int = TOP_K) -> list[Prediction]:
+        if not texts:
+            return []
+        probs = self.probabilities(texts)
+        values, indices = probs.topk(min(top_k, len(self.labels)), dim=-1)
+        return [
+            Prediction(
+                label=self.labels[int(ix[0])],
+                confidence=float(vals[0]),
+                top_k=[(self.labels[int(i)], float(v)) for v, i in zip(vals, ix)],
+            )
+            for vals, ix in zip(values, indices)
+        ]
+
+    def answer(self, texts: list[str], options: AnswerOptions | None = None) -> list[Answer]:
+        return [
+            Answer(content=p.label, confidence=p.confidence, detail={"top_k": p.to_dict()["top_k"]})
+            for p in self.predict(texts)
+        ]
+
+    def escalation_request(self, text: str) -> EscalationRequest:
+        labels = "\n".join(f"- {label}" for label in self.labels)
+        instruction = (
+            f"Classify the text for the task '{self.name}'. Answer with exactly one label from this list "
+            f"and nothing else:\n{labels}"
+        )
+        return EscalationRequest(
+            messages=[{"role": "system", "content": instruction}, {"role": "user", "content": text}]
+        )
+
+    def parse_escalation(self, reply: str) -> Answer | None:
+        label = match_label(reply, self.labels)
+        return None if label is None else Answer(content=label, confidence=1.0)
+
+    def prediction(self, text: str, answer: Answer) -> dict:
+        return {"text": text, "label": answer.content, "confidence": round(answer.confidence, 6),
+                "top_k": answer.detail["top_k"]}  # fmt: skip
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"[\W_]+", " ", text.lower()).strip()
+
+
+def match_label(reply: str, labels: list[str]) -> str | None:
+    """Map a model's free-text reply to one of `labels`, or None when it names none or several.
+
+    Accepts the exact label, a case/punctuation variant ("Card Arrival." -> card_arrival),
+    or a reply that mentions exactly one label as a whole phrase.
+    """
+    normalized = {_norm(label): label for label in labels}
+    reply_norm = _norm(reply)
+    if reply_norm in normalized:
+        return normalized[reply_norm]
+    found = {label for key, label in normalized.items() if key and re.search(rf"\b{re.escape(key)}\b", reply_norm)}
+    # a label that is a sub-phrase of another found label ("card" in "card arrival") does not count twice
+    found = {a for a in found if not any(a != b and _norm(a) in _norm(b) for b in found)}
+    return found.pop() if len(found) == 1 else None

@@ -1,0 +1,84 @@
+"""Task kind `extract`: text -> a JSON object of typed fields (order number, amount, date...).
+
+The specialist tags spans with an encoder and normalizes them to a JSON Schema
+(`schema.py`, `align.py`, `tagger.py`, `decode.py`, `specialist.py`); `train.py` is its
+recipe, `data.py` reads value-labelled or BIO rows, `metrics.py` scores and reports,
+`card.py` writes the card.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from smallfleet.errors import DataError
+from smallfleet.tasks.extract.settings import ExtractSettings
+from smallfleet.tasks.kind import TaskKind
+
+
+class ExtractKind(TaskKind):
+    name = "extract"
+    summary = "text -> JSON object of fields"
+    settings_class = ExtractSettings
+    default_base = "minilm"
+    fields = ("text", "label", "tokens", "tags")
+
+    def train(self, spec, out, force=False, console=None) -> dict:
+        from smallfleet.tasks.extract.train import train_extractor
+
+        return train_extractor(spec, out, force, console)
+
+    def load(self, folder: Path):
+        from smallfleet.tasks.extract.specialist import ExtractSpecialist
+
+        return ExtractSpecialist.load(folder)
+
+    def evaluate(self, specialist, data, console, fields, limit=None, **options) -> dict:
+        from smallfleet.tasks.extract.metrics import evaluate_file
+
+        return evaluate_file(specialist, data, console, fields, limit)
+
+    def print_report(self, metrics, console, title) -> None:
+        from smallfleet.tasks.extract.metrics import print_extraction_report
+
+        print_extraction_report(metrics, console, title=title)
+
+    def check_answer(self, manifest: dict, answer: str) -> str:
+        from smallfleet.tasks.extract.schema import Schema
+        from smallfleet.tasks.extract.specialist import canonical_record
+
+        schema = Schema.from_dict(manifest["schema"], f"task {manifest['name']!r}: schema")
+        try:
+            record = canonical_record(schema, answer)
+        except DataError as exc:
+            raise DataError(f"not a valid record for task {manifest['name']!r}: {exc}") from None
+        return json.dumps(record, ensure_ascii=False)
+
+    def training_row(self, manifest: dict, input: str, answer: str) -> dict:
+        """Value-labelled tasks: the text and the record; BIO tasks: whitespace tokens and the record's tags."""
+        from smallfleet.tasks.extract.align import align_values, bio_to_spans, spans_to_bio
+
+        fields, record = manifest["fields"], json.loads(answer)
+        if manifest.get("format") != "bio":
+            return {fields["text"]: input, manifest.get("values_field") or fields["label"]: record}
+        tokens = input.split()
+        text, _, offsets = bio_to_spans(tokens, ["O"] * len(tokens))
+        spans, _ = align_values(text, {k: str(v) for k, v in record.items()})
+        return {fields["tokens"] or "tokens": tokens, fields["tags"] or "tags": spans_to_bio(spans, offsets)}
+
+    def input_texts(self, spec) -> list[str]:
+        """The training texts; for BIO rows the tokens joined by spaces."""
+        from smallfleet.data import read_rows
+
+        field = spec.fields.tokens or spec.fields.text
+        texts = []
+        for _, row in read_rows(spec.train):
+            value = row.get(field, row.get(spec.fields.text))
+            if isinstance(value, list):
+                value = " ".join(str(v) for v in value)
+            if isinstance(value, str) and value.strip():
+                texts.append(value)
+        return texts
+
+
+KIND = ExtractKind()

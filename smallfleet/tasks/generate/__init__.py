@@ -1,0 +1,56 @@
+"""Task kind `generate`: input text -> output text (summaries, draft replies).
+
+The specialist is a LoRA adapter on a small causal LM shared by every adapter on the
+same base (`specialist.py`); `lora.py` and `train.py` are its recipe, `metrics.py` its
+ROUGE scores and report, `card.py` its card.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from smallfleet.errors import DataError
+from smallfleet.tasks.generate.settings import GenerateSettings
+from smallfleet.tasks.kind import TaskKind
+
+
+class GenerateKind(TaskKind):
+    name = "generate"
+    summary = "text -> text, LoRA on a small LLM"
+    settings_class = GenerateSettings
+    settings_key = "generation"
+    default_base = "smollm2-135m"
+    fields = ("text", "output")
+    eval_options = frozenset({"compare_base"})
+
+    def train(self, spec, out, force=False, console=None) -> dict:
+        from smallfleet.tasks.generate.train import train_generator
+
+        return train_generator(spec, out, force, console)
+
+    def load(self, folder: Path):
+        from smallfleet.tasks.generate.specialist import GenerateSpecialist
+
+        return GenerateSpecialist.load(folder)
+
+    def evaluate(self, specialist, data, console, fields, limit=None, **options) -> dict:
+        from smallfleet.tasks.generate.metrics import evaluate_file
+
+        return evaluate_file(specialist, data, console, fields, limit, compare_base=bool(options.get("compare_base")))
+
+    def print_report(self, metrics, console, title) -> None:
+        from smallfleet.tasks.generate.metrics import print_generation_report
+
+        print_generation_report(metrics, console, title, baseline=metrics.get("base_zero_shot"))
+
+    def training_row(self, manifest: dict, input: str, answer: str) -> dict:
+        fields = manifest["fields"]
+        return {fields["text"]: input, fields["output"]: answer}
+
+    def check_answer(self, manifest: dict, answer: str) -> str:
+        if not answer.strip():
+            raise DataError(f"an answer for task {manifest['name']!r} must be a non-empty text")
+        return answer.strip()
+
+
+KIND = GenerateKind()

@@ -1,0 +1,154 @@
+"""A task kind as a unit: the one interface the code around the kinds talks to, and the
+name -> kind registry.
+
+Each kind is one package under `smallfleet/tasks/<kind>/` whose `__init__.py` defines a
+`TaskKind` instance, `KIND`, registered under the `smallfleet.task_kinds` entry-point
+group (the built-ins in smallfleet's own pyproject.toml, a third-party kind in its
+package's). The package's `__init__` stays light (settings only); models and training
+are imported when a method needs them.
+
+Callers never branch on a kind's name: they ask its `TaskKind` (or a `SavedTask`, a
+trained task read from its folder without loading any model).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rich.console import Console
+
+from smallfleet.calibration import ConfidenceCurve
+from smallfleet.errors import ConfigError, SmallfleetError, SpecialistError
+from smallfleet.registry import Registry
+from smallfleet.tasks.specialist import Specialist, confidence_curve
+from smallfleet.training.artifacts import MANIFEST, read_json
+
+
+class TaskKind(ABC):
+    """What a task kind provides: its settings, training, loading, evaluation, and the shape of its answers."""
+
+    name: ClassVar[str]
+    """Registry name, e.g. `classify`."""
+    summary: ClassVar[str]
+    """One line for `--help`: what the kind maps to what."""
+    settings_class: ClassVar[type]
+    """The kind's settings dataclass (fields = YAML keys = `train` flags)."""
+    settings_key: ClassVar[str] = "training"
+    """YAML key (under a task and under `defaults`) and manifest key of the settings."""
+    default_base: ClassVar[str]
+    """Base model used when a task names none."""
+    fields: ClassVar[tuple[str, ...]] = ("text", "label")
+    """Which `FieldMap` fields the kind's data rows use."""
+    eval_options: ClassVar[frozenset[str]] = frozenset()
+    """Extra `evaluate` options the kind understands (e.g. `compare_base`)."""
+
+    @abstractmethod
+    def train(self, spec, out: Path, force: bool = False, console: Console | None = None) -> dict:
+        """Train, calibrate, evaluate and save a specialist for TaskSpec `spec` into `out`; return its metrics."""
+
+    @abstractmethod
+    def load(self, folder: Path) -> Specialist:
+        """Load the specialist saved in `folder`."""
+
+    @abstractmethod
+    def evaluate(self, specialist: Specialist, data: Path, console: Console, fields: dict[str, str],
+                 limit: int | None = None, **options: Any) -> dict:  # fmt: skip
+        """Score `specialist` on the labelled file `data`, print the report, return the metrics.
+
+        Args:
+            fields: FieldMap field -> row field name, overriding those the specialist was trained with.
+            limit: score only the first N rows.
+            options: the kind's `eval_options`.
+        """
+
+    @abstractmethod
+    def print_report(self, metrics: dict, console: Console, title: str) -> None:
+        """Print one split's metrics as `train` or `evaluate` wrote them."""
+
+    @abstractmethod
+    def training_row(self, manifest: dict, input: str, answer: str) -> dict:
+        """One labelled row of the task, in its own field names, from an input and a checked answer."""
+
+    @abstractmethod
+    def check_answer(self, manifest: dict, answer: str) -> str:
+        """The answer in its canonical form when it is valid for the task (a human's or an upstream's).
+
+        Raises:
+            DataError: the answer is not valid, with the reason.
+        """
+
+    def input_texts(self, spec) -> list[str]:
+        """The input texts of a task's training file (the router learns from them)."""
+        from smallfleet.data import read_rows
+
+        texts = []
+        for _, row in read_rows(spec.train):
+            value = row.get(spec.fields.text)
+            if isinstance(value, str) and value.strip():
+                texts.append(value)
+        return texts
+
+
+KINDS: Registry[TaskKind] = Registry("smallfleet.task_kinds", "task kind")
+"""Task kind name -> TaskKind."""
+
+
+def get_kind(name: str, error: type[SmallfleetError] = ConfigError) -> TaskKind:
+    """The registered task kind called `name`; `error` (naming the known kinds) when there is none."""
+    return KINDS.get(name, error)
+
+
+@dataclass
+class SavedTask:
+    """A trained specialist as its folder describes it: kind and manifest, no model loaded."""
+
+    folder: Path
+    manifest: dict
+    kind: TaskKind
+
+    @classmethod
+    def open(cls, folder: str | Path) -> SavedTask:
+        """Read the specialist folder `folder`.
+
+        Raises:
+            SpecialistError: the folder holds no specialist, or one of an unknown kind.
+        """
+        folder = Path(folder)
+        if not (folder / MANIFEST).is_file():
+            raise SpecialistError(f"{folder} does not hold a specialist (no {MANIFEST}); train one with `smallfleet train`")
+        manifest = read_json(folder / MANIFEST)
+        try:
+            kind = get_kind(str(manifest.get("kind")), SpecialistError)
+        except SpecialistError as exc:
+            raise SpecialistError(f"{folder}: {exc}") from None
+        return cls(folder, manifest, kind)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.get("name", self.folder.name)
+
+    def load(self) -> Specialist:
+        return self.kind.load(self.folder)
+
+    def training_row(self, input: str, answer: str) -> dict:
+        """One labelled row in the task's own field names (see `TaskKind.training_row`)."""
+        return self.kind.training_row(self.manifest, input, answer)
+
+    def check_answer(self, answer: str) -> str:
+        """The canonical answer, or DataError with the reason (see `TaskKind.check_answer`)."""
+        return self.kind.check_answer(self.manifest, answer)
+
+    def confidence_curve(self) -> ConfidenceCurve:
+        return confidence_curve(self.folder)
+
+
+def load_specialist(folder: str | Path) -> Specialist:
+    """Load whatever specialist is saved in `folder`, through its kind.
+
+    Raises:
+        SpecialistError: the folder does not hold a specialist or its kind is unknown.
+    """
+    return SavedTask.open(folder).load()

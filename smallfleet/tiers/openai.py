@@ -1,0 +1,107 @@
+"""The `openai` tier: any OpenAI-compatible chat-completions endpoint, with bounded retries."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+
+import httpx
+
+from smallfleet.errors import ConfigError
+from smallfleet.tiers.base import Tier, TierContext, TierFailure, TierReply, TierRequest, TierSpec
+from smallfleet.tokens import estimate_prompt_tokens, estimate_tokens
+
+log = logging.getLogger("smallfleet.tiers")
+RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+BACKOFF_SECONDS = 0.25
+BACKOFF_CAP = 4.0
+
+
+class OpenAITier(Tier):
+    """Any OpenAI-compatible chat-completions endpoint."""
+
+    costed = True
+
+    def __init__(self, spec: TierSpec, context: TierContext):
+        super().__init__(spec, context)
+        self.client = context.client
+        self.url = spec.base_url.rstrip("/") + "/chat/completions"
+        key = os.environ.get(spec.api_key_env) if spec.api_key_env else None
+        if spec.api_key_env and not key:
+            log.warning("tier %s: environment variable %s is not set; calling without a key", spec.name, spec.api_key_env)
+        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+
+    @classmethod
+    def check_spec(cls, spec: TierSpec) -> None:
+        if not (spec.base_url and spec.model):
+            raise ConfigError(f"tier {spec.name!r}: an openai tier needs base_url and model")
+
+    @property
+    def model(self) -> str:
+        return self.spec.model
+
+    def cost(self, prompt_tokens: int, completion_tokens: int, seconds: float) -> float:
+        """Token price when the tier has one; a self-hosted tier pays for its machine time instead."""
+        return self.spec.token_cost(prompt_tokens, completion_tokens) + self.spec.hour_usd * seconds / 3600
+
+    def estimate_cost(self, messages: list[dict], content: str) -> float:
+        """What this tier would charge for `messages` answered with `content` (token estimate)."""
+        return self.spec.token_cost(estimate_prompt_tokens(messages), estimate_tokens(content))
+
+    async def answer(self, request: TierRequest) -> TierReply:
+        """Send the request's body (its `model` replaced by the tier's), retrying transient failures.
+
+        Raises:
+            TierFailure: after the last retry, or at once for a 4xx that retrying cannot fix.
+        """
+        body = {**request.body, "model": self.spec.model, "stream": False}
+        attempts = self.spec.retries + 1
+        last = ""
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(min(BACKOFF_CAP, BACKOFF_SECONDS * 2 ** (attempt - 1)))
+            started = time.perf_counter()
+            try:
+                resp = await self.client.post(self.url, json=body, headers=self._headers, timeout=self.spec.timeout)
+            except httpx.TimeoutException:
+                last = f"timed out after {self.spec.timeout:g}s"
+                continue
+            except httpx.TransportError as exc:
+                last = f"connection failed ({type(exc).__name__})"
+                continue
+            seconds = time.perf_counter() - started
+            if resp.status_code in RETRY_STATUS:
+                last = f"HTTP {resp.status_code}"
+                continue
+            if resp.status_code >= 400:
+                raise TierFailure(self.name, f"HTTP {resp.status_code}: {_error_text(resp)}")
+            return self._reply(resp, seconds)
+        raise TierFailure(self.name, f"{last} ({attempts} attempt{'s' if attempts > 1 else ''})")
+
+    def _reply(self, resp: httpx.Response, seconds: float) -> TierReply:
+        try:
+            data = resp.json()
+            choice = data["choices"][0]
+            content = choice["message"].get("content") or ""
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            raise TierFailure(self.name, "reply is not a chat completion") from None
+        usage = data.get("usage") or {}
+        prompt = int(usage.get("prompt_tokens") or 0)
+        completion = int(usage.get("completion_tokens") or estimate_tokens(content))
+        return TierReply(
+            content=content,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            seconds=seconds,
+            cost_usd=self.cost(prompt, completion, seconds),
+            finish_reason=choice.get("finish_reason") or "stop",
+        )
+
+
+def _error_text(resp: httpx.Response) -> str:
+    try:
+        return str(resp.json()["error"]["message"])[:200]
+    except (ValueError, KeyError, TypeError):
+        return resp.text[:200]
