@@ -12,8 +12,9 @@ import uuid
 
 from smallfleet.serve.fleet import ServedFleet, ServedTask
 from smallfleet.serve.metrics import GatewayMetrics
-from smallfleet.serve.protocol import ChatCompletionRequest, Completion, estimate_prompt_tokens, estimate_tokens
+from smallfleet.serve.protocol import ChatCompletionRequest, Completion
 from smallfleet.store.ledger import Ledger, new_row
+from smallfleet.tokens import estimate_prompt_tokens, estimate_tokens
 from smallfleet.tiers.base import Tier, TierFailure, TierReply, TierRequest
 
 log = logging.getLogger("smallfleet.gateway")

@@ -11,7 +11,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from smallfleet.tasks.specialist import AnswerOptions
-from smallfleet.tokens import estimate_prompt_tokens, estimate_tokens  # noqa: F401  (the gateway counts with these)
 
 
 class ChatMessage(BaseModel):
