@@ -1,20 +1,9 @@
 """The `smallfleet` command as a user runs it (subprocesses, real files, real model)."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
-
-
-def run(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "smallfleet", *map(str, args)], capture_output=True, text=True, env=ENV)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
+from cli_process import run
 
 
 @pytest.fixture(scope="module")

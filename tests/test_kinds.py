@@ -9,27 +9,17 @@ The kinds differ only in their data and answers (the KINDS table below); the ste
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import openai
 import pytest
+from cli_process import run
 from fake_upstream import FakeUpstream
 from gateway_process import GatewayProcess
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
-
-
-def run(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "smallfleet", *map(str, args)], capture_output=True, text=True, env=ENV)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"smallfleet {' '.join(map(str, args))}: exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 @dataclass
