@@ -6,9 +6,9 @@ import json
 import pytest
 
 from smallfleet.errors import ConfigError, DataError
-from smallfleet.tasks.extract.metrics import field_scores, span_scores
 from smallfleet.tasks.extract.align import Span, align_values, bio_to_spans, find_value, spans_to_bio
 from smallfleet.tasks.extract.data import check_example, load_bio_rows, load_value_rows
+from smallfleet.tasks.extract.metrics import field_scores, span_scores
 from smallfleet.tasks.extract.schema import NormalizeError, Schema
 
 SCHEMA = {
@@ -161,3 +161,30 @@ def test_decode_merges_pieces_of_one_word_and_reports_absence():
     spans, absent = decode_spans(TokenScores(offsets, logits), labels, temperature=1.0)
     assert [(s.span.field, text[s.span.start : s.span.end]) for s in spans] == [("total", "30.30")]
     assert 0.9 < spans[0].confidence < 1 and absent["date"] > 0.9 and absent["total"] < 0.1
+
+
+def test_an_answer_becomes_a_training_row_in_the_tasks_own_format():
+    from smallfleet.tasks import get_kind
+
+    kind = get_kind("extract")
+    bio = {"format": "bio", "fields": {"text": "text", "label": "label", "tokens": "words", "tags": "labels"}}
+    row = kind.training_row(bio, "play  the song Hello by Adele", '{"song": "Hello", "artist": "Adele"}')
+    assert row == {"words": ["play", "the", "song", "Hello", "by", "Adele"],
+                   "labels": ["O", "O", "O", "B-song", "O", "B-artist"]}
+    values = {"format": "values", "values_field": "fields", "fields": {"text": "body", "label": "label"}}
+    assert kind.training_row(values, "cancel order 55", '{"order_id": "55"}') == {
+        "body": "cancel order 55", "fields": {"order_id": "55"}}
+
+
+def test_check_answer_normalizes_a_record_or_says_what_is_wrong():
+    from smallfleet.tasks import get_kind
+
+    kind = get_kind("extract")
+    manifest = {"name": "orders", "schema": SCHEMA}
+    answer = kind.check_answer(manifest, '{"date": "March 4, 2019", "amount": "12,50", "order_id": "A-1"}')
+    assert json.loads(answer) == {"order_id": "A-1", "amount": 12.5, "date": "2019-03-04"}
+    for bad, reason in [("not json", "not a JSON object"), ('{"order_id": "A", "amount": "lots"}', "amount"),
+                        ('{"order_id": "A", "colour": "red"}', "unknown field 'colour'"),
+                        ('{"amount": 3}', "missing required field 'order_id'")]:
+        with pytest.raises(DataError, match=reason):
+            kind.check_answer(manifest, bad)

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 
+from smallfleet.data.batches import length_bucketed_batches
 from smallfleet.training.settings import TrainSettings
 
 
@@ -36,22 +37,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def length_bucketed_batches(
-    lengths: Sequence[int], batch_size: int, rng: random.Random, window_batches: int = 50
-) -> list[list[int]]:
-    """One pass over the data: shuffle, then sort by length within windows of `window_batches` batches,
-    so batches hold similar lengths (less padding, faster steps) while their order stays random."""
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    window = batch_size * window_batches
-    batches = []
-    for start in range(0, len(order), window):
-        chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
-        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
-    rng.shuffle(batches)
-    return batches
 
 
 def fit(

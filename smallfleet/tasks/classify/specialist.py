@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from smallfleet.data.batches import by_length
 from smallfleet.models.encoder import ENCODER_DIR, EncoderClassifier, pick_device
 from smallfleet.tasks.specialist import Answer, AnswerOptions, EscalationRequest, Specialist
 from smallfleet.training.artifacts import MANIFEST, read_json
@@ -35,9 +36,7 @@ TOP_K = 3
 
 def _batches(tokenizer, texts: list[str], max_length: int, device: torch.device, batch_size: int = PREDICT_BATCH):
     """Yield (original indices, tensors) for `texts`, batched by similar length."""
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
+    for idx in by_length([len(t) for t in texts], batch_size):
         enc = tokenizer(
             [texts[i] for i in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
         )

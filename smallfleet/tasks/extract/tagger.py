@@ -16,8 +16,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from smallfleet.tasks.extract.align import Span
+from smallfleet.data.batches import by_length
 from smallfleet.models.encoder import ENCODER_DIR, quiet_transformers
+from smallfleet.tasks.extract.align import Span
 
 HEAD_FILE = "tagger_head.safetensors"
 PREDICT_BATCH = 32
@@ -123,10 +124,9 @@ def token_logits(
     windows = make_windows(tokenizer, texts, max_length, stride)
     sums: list[dict[tuple[int, int], torch.Tensor]] = [{} for _ in texts]
     counts: list[dict[tuple[int, int], int]] = [{} for _ in texts]
-    order = sorted(range(len(windows)), key=lambda i: len(windows[i].input_ids))
     with torch.inference_mode():
-        for start in range(0, len(order), PREDICT_BATCH):
-            batch = [windows[i] for i in order[start : start + PREDICT_BATCH]]
+        for idx in by_length([len(w.input_ids) for w in windows], PREDICT_BATCH):
+            batch = [windows[i] for i in idx]
             padded = tokenizer.pad({"input_ids": [w.input_ids for w in batch]}, return_tensors="pt")
             logits = model(padded["input_ids"].to(device), padded["attention_mask"].to(device)).float().cpu()
             for w, row in zip(batch, logits):

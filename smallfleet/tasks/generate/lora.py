@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from smallfleet.tasks.generate.settings import GenerateSettings
 from smallfleet.models.runtime.base import build_prompt
-from smallfleet.training.loop import length_bucketed_batches
+from smallfleet.data.batches import length_bucketed_batches
 
 IGNORE = -100
 BUCKET_BATCHES = 32  # micro-batches per length-sorted bucket

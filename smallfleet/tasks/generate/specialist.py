@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from smallfleet.calibration import LogisticMap
+from smallfleet.data.batches import by_length
 from smallfleet.errors import SpecialistError
 from smallfleet.models.resolve import fingerprint_base, resolve_base_model
 from smallfleet.models.runtime import shared_base
@@ -72,10 +73,8 @@ class GenerateSpecialist(Specialist):
             on_batch: called with the number of texts each finished batch answered (progress).
         """
         prompts = self.prompts(texts)
-        order = sorted(range(len(texts)), key=lambda i: len(prompts[i]))
         out: list[Generation | None] = [None] * len(texts)
-        for start in range(0, len(order), GENERATE_BATCH):
-            idx = order[start : start + GENERATE_BATCH]
+        for idx in by_length([len(p) for p in prompts], GENERATE_BATCH):
             batch = self.base.generate([prompts[i] for i in idx], self.adapter if with_adapter else None, decoding)
             for i, gen in zip(idx, batch):
                 out[i] = gen
