@@ -119,7 +119,7 @@ class FleetSpec:
         defaults = raw.get("defaults") or {}
         _expect(defaults, dict, f"{path}: 'defaults'")
         settings_keys = {get_kind(name).settings_key for name in KINDS.names()}
-        reject_unknown(defaults, {"base", "fields", "target"} | settings_keys, f"{path}: defaults")
+        reject_unknown(defaults, {"base", "fields", "target", "delta"} | settings_keys, f"{path}: defaults")
         tasks_raw = raw.get("tasks")
         _expect(tasks_raw, list, f"{path}: 'tasks'")
         tasks = [_task_from_dict(item, defaults, path, i) for i, item in enumerate(tasks_raw)]
@@ -177,6 +177,7 @@ def _task_from_dict(item: Any, defaults: dict, path: Path, index: int) -> TaskSp
             base=str(item.get("base", defaults.get("base", ""))),
             settings=build(kind.settings_class, settings_raw, f"{where}: {key}", base_dir),
             target=float(item.get("target", defaults.get("target", 0.95))),
+            delta=float(item.get("delta", defaults.get("delta", 0.05))),
         )
     except ConfigError as exc:
         if str(exc).startswith(str(path)):
@@ -186,7 +187,7 @@ def _task_from_dict(item: Any, defaults: dict, path: Path, index: int) -> TaskSp
         raise ConfigError(f"{where}: {exc}") from None
 
 
-TASK_KEYS = {"name", "train", "kind", "valid", "test", "fields", "base", "target"}
+TASK_KEYS = {"name", "train", "kind", "valid", "test", "fields", "base", "target", "delta"}
 """Keys of a task in fleet.yaml besides its kind's settings key."""
 
 

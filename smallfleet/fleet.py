@@ -13,6 +13,7 @@ from rich.console import Console
 
 from smallfleet.config import FleetSpec
 from smallfleet.errors import ConfigError
+from smallfleet.guarantee import Guarantee, guaranteed_threshold
 from smallfleet.tasks import TaskSpec
 from smallfleet.tasks.specialist import confidence_curve
 from smallfleet.training.artifacts import check_output, read_json, write_json
@@ -30,8 +31,13 @@ def headline(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
-def cascade_threshold(folder: Path, target: float) -> dict:
-    """The lowest confidence whose accepted validation answers still meet `target`, and the share accepted."""
+def cascade_threshold(folder: Path, target: float, delta: float) -> dict:
+    """The task's escalation threshold with its guarantee (see `guarantee.py`), from the saved calibration curve."""
+    return guaranteed_threshold(confidence_curve(folder), target, delta).to_dict()
+
+
+def route_threshold(folder: Path, target: float) -> dict:
+    """The router's threshold: the lowest confidence whose accepted validation routes still meet `target`."""
     threshold, coverage = confidence_curve(folder).threshold_for(target)
     return {"target": target, "threshold": round(threshold, 6), "validation_coverage": round(coverage, 4)}
 
@@ -73,7 +79,7 @@ def train_fleet(fleet: FleetSpec, out: Path, force: bool = False, console: Conso
             "folder": task.name,
             "train_seconds": round(time.monotonic() - started, 1),
             "metrics": {split: headline(m) for split, m in metrics.items()},
-            "cascade": cascade_threshold(out / task.name, task.target),
+            "cascade": cascade_threshold(out / task.name, task.target, task.delta),
         }
         write_json(out / FLEET_INDEX, index)
         if "test" in metrics:
@@ -85,17 +91,13 @@ def train_fleet(fleet: FleetSpec, out: Path, force: bool = False, console: Conso
             "folder": ROUTER_DIR,
             "train_seconds": round(time.monotonic() - started, 1),
             "metrics": {split: headline(m) for split, m in metrics.items()},
-            "cascade": cascade_threshold(out / ROUTER_DIR, fleet.router.target),
+            "cascade": route_threshold(out / ROUTER_DIR, fleet.router.target),
             "out_of_scope": str(fleet.router.out_of_scope) if fleet.router.out_of_scope else None,
         }
         v = metrics["validation"]
         console.print(f"router: validation accuracy {v['accuracy']:.3f} over {len(fleet.tasks)} tasks"
                       f"{' + none' if fleet.router.out_of_scope else ''}")  # fmt: skip
     write_json(out / FLEET_INDEX, index)
-    for name, entry in index["tasks"].items():
-        c = entry["cascade"]
-        console.print(
-            f"{name}: answers with confidence >= {c['threshold']:.3f} meet the {c['target']:.0%} target "
-            f"({c['validation_coverage']:.0%} of validation answered without escalation)"
-        )
+    for task in fleet.tasks:
+        console.print(f"{task.name}: {Guarantee(**index['tasks'][task.name]['cascade']).describe()}")
     return index

@@ -24,6 +24,18 @@ def test_train_eval_json_has_the_documented_keys(review_specialist, quickstart_d
     assert set(metrics["coverage"]) == {"0.8", "0.9", "0.95", "1.0"}
     assert metrics["n"] == 45 and metrics["accuracy"] >= 0.7  # chance is 0.33
     assert "risk-coverage" in proc.stdout and "macro-F1" in proc.stdout
+    cascade = metrics["cascade"]
+    assert set(cascade) >= {"target", "delta", "threshold", "coverage", "accepted_accuracy", "guaranteed_lower_bound"}
+    assert (cascade["target"], cascade["delta"]) == (0.95, 0.05) and "answers" not in metrics
+    if cascade["supported"]:
+        assert cascade["guaranteed_lower_bound"] >= 0.95
+    else:  # too few validation rows to promise 95%: nothing is accepted, and the reason is printed
+        assert cascade["coverage"] == 0 and cascade["rows_needed"] and "cannot guarantee 95%" in proc.stdout
+    run("eval", review_specialist, "--data", quickstart_data / "reviews_test.csv", "--target", "0.7", "--delta", "0.2",
+        "--json", report)
+    loose = json.loads(report.read_text())["cascade"]
+    assert (loose["target"], loose["delta"]) == (0.7, 0.2) and loose["supported"] and loose["coverage"] > 0
+    assert loose["guaranteed_lower_bound"] >= 0.7
 
 
 def test_predict_text_and_file(review_specialist, tmp_path):

@@ -134,7 +134,8 @@ def test_predict_and_eval_work_for_every_kind(trained, tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert len(lines) == 2 and all(kind.answer_key in x and "confidence" in x for x in lines)
     run("eval", fleet / "task", "--data", test, "--json", tmp_path / "eval.json")
-    assert json.loads((tmp_path / "eval.json").read_text())["n"] >= 3
+    metrics = json.loads((tmp_path / "eval.json").read_text())
+    assert metrics["n"] >= 3 and 0 <= metrics["cascade"]["coverage"] <= 1 and metrics["cascade"]["delta"] == 0.05
 
 
 def test_review_and_upstream_answers_become_training_data_for_every_kind(trained, tmp_path):

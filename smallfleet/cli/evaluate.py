@@ -10,6 +10,7 @@ from rich.console import Console
 
 from smallfleet.cli.options import runtime_option, use_runtime
 from smallfleet.cli.settings_flags import field_flags, split_field_flags
+from smallfleet.guarantee import DEFAULT_DELTA, cascade_on, guaranteed_threshold
 
 
 @click.command("eval")
@@ -20,8 +21,12 @@ from smallfleet.cli.settings_flags import field_flags, split_field_flags
 @click.option("--input-field", help="Same as --text-field (the input of a generate task).")
 @click.option("--limit", type=int, help="Score only the first N rows.")
 @click.option("--compare-base", is_flag=True, help="Generate: also score the bare base model zero-shot, side by side.")
+@click.option("--target", type=click.FloatRange(0, 1, min_open=True),
+              help="Quality target of the cascade section [default: the task's, else 0.95].")
+@click.option("--delta", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Allowed probability that accepted answers miss the target [default: the task's, else 0.05].")
 @runtime_option
-def command(specialist, data, json_out, input_field, limit, compare_base, runtime, **flags):
+def command(specialist, data, json_out, input_field, limit, compare_base, target, delta, runtime, **flags):
     """Evaluate SPECIALIST on --data.
 
     For classify specialists: prints accuracy, macro-F1, expected calibration error (ECE), the risk-coverage
@@ -38,6 +43,11 @@ def command(specialist, data, json_out, input_field, limit, compare_base, runtim
     For generate specialists: ROUGE-1/2/L F1 on a 0-1 scale (`rouge1`, `rouge2`, `rougeL`, best of the
     row's `references` list when the file has one, else its output field), `n`, output length, time to
     first token and tokens/s; with --compare-base also `base_zero_shot` with the same numbers.
+
+    Every kind adds `cascade`: the escalation threshold chosen on the specialist's validation data with
+    its guarantee at --target and --delta, and what it does on --data: `target`, `delta`, `threshold`,
+    `coverage` (share accepted), `accepted_accuracy` (accuracy, exact record match, or good-answer rate
+    of the accepted answers), `guaranteed_lower_bound`, `supported`, `validation_coverage`.
     """
     from smallfleet.tasks import SavedTask
 
@@ -51,7 +61,16 @@ def command(specialist, data, json_out, input_field, limit, compare_base, runtim
     wrong += [f"--{o.replace('_', '-')}" for o in options if o not in task.kind.eval_options]
     if wrong:
         raise click.UsageError(f"{wrong[0]} does not apply to {task.kind.name} specialists")
-    metrics = task.kind.evaluate(task.load(), data, Console(), fields, limit, **options)
+    console = Console()
+    metrics = task.kind.evaluate(task.load(), data, console, fields, limit, **options)
+    stored = task.manifest.get("cascade") or {}
+    guarantee = guaranteed_threshold(task.confidence_curve(), target or stored.get("target", 0.95),
+                                     delta or stored.get("delta", DEFAULT_DELTA))  # fmt: skip
+    answers = metrics.pop("answers")
+    metrics["cascade"] = cascade = cascade_on(guarantee, answers["confidence"], answers["correct"])
+    quality = "-" if cascade["accepted_accuracy"] is None else f"{cascade['accepted_accuracy']:.4f}"
+    console.print(f"cascade on {data}: {guarantee.describe()}; here {cascade['coverage']:.1%} accepted, "
+                  f"accepted quality {quality}")  # fmt: skip
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")

@@ -16,7 +16,9 @@ from smallfleet.cli.options import runtime_option, use_runtime
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0 for all).")
 @click.option("--port", default=8000, show_default=True, help="TCP port.")
 @click.option("--db", "db_url", help="SQLAlchemy URL of the request log [default: $SMALLFLEET_DB or FLEET/smallfleet.db].")
-@click.option("--target", type=float, help="Accuracy target for every task's accepted answers (replaces the fleet's).")
+@click.option("--target", type=float, help="Quality target for every task's accepted answers (replaces the fleet's).")
+@click.option("--delta", type=float, help="Allowed probability that accepted answers miss the target (replaces the "
+              "fleet's; default 0.05): each task's threshold is guaranteed at 1 - delta.")
 @click.option("--threshold", "thresholds", multiple=True, metavar="TASK=VALUE",
               help="Set a task's confidence threshold by hand (repeatable); above 1 escalates every request.")
 @click.option("--escalate-to", "escalate_url", help="Add an OpenAI-compatible tier at this base URL (e.g. https://api.openai.com/v1).")
@@ -29,7 +31,7 @@ from smallfleet.cli.options import runtime_option, use_runtime
 @click.option("--cpu-hour-usd", type=float, help="Price of one CPU core-hour for costing specialist answers.")
 @runtime_option
 @click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
-def command(fleet, host, port, db_url, target, thresholds, escalate_url, escalate_model, escalate_key_env, escalate_input_price,
+def command(fleet, host, port, db_url, target, delta, thresholds, escalate_url, escalate_model, escalate_key_env, escalate_input_price,
             escalate_output_price, escalate_timeout, escalate_retries, cpu_hour_usd, runtime, log_level):  # fmt: skip
     """Serve FLEET (a folder made by `smallfleet train`, or one specialist folder) over HTTP.
 
@@ -63,8 +65,10 @@ def command(fleet, host, port, db_url, target, thresholds, escalate_url, escalat
             raise click.BadParameter(f"{item!r}: expected TASK=VALUE with VALUE >= 0", param_hint="--threshold")
     use_runtime(runtime)
     console = Console(stderr=True)
+    if delta is not None and not 0 < delta < 1:
+        raise click.BadParameter("must be in (0, 1)", param_hint="--delta")
     with console.status("loading the fleet"):
-        served = ServedFleet.load(fleet, target=target, thresholds=manual)
+        served = ServedFleet.load(fleet, target=target, thresholds=manual, delta=delta)
     if escalate_url:
         served.tiers.insert(0, TierSpec(name="escalate", kind="openai", base_url=escalate_url, model=escalate_model,
                                         api_key_env=escalate_key_env, input_price=escalate_input_price,
@@ -74,11 +78,10 @@ def command(fleet, host, port, db_url, target, thresholds, escalate_url, escalat
         served.serving = replace(served.serving, cpu_hour_usd=cpu_hour_usd)
     db = Database(database_url(fleet, db_url))
     for task in served.tasks.values():
-        console.print(
-            f"task [bold]{task.name}[/] ({task.specialist.kind}): accept confidence >= {task.threshold:.3f} "
-            f"(target {task.target:.0%}, {task.coverage:.0%} of validation answered locally)"
-            + (f", {note}" if (note := task.specialist.serving_note()) else "")
-        )
+        promise = (task.guarantee.describe() if task.guarantee else
+                   f"accept confidence >= {task.threshold:.3f} (set by hand; {task.coverage:.0%} of validation)")
+        note = task.specialist.serving_note()
+        console.print(f"task [bold]{task.name}[/] ({task.specialist.kind}{', ' + note if note else ''}): {promise}")
     if served.router:
         console.print(f"router: {len(served.tasks)} tasks, route confidence >= {served.router.threshold:.3f}")
     for t in served.tiers:

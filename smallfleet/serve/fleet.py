@@ -10,6 +10,7 @@ import torch
 
 from smallfleet.config import ServingSpec
 from smallfleet.errors import SpecialistError
+from smallfleet.guarantee import DEFAULT_DELTA, Guarantee, guaranteed_threshold
 from smallfleet.router import Router
 from smallfleet.serve.batching import Batcher
 from smallfleet.tasks import Specialist, load_specialist
@@ -30,6 +31,8 @@ class ServedTask:
     target: float
     threshold: float
     coverage: float
+    guarantee: Guarantee | None = None
+    """What the threshold promises; None when it was set by hand."""
 
 
 class ServedFleet:
@@ -46,11 +49,15 @@ class ServedFleet:
         self.serving = serving
 
     @classmethod
-    def load(cls, folder: Path, target: float | None = None, thresholds: dict[str, float] | None = None) -> ServedFleet:
+    def load(cls, folder: Path, target: float | None = None, thresholds: dict[str, float] | None = None,
+             delta: float | None = None) -> ServedFleet:  # fmt: skip
         """Load a fleet folder (with fleet.json) or one specialist folder as a one-task fleet.
 
+        Each task's threshold is the guaranteed one (`guarantee.guaranteed_threshold`) at its target and delta.
+
         Args:
-            target: accuracy target for every task, replacing the ones stored with the fleet.
+            target: quality target for every task, replacing the ones stored with the fleet.
+            delta: failure probability of every task's guarantee, replacing the stored ones.
             thresholds: task -> confidence threshold set by hand (overrides the target; above 1 escalates all).
         """
         thresholds = dict(thresholds or {})
@@ -64,14 +71,16 @@ class ServedFleet:
         tasks = {}
         for name, entry in index["tasks"].items():
             specialist = load_specialist(folder / entry["folder"])
-            goal = target or entry.get("cascade", {}).get("target", DEFAULT_TARGET)
+            stored = entry.get("cascade") or specialist.manifest.get("cascade") or {}
+            goal = target or stored.get("target", DEFAULT_TARGET)
             curve = specialist.confidence_curve()
-            threshold, coverage = curve.threshold_for(goal)
+            guarantee = guaranteed_threshold(curve, goal, delta or stored.get("delta", DEFAULT_DELTA))
+            threshold, coverage = guarantee.threshold, guarantee.coverage
             if name in thresholds:
-                threshold = thresholds.pop(name)
+                threshold, guarantee = thresholds.pop(name), None
                 coverage = curve.coverage_at(threshold)
             batcher = Batcher(specialist.answer, name)
-            tasks[name] = ServedTask(name, specialist, batcher, goal, threshold, coverage)
+            tasks[name] = ServedTask(name, specialist, batcher, goal, threshold, coverage, guarantee)
         if thresholds:
             raise SpecialistError(f"--threshold names unknown task(s) {', '.join(thresholds)} (tasks: {', '.join(tasks)})")
         router = router_batcher = None

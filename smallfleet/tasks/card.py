@@ -7,6 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from smallfleet.calibration import ConfidenceCurve
+from smallfleet.guarantee import DEFAULT_DELTA, guaranteed_threshold
+
 RELIABILITY_PNG = "reliability.png"
 COVERAGE_PNG = "risk_coverage.png"
 
@@ -30,10 +33,21 @@ class CardParts:
 def write_card(folder: Path, manifest: dict, settings_key: str, calibration: dict, parts: CardParts) -> None:
     """Write README.md (the card) and the calibration plots into the specialist folder `folder`."""
     plot_calibration(calibration, folder)
-    (folder / "README.md").write_text(render_card(manifest, settings_key, parts), encoding="utf-8")
+    (folder / "README.md").write_text(render_card(manifest, settings_key, parts, calibration), encoding="utf-8")
 
 
-def render_card(manifest: dict, settings_key: str, parts: CardParts) -> str:
+def escalation_lines(manifest: dict, calibration: dict) -> list[str]:
+    """The card's escalation section: the guaranteed threshold at the task's target and delta."""
+    cascade = manifest.get("cascade") or {"target": 0.95, "delta": DEFAULT_DELTA}
+    curve = ConfidenceCurve.from_dict(calibration["curve"])
+    g = guaranteed_threshold(curve, cascade["target"], cascade["delta"])
+    return [
+        f"At the task's target ({g.target:.0%} of accepted answers right) and delta {g.delta}: {g.describe()}.",
+        f"Method: {g.method}. The gateway recomputes this at start-up (`serve --target/--delta` change it).",
+    ]
+
+
+def render_card(manifest: dict, settings_key: str, parts: CardParts, calibration: dict) -> str:
     """Markdown model card: title, intro, training data, settings, scores, confidence, plots."""
     settings = manifest[settings_key]
     lines = [
@@ -59,6 +73,10 @@ def render_card(manifest: dict, settings_key: str, parts: CardParts) -> str:
         "## Confidence",
         "",
         *parts.confidence,
+        "",
+        "## Escalation",
+        "",
+        *escalation_lines(manifest, calibration),
         "",
         f"![reliability]({RELIABILITY_PNG}) ![risk-coverage]({COVERAGE_PNG})",
         "",

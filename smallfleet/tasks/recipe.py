@@ -47,6 +47,7 @@ def manifest_header(spec: TaskSpec, base: ResolvedModel, device: str = "cpu", **
         "fields": dataclasses.asdict(spec.fields),
         spec.task_kind.settings_key: settings_record(spec.settings),
         "data": {**data, "fingerprint": fingerprint_files(spec.data_files())},
+        "cascade": {"target": spec.target, "delta": spec.delta},
         "machine": {"device": device, "torch_threads": torch.get_num_threads(), "python": platform.python_version()},
     }
 

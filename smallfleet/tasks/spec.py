@@ -49,13 +49,17 @@ class TaskSpec:
     settings: Any = None
     """The kind's settings (its `settings_class`); None = that class's defaults."""
     target: float = 0.95
-    """Quality the accepted answers must reach on validation; picks the escalation threshold."""
+    """Quality the accepted answers must reach (accuracy, exact record match, or good-answer rate)."""
+    delta: float = 0.05
+    """Allowed probability that the accepted answers miss `target` (the escalation threshold's guarantee)."""
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
             raise ConfigError(f"task name {self.name!r} must be letters, digits, '-' or '_'")
         if not 0 < self.target <= 1:
             raise ConfigError(f"task {self.name!r}: target={self.target!r} must be in (0, 1]")
+        if not 0 < self.delta < 1:
+            raise ConfigError(f"task {self.name!r}: delta={self.delta!r} must be in (0, 1)")
         try:
             kind = get_kind(self.kind)
         except ConfigError as exc:

@@ -93,7 +93,10 @@ def evaluate_file(specialist, data: Path, console: Console, fields: dict[str, st
     label_field = fields.get("label") or trained.get("label", "label")
     examples = load_examples(data, text_field, label_field)[: limit or None]
     check_rows(examples, str(data))
-    metrics = classification_metrics([ex.label for ex in examples], specialist.predict([ex.text for ex in examples]))
+    predictions = specialist.predict([ex.text for ex in examples])
+    metrics = classification_metrics([ex.label for ex in examples], predictions)
     metrics["data"] = str(data)
+    metrics["answers"] = {"confidence": [p.confidence for p in predictions],
+                          "correct": [p.label == ex.label for p, ex in zip(predictions, examples)]}  # fmt: skip
     print_classification_report(metrics, console, title=f"{specialist.name} on {data}")
     return metrics

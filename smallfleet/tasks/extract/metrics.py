@@ -204,8 +204,12 @@ def evaluate_file(specialist, data: Path, console: Console, fields: dict[str, st
         loaded = load_value_rows(
             data, specialist.schema, fields.get("text") or trained.get("text", "text"), values_field(data, label)
         )
-    metrics, _ = score(specialist.extractor, loaded.examples[: limit or None], bio)
+    examples = loaded.examples[: limit or None]
+    metrics, out = score(specialist.extractor, examples, bio)
     metrics["data"] = str(data)
+    gold = [gold_record(specialist.schema, e) for e in examples]
+    exact = field_scores(gold, [x.record for x in out], specialist.schema.names)[2]
+    metrics["answers"] = {"confidence": [x.record_confidence for x in out], "correct": exact}
     if not bio:
         metrics["unaligned_values"] = len(loaded.unaligned)
     print_extraction_report(metrics, console, title=f"{specialist.name} on {data}")

@@ -128,7 +128,12 @@ def answering(console: Console | None, description: str, total: int) -> Iterator
 
 
 def score_answers(specialist, examples: list[Example], refs: list[list[str]], decoding: Decoding,
-           with_adapter: bool = True, console: Console | None = None) -> dict:
+                  with_adapter: bool = True, console: Console | None = None, keep_answers: bool = False) -> dict:
+    """ROUGE and speed of the specialist's (or the bare base's) greedy answers to `examples`.
+
+    Args:
+        keep_answers: add `answers`: each answer's confidence and whether it is good (ROUGE-L >= quality bar).
+    """
     what = "fine-tuned" if with_adapter else "base zero-shot"
     with answering(console, f"{specialist.name}: {what} answers", len(examples)) as done:
         started = time.perf_counter()
@@ -138,6 +143,11 @@ def score_answers(specialist, examples: list[Example], refs: list[list[str]], de
                                  seconds)
     metrics["samples"] = [{"input": e.text[:300], "output": g.text, "reference": r[0]}
                           for e, g, r in list(zip(examples, gens, refs))[:3]]
+    if keep_answers:
+        bar = specialist.manifest["generation"]["quality_bar"]
+        rouge_l = [s["rougeL"] for s in rouge_per_answer([g.text for g in gens], refs)]
+        metrics["answers"] = {"confidence": [specialist.as_answer(g).confidence for g in gens],
+                              "correct": [r >= bar for r in rouge_l]}  # fmt: skip
     return metrics
 
 
@@ -156,7 +166,7 @@ def evaluate_file(specialist, data: Path, console: Console, fields: dict[str, st
     examples = load_pairs(data, input_field, output_field)[: limit or None]
     refs = load_references(data, examples)
     greedy = Decoding(max_new_tokens=specialist.max_new_tokens)
-    metrics = score_answers(specialist, examples, refs, greedy, console=console)
+    metrics = score_answers(specialist, examples, refs, greedy, console=console, keep_answers=True)
     metrics["data"] = str(data)
     if compare_base:
         metrics["base_zero_shot"] = score_answers(specialist, examples, refs, greedy, with_adapter=False, console=console)

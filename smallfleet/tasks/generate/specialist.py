@@ -83,7 +83,7 @@ class GenerateSpecialist(Specialist):
         return out
 
     def answer(self, texts: list[str], options: AnswerOptions | None = None) -> list[Answer]:
-        return [self._as_answer(g) for g in self.generate(texts, self.decoding(options))]
+        return [self.as_answer(g) for g in self.generate(texts, self.decoding(options))]
 
     can_stream = True
 
@@ -91,7 +91,7 @@ class GenerateSpecialist(Specialist):
         """Yield pieces of the answer to `text` as tokens are generated."""
         return self.base.stream(self.prompts([text])[0], self.adapter, self.decoding(options))
 
-    def _as_answer(self, gen: Generation) -> Answer:
+    def as_answer(self, gen: Generation) -> Answer:
         mean_lp, min_lp = logprob_features(gen)
         return Answer(
             content=gen.text,
