@@ -15,7 +15,7 @@ export COLUMNS ?= 120
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_OPENMP=OFF \
 	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
 
-.PHONY: setup setup-fast quickstart test bench bench-venv-litellm bench-gateway bench-generate bench-extract clean
+.PHONY: setup setup-fast quickstart test bench bench-venv-litellm bench-gateway bench-generate bench-extract bench-guarantee clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,9 @@ bench-generate: setup-fast  ## DialogSum LoRA benchmark: about 50 minutes on 2 c
 
 bench-extract: setup  ## extraction benchmark: snips, sroie 5-fold, bitext entities (long on 2 cores; see bench/extract.py --help)
 	$(BIN)/python bench/extract.py
+
+bench-guarantee: setup  ## escalation guarantee vs the point-estimate threshold, banking77 + sms_spam (about 15 minutes)
+	$(BIN)/python bench/guarantee.py
 
 clean:
 	rm -rf runs $(VENV) .venv-litellm
