@@ -20,13 +20,14 @@ test requests each rule answers locally (the coverage given up for the guarantee
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
 from classify import datasets
-from common import machine, update_results, write_json
+from common import HERE, machine, update_results, write_json
 from rich.console import Console
 from rich.table import Table
 
@@ -87,8 +88,9 @@ def render_markdown(results: list[dict], env: dict) -> str:
         f"delta {env['delta']}, {env['splits']} random calibration/test splits of each test set. Run {env['date']}.",
         "",
         "| dataset | target | accuracy (all) | calibration rows | guaranteed: violations | guaranteed: coverage | "
-        "point estimate: violations | point estimate: coverage | mean guaranteed bound |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "point estimate: violations | point estimate: coverage | splits where the target could be guaranteed | "
+        "mean guaranteed bound |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         for s in r["splits"]:
@@ -96,10 +98,13 @@ def render_markdown(results: list[dict], env: dict) -> str:
             lines.append(
                 f"| {r['dataset']} | {r['target']} | {r['accuracy']:.4f} | {s['n_cal']} | "
                 f"{s['guaranteed']['violation_rate']:.1%} | {s['guaranteed']['mean_coverage']:.1%} | "
-                f"{s['point']['violation_rate']:.1%} | {s['point']['mean_coverage']:.1%} | {bound} |"
+                f"{s['point']['violation_rate']:.1%} | {s['point']['mean_coverage']:.1%} | {s['supported_share']:.0%} | "
+                f"{bound} |"
             )
-    lines += ["", "A violation is a split whose accepted test answers are less accurate than the target. "
-              "The guarantee promises at most delta of them."]  # fmt: skip
+    lines += ["", "A violation is a split whose accepted test answers are less accurate than the target; the "
+              "guarantee promises at most delta of them. Where the calibration rows cannot support the target, "
+              "the guaranteed rule escalates everything (coverage near 0): sms_spam at 99% needs more than 557 "
+              "calibration rows, as `smallfleet eval` and the card say."]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -111,7 +116,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--no-update", action="store_true", help="Do not rewrite bench/RESULTS.md.")
+    parser.add_argument("--render", action="store_true", help="Only rewrite RESULTS.md from results/guarantee.json.")
     args = parser.parse_args()
+    if args.render:
+        saved = json.loads((HERE / "results" / "guarantee.json").read_text())
+        update_results("guarantee", render_markdown(saved["results"], saved["env"]))
+        return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     console = Console(stderr=True)
     settings = TrainSettings(epochs=args.epochs, seed=args.seed)
