@@ -178,7 +178,8 @@ def test_ledger_rows_and_totals_match_the_responses(fleet_dir, upstream, tmp_pat
     upstream.mode = "reply:positive"
     db = tmp_path / "ledger.db"
     args = ["--db", f"sqlite:///{db}", "--escalate-to", upstream.base_url, "--escalate-model", "m",
-            "--escalate-input-price", "2.5", "--escalate-output-price", "10", "--threshold", "review_sentiment=2"]  # fmt: skip
+            "--escalate-input-price", "2.5", "--escalate-output-price", "10", "--threshold", "review_sentiment=2",
+            "--threshold", "support_ticket=0"]  # 36 validation rows cannot guarantee 95%: accept by hand  # fmt: skip
     with GatewayProcess(fleet_dir, *args) as gw:
         c = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
         answers = [extra(ask(c, "fleet/support_ticket", TICKET)) for _ in range(3)]
