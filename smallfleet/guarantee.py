@@ -28,6 +28,8 @@ from smallfleet.calibration import ConfidenceCurve
 
 METHOD = "SGR (Geifman & El-Yaniv 2017): binary search, Clopper-Pearson bounds at delta / ceil(log2 n)"
 DEFAULT_DELTA = 0.05
+ESCALATE_ALL = 1.0 + 1e-6
+"""The threshold when nothing can be promised: above any confidence, so every request escalates."""
 
 
 def error_upper_bound(errors: int, n: int, level: float) -> float:
@@ -50,7 +52,7 @@ class Guarantee:
     delta: float
     """Allowed probability that the promise fails (over the draw of the validation rows)."""
     threshold: float
-    """Accept answers with confidence >= threshold; above the top confidence when nothing can be promised."""
+    """Accept answers with confidence >= threshold; ESCALATE_ALL (above 1) when nothing can be promised."""
     coverage: float
     """Share of validation answers accepted at the threshold (the expected share answered locally)."""
     accepted_quality: float | None
@@ -91,8 +93,8 @@ def guaranteed_threshold(curve: ConfidenceCurve, target: float, delta: float = D
     """
     n = len(curve.confidence)
     alpha = 1 - target
-    none = Guarantee(target, delta, float(min(1.0, (curve.confidence[0] if n else 1.0) + 1e-6)), 0.0, None, None,
-                     False, n, rows_needed(target, delta, _top_half_quality(curve)))  # fmt: skip
+    none = Guarantee(target, delta, ESCALATE_ALL, 0.0, None, None, False, n,
+                     rows_needed(target, delta, _top_half_quality(curve)))  # fmt: skip
     if n == 0:
         return none
     tests = max(1, math.ceil(math.log2(n)))

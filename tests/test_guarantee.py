@@ -51,10 +51,10 @@ def test_a_supported_guarantee_reports_its_bound_and_coverage():
 def test_too_few_rows_escalate_everything_and_name_the_rows_needed():
     conf = np.full(36, 0.99)
     g = guaranteed_threshold(ConfidenceCurve.from_predictions(conf, np.ones(36, bool)), 0.95, 0.05)
-    assert not g.supported and g.coverage == 0 and g.threshold > 0.99
+    assert not g.supported and g.coverage == 0 and g.threshold > 1  # escalates even a confidence of exactly 1
     assert g.rows_needed == rows_needed(0.95, 0.05, 1.0) and g.rows_needed > 36
     assert f"about {g.rows_needed} validation rows" in g.describe()
-    live = cascade_on(g, conf, np.ones(36, bool))
+    live = cascade_on(g, np.append(conf, 1.0), np.ones(37, bool))
     assert live["coverage"] == 0 and live["accepted_accuracy"] is None
     weak = guaranteed_threshold(ConfidenceCurve.from_predictions(conf, np.arange(36) % 2 == 0), 0.95, 0.05)
     assert not weak.supported and weak.rows_needed is None and "does not reach the target" in weak.describe()
