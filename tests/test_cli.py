@@ -30,7 +30,8 @@ def test_train_eval_json_has_the_documented_keys(review_specialist, quickstart_d
     if cascade["supported"]:
         assert cascade["guaranteed_lower_bound"] >= 0.95
     else:  # too few validation rows to promise 95%: nothing is accepted, and the reason is printed
-        assert cascade["coverage"] == 0 and cascade["rows_needed"] and "cannot guarantee 95%" in " ".join(proc.stdout.split())
+        said = " ".join(proc.stdout.split())
+        assert cascade["coverage"] == 0 and cascade["rows_needed"] and "cannot guarantee 95%" in said
     run("eval", review_specialist, "--data", quickstart_data / "reviews_test.csv", "--target", "0.7", "--delta", "0.2",
         "--json", report)
     loose = json.loads(report.read_text())["cascade"]
