@@ -12,13 +12,29 @@ from pathlib import Path
 from rich.console import Console
 
 from smallfleet.config import FleetSpec
-from smallfleet.errors import ConfigError
+from smallfleet.errors import ConfigError, SpecialistError
 from smallfleet.guarantee import Guarantee, guaranteed_threshold
 from smallfleet.tasks import TaskSpec
 from smallfleet.tasks.specialist import confidence_curve
-from smallfleet.training.artifacts import check_output, read_json, write_json
+from smallfleet.training.artifacts import MANIFEST, check_output, read_json, write_json
 
 FLEET_INDEX = "fleet.json"
+
+
+def fleet_index(folder: Path) -> dict:
+    """The index of a fleet folder (its fleet.json), or a one-task index for a single specialist folder.
+
+    Raises:
+        SpecialistError: the folder holds neither.
+    """
+    folder = Path(folder)
+    if (folder / FLEET_INDEX).is_file():
+        return read_json(folder / FLEET_INDEX)
+    if (folder / MANIFEST).is_file():
+        manifest = read_json(folder / MANIFEST)
+        entry = {"kind": manifest.get("kind"), "folder": ".", "cascade": manifest.get("cascade")}
+        return {"name": folder.name, "tasks": {manifest["name"]: entry}}
+    raise SpecialistError(f"{folder} holds neither a fleet ({FLEET_INDEX}) nor a specialist ({MANIFEST})")
 
 
 def train_task(spec: TaskSpec, out: Path, force: bool, console: Console) -> dict:

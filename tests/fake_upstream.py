@@ -26,6 +26,7 @@ class FakeUpstream:
 
     def __init__(self):
         self.mode = "echo"
+        self.delay = 0.0  # seconds before any reply
         self.calls: list[dict] = []
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
@@ -35,6 +36,7 @@ class FakeUpstream:
         async def complete(request: Request):
             body = await request.json()
             self.calls.append({"body": body, "authorization": request.headers.get("authorization")})
+            await asyncio.sleep(self.delay)
             if self.mode == "fail":
                 return JSONResponse({"error": {"message": "upstream exploded"}}, status_code=500)
             if self.mode == "slow":

@@ -101,6 +101,10 @@ def test_unusable_reply_falls_through_to_the_review_queue_and_back_into_training
     bad = subprocess.run([*cli, "answer", str(fleet_dir), item, "meh", *db], capture_output=True, text=True)
     assert bad.returncode == 1 and "not a label of task 'review_sentiment'" in bad.stderr
     subprocess.run([*cli, "answer", str(fleet_dir), item, "neutral", *db], check=True, capture_output=True)
+    judged = sqlite3.connect(gateway.db).execute("select source, accepted, agrees, answer, reference from judgements "
+                                                 "where request_id = ?", (r.id,)).fetchall()  # fmt: skip
+    guess = r.choices[0].message.content  # the person's answer is ground truth on the specialist's guess
+    assert judged == [("review", 0, int(guess == "neutral"), guess, "neutral")]
     out = tmp_path / "feedback.jsonl"
     subprocess.run([*cli, "export", str(fleet_dir), "--task", "review_sentiment", "--out", str(out), *db], check=True,
                    capture_output=True)  # fmt: skip

@@ -68,10 +68,19 @@ def costs_command(fleet, db_url, since, as_json):
 
     Totals, by task and by day: requests, escalations, spend, all-frontier spend
     (what the most expensive configured tier would have charged) and the saving.
+
+    Then each task's live quality: of its accepted answers that have a judgement (a live
+    audit by the first upstream tier, client feedback, or a person's review, strongest
+    first), the share judged right, with an exact 95% interval, tested against the bound
+    its guarantee promised; and the spend on audits, which is not in the figures above.
     """
+    from smallfleet.report.live import live_quality
     from smallfleet.store.ledger import rollup
 
-    summary = rollup(open_database(fleet, db_url), since)
+    db = open_database(fleet, db_url)
+    summary = rollup(db, since)
+    summary["live_quality"] = live_quality(db, fleet, since)
+    summary["audit_cost_usd"] = round(sum(t["audit_cost_usd"] for t in summary["live_quality"].values()), 6)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
@@ -87,6 +96,27 @@ def costs_command(fleet, db_url, since, as_json):
                 "-" if g["saving_pct"] is None else f"{g['saving_pct']:.1f}",
             )  # fmt: skip
         console.print(table)
+    _print_live(console, summary)
+
+
+def _print_live(console: Console, summary: dict) -> None:
+    live = summary["live_quality"]
+    if not live:
+        console.print("live quality: no judged answers yet (set serving.audit_rate, answer reviews, or send feedback)")
+        return
+    table = Table(title="live quality of accepted answers (audits, feedback, reviews)")
+    for col in ("task", "judged", "right", "95% interval", "promised", "p", "status", "audits", "audit $"):
+        table.add_column(col, justify="right")
+    for task, q in live.items():
+        status = "-" if not q["judged"] or q["bound"] is None else ("BELOW" if q["alert"] else "ok")
+        table.add_row(
+            task, str(q["judged"]), "-" if q["rate"] is None else f"{q['rate']:.1%}",
+            "-" if q["low"] is None else f"{q['low']:.1%}-{q['high']:.1%}",
+            "-" if q["bound"] is None else f"{q['bound']:.1%}", "-" if q["p_value"] is None else f"{q['p_value']:.3g}",
+            status, str(q["audits"]), f"{q['audit_cost_usd']:.6f}",
+        )  # fmt: skip
+    console.print(table)
+    console.print(f"audit spend: ${summary['audit_cost_usd']:.6f} (on top of the spend above)")
 
 
 def _export(db, fleet: Path, task: str, out: Path) -> None:

@@ -52,16 +52,20 @@ def answer_command(fleet, item_id, answer, db_url, reviewer):
 
     The answer must be valid for the item's task: one of its labels (classify), a JSON object that
     validates against its schema (extract), or a non-empty text (generate). It is stored in the
-    task's canonical form (e.g. a normalized record), exactly as the training row will carry it.
+    task's canonical form (e.g. a normalized record), exactly as the training row will carry it,
+    and whether the specialist's guess was right is kept as ground truth (see `smallfleet costs`).
     """
     from smallfleet.store.reviews import answer as record
     from smallfleet.store.reviews import get
 
     db = open_database(fleet, db_url)
     item = get(db, item_id)
+    guess_right = None
     if item["task"]:
-        answer = saved_task(fleet, item["task"]).check_answer(answer)
-    record(db, item_id, answer, reviewer)
+        task = saved_task(fleet, item["task"])
+        answer = task.check_answer(answer)
+        guess_right = None if item["guess"] is None else task.agrees(item["guess"], answer)
+    record(db, item_id, answer, reviewer, guess_right)
     click.echo(f"review #{item_id}: recorded {answer!r}")
 
 

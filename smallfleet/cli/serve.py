@@ -29,10 +29,12 @@ from smallfleet.cli.options import runtime_option, use_runtime
 @click.option("--escalate-timeout", type=float, default=30.0, show_default=True, help="--escalate-to seconds per attempt.")
 @click.option("--escalate-retries", type=int, default=2, show_default=True, help="--escalate-to retries after a timeout or 5xx.")
 @click.option("--cpu-hour-usd", type=float, help="Price of one CPU core-hour for costing specialist answers.")
+@click.option("--audit-rate", type=click.FloatRange(0, 1), help="Share of accepted answers also sent to the first "
+              "upstream tier after the response, to check live quality against the guarantee (replaces the fleet's).")
 @runtime_option
 @click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 def command(fleet, host, port, db_url, target, delta, thresholds, escalate_url, escalate_model, escalate_key_env, escalate_input_price,
-            escalate_output_price, escalate_timeout, escalate_retries, cpu_hour_usd, runtime, log_level):  # fmt: skip
+            escalate_output_price, escalate_timeout, escalate_retries, cpu_hour_usd, audit_rate, runtime, log_level):  # fmt: skip
     """Serve FLEET (a folder made by `smallfleet train`, or one specialist folder) over HTTP.
 
     \b
@@ -76,6 +78,8 @@ def command(fleet, host, port, db_url, target, delta, thresholds, escalate_url, 
                                         retries=escalate_retries))  # fmt: skip
     if cpu_hour_usd is not None:
         served.serving = replace(served.serving, cpu_hour_usd=cpu_hour_usd)
+    if audit_rate is not None:
+        served.serving = replace(served.serving, audit_rate=audit_rate)
     db = Database(database_url(fleet, db_url))
     for task in served.tasks.values():
         promise = (task.guarantee.describe() if task.guarantee else
@@ -90,6 +94,10 @@ def command(fleet, host, port, db_url, target, delta, thresholds, escalate_url, 
                           "(set input_price/output_price, or hour_usd for a self-hosted endpoint)")  # fmt: skip
     tiers = ", ".join(f"{t.name} ({t.kind})" for t in served.tiers) or "none (low-confidence answers are returned as is)"
     console.print(f"escalation tiers: {tiers}")
+    if served.serving.audit_rate:
+        audit_tier = next((t.name for t in served.tiers if t.model), None)
+        console.print(f"live audits: {served.serving.audit_rate:.1%} of accepted answers also go to " +
+                      (f"tier {audit_tier}" if audit_tier else "[yellow]no tier: none has a model, audits are off[/]"))
     console.print(f"request log: {db}")
     console.print(f"[green]serving[/] http://{host}:{port}/v1 (Ctrl-C stops). Try:")
     click.echo(example_curl(host, port), err=True)  # not through rich: a wrapped curl cannot be pasted

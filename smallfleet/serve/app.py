@@ -62,11 +62,13 @@ def create_app(fleet: ServedFleet, db: Database) -> FastAPI:
         client = httpx.AsyncClient(limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
         ledger = Ledger(db)
         tiers = build_tiers(fleet.tiers, TierContext(client=client, db=db))
-        app.state.gateway = Gateway(fleet, tiers, ledger, GatewayMetrics())
+        app.state.gateway = gateway = Gateway(fleet, tiers, ledger, GatewayMetrics())
         app.state.keys = KeyCheck(db)
+        await gateway.auditor.start(list(fleet.tasks.values()))
         try:
             yield
         finally:
+            await gateway.auditor.close()
             await client.aclose()
             ledger.close()
             fleet.close()

@@ -15,9 +15,8 @@ from smallfleet.router import Router
 from smallfleet.serve.batching import Batcher
 from smallfleet.tasks import Specialist, load_specialist
 from smallfleet.tiers.base import TierSpec
-from smallfleet.training.artifacts import MANIFEST, read_json
+from smallfleet.fleet import fleet_index
 
-FLEET_INDEX = "fleet.json"
 DEFAULT_TARGET = 0.95
 
 
@@ -62,12 +61,7 @@ class ServedFleet:
         """
         thresholds = dict(thresholds or {})
         folder = Path(folder)
-        if (folder / FLEET_INDEX).is_file():
-            index = read_json(folder / FLEET_INDEX)
-        elif (folder / MANIFEST).is_file():
-            index = {"name": folder.name, "tasks": {read_json(folder / MANIFEST)["name"]: {"folder": "."}}}
-        else:
-            raise SpecialistError(f"{folder} holds neither a fleet ({FLEET_INDEX}) nor a specialist ({MANIFEST})")
+        index = fleet_index(folder)
         tasks = {}
         for name, entry in index["tasks"].items():
             specialist = load_specialist(folder / entry["folder"])

@@ -10,10 +10,12 @@ import threading
 import time
 import uuid
 
+from smallfleet.serve.audit import Auditor
 from smallfleet.serve.fleet import ServedFleet, ServedTask
 from smallfleet.serve.metrics import GatewayMetrics
 from smallfleet.serve.protocol import ChatCompletionRequest, Completion
 from smallfleet.store.ledger import Ledger, new_row
+from smallfleet.tasks.specialist import Answer, EscalationRequest
 from smallfleet.tokens import estimate_prompt_tokens, estimate_tokens
 from smallfleet.tiers.base import Tier, TierFailure, TierReply, TierRequest
 
@@ -44,6 +46,8 @@ class Gateway:
         self.ledger = ledger
         self.metrics = metrics
         self.upstreams = [t for t in tiers if t.model]
+        self.auditor = Auditor(fleet.serving.audit_rate, self.upstreams[0] if self.upstreams else None, ledger.db,
+                               metrics)  # fmt: skip
 
     def models(self) -> list[str]:
         """Model names clients may ask for."""
@@ -174,16 +178,11 @@ class Gateway:
                             accepted=accepted, cost_usd=own_cost, frontier_cost_usd=frontier,
                             prompt_tokens=estimate_prompt_tokens([{"content": text}]),
                             completion_tokens=answer.detail.get("tokens") or estimate_tokens(answer.content))  # fmt: skip
+        if accepted and self.auditor.draw():  # checked on live traffic, in the background
+            self.auditor.audit(task, self._tier_request(escalation, task, request, text, result, answer), answer.content)
         if accepted or not self.tiers:
             return result
-        # the client's decoding options travel upstream; the specialist's prompt replaces the messages
-        body = request.model_dump(include={"max_tokens", "max_completion_tokens", "temperature", "top_p", "stop"},
-                                  exclude_none=True)  # fmt: skip
-        body["messages"] = escalation.messages
-        if escalation.response_format:
-            body["response_format"] = escalation.response_format
-        tier_request = TierRequest(body=body, task=task.name, text=text, request_id=result.request_id,
-                                   guess=answer.content, guess_confidence=answer.confidence)  # fmt: skip
+        tier_request = self._tier_request(escalation, task, request, text, result, answer)
         tried = []
         for tier in self.tiers:
             try:
@@ -202,6 +201,19 @@ class Gateway:
             return self._escalated(result, tier.name, mapped.content, reply, tried)
         raise GatewayError(502, "every escalation tier failed: " + "; ".join(tried), tried, code="upstream_failed",
                            task=task.name)  # fmt: skip
+
+    @staticmethod
+    def _tier_request(escalation: EscalationRequest, task: ServedTask, request: ChatCompletionRequest, text: str,
+                      result: Completion, answer: Answer) -> TierRequest:  # fmt: skip
+        """What a tier is asked for this task's request: the specialist's prompt in place of the client's
+        messages, with the client's decoding options."""
+        body = request.model_dump(include={"max_tokens", "max_completion_tokens", "temperature", "top_p", "stop"},
+                                  exclude_none=True)  # fmt: skip
+        body["messages"] = escalation.messages
+        if escalation.response_format:
+            body["response_format"] = escalation.response_format
+        return TierRequest(body=body, task=task.name, text=text, request_id=result.request_id,
+                           guess=answer.content, guess_confidence=answer.confidence)  # fmt: skip
 
     async def _passthrough(self, request: ChatCompletionRequest, text: str, tiers: list, escalated: bool) -> Completion:
         """No specialist fits: the client's own messages go to the tiers as they are."""

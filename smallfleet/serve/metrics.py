@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -18,6 +18,14 @@ class GatewayMetrics:
                                    ("task", "tier"), registry=self.registry)  # fmt: skip
         self.latency = Histogram("smallfleet_request_latency_seconds", "Time to answer a request.", ("task", "tier"),
                                  buckets=LATENCY_BUCKETS, registry=self.registry)  # fmt: skip
+        self.audits = Counter("smallfleet_audits", "Live audits of accepted answers by an upstream tier.",
+                              ("task", "outcome"), registry=self.registry)  # fmt: skip
+        self.quality = Gauge("smallfleet_live_quality", "Share of judged accepted answers that were right.",
+                             ("task",), registry=self.registry)  # fmt: skip
+        self.judged = Gauge("smallfleet_live_quality_judged", "Accepted answers with a judgement (audit, review, "
+                            "feedback).", ("task",), registry=self.registry)  # fmt: skip
+        self.alert = Gauge("smallfleet_live_quality_alert", "1 when live accepted quality is below the task's "
+                           "guaranteed bound with significance.", ("task",), registry=self.registry)  # fmt: skip
 
     def observe(self, task: str | None, tier: str, status: str, escalated: bool, seconds: float) -> None:
         task = task or "none"
@@ -25,6 +33,17 @@ class GatewayMetrics:
         if escalated:
             self.escalations.labels(task, tier).inc()
         self.latency.labels(task, tier).observe(seconds)
+
+    def audited(self, task: str, outcome: str) -> None:
+        """One audit: `agree`, `disagree` or `failed`."""
+        self.audits.labels(task, outcome).inc()
+
+    def live_quality(self, task: str, live) -> None:
+        """The task's current LiveQuality (see `live_quality.py`)."""
+        self.judged.labels(task).set(live.judged)
+        self.alert.labels(task).set(1 if live.alert else 0)
+        if live.rate is not None:
+            self.quality.labels(task).set(live.rate)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

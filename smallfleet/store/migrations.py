@@ -119,6 +119,30 @@ def _reviews(conn: Connection) -> None:
     meta.create_all(conn)
 
 
+@migration(4, "judgements: ground truth on served answers")
+def _judgements(conn: Connection) -> None:
+    meta = MetaData()
+    table = Table(
+        "judgements",
+        meta,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("request_id", String(64), nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("day", String(10), nullable=False),
+        Column("task", String(100), nullable=False),
+        Column("source", String(20), nullable=False),
+        Column("accepted", Boolean, nullable=False),
+        Column("agrees", Boolean, nullable=False),
+        Column("answer", Text),
+        Column("reference", Text),
+        Column("tier", String(100)),
+        Column("cost_usd", Float, nullable=False, default=0.0),
+    )
+    Index("ix_judgements_task", table.c.task)
+    Index("ix_judgements_request", table.c.request_id)
+    meta.create_all(conn)
+
+
 def applied(engine: Engine) -> list[int]:
     """Versions already applied to the database behind `engine`."""
     meta = MetaData()

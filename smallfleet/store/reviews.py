@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from smallfleet.errors import ConfigError
 from smallfleet.store.db import Database
+from smallfleet.store.judgements import new_judgement
 
 PENDING, ANSWERED = "pending", "answered"
 
@@ -41,12 +42,22 @@ def get(db: Database, review_id: int) -> dict:
     return dict(row._mapping)
 
 
-def answer(db: Database, review_id: int, text: str, reviewer: str | None = None) -> None:
-    """Record the human answer for item `review_id`."""
-    get(db, review_id)
+def answer(db: Database, review_id: int, text: str, reviewer: str | None = None,
+           guess_right: bool | None = None) -> None:  # fmt: skip
+    """Record the human answer for item `review_id`.
+
+    Args:
+        guess_right: whether the specialist's guess was right by this answer (the task's `agrees`); when
+            given, stored with the answer as a `review` judgement (ground truth for live quality).
+    """
+    item = get(db, review_id)
     with db.engine.begin() as conn:
         conn.execute(
             db.reviews.update()
             .where(db.reviews.c.id == review_id)
             .values(answer=text, status=ANSWERED, answered_at=datetime.now(UTC), reviewer=reviewer)
         )
+        if guess_right is not None and item["task"]:
+            row = new_judgement(item["request_id"], item["task"], "review", accepted=False, agrees=guess_right,
+                                answer=item["guess"], reference=text, tier=reviewer)  # fmt: skip
+            conn.execute(db.judgements.insert().values(**row))

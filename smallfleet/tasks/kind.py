@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from rich.console import Console
 
 from smallfleet.calibration import ConfidenceCurve
-from smallfleet.errors import ConfigError, SmallfleetError, SpecialistError
+from smallfleet.errors import ConfigError, DataError, SmallfleetError, SpecialistError
 from smallfleet.registry import Registry
 from smallfleet.tasks.specialist import Specialist, confidence_curve
 from smallfleet.training.artifacts import MANIFEST, read_json
@@ -79,6 +79,15 @@ class TaskKind(ABC):
         Raises:
             DataError: the answer is not valid, with the reason.
         """
+
+    def agrees(self, manifest: dict, answer: str, reference: str) -> bool:
+        """Whether the specialist's `answer` is right, judged against `reference`, a checked answer taken as
+        ground truth (a person's, or a frontier model's in a live audit). By default: the same canonical answer.
+        """
+        try:
+            return self.check_answer(manifest, answer) == self.check_answer(manifest, reference)
+        except DataError:
+            return False
 
     def input_texts(self, spec) -> list[str]:
         """The input texts of a task's training file (the router learns from them)."""
@@ -140,6 +149,10 @@ class SavedTask:
     def check_answer(self, answer: str) -> str:
         """The canonical answer, or DataError with the reason (see `TaskKind.check_answer`)."""
         return self.kind.check_answer(self.manifest, answer)
+
+    def agrees(self, answer: str, reference: str) -> bool:
+        """Whether `answer` is right against the ground truth `reference` (see `TaskKind.agrees`)."""
+        return self.kind.agrees(self.manifest, answer, reference)
 
     def confidence_curve(self) -> ConfidenceCurve:
         return confidence_curve(self.folder)

@@ -52,5 +52,14 @@ class GenerateKind(TaskKind):
             raise DataError(f"an answer for task {manifest['name']!r} must be a non-empty text")
         return answer.strip()
 
+    def agrees(self, manifest: dict, answer: str, reference: str) -> bool:
+        """A good answer, as the calibration counts one: ROUGE-L F1 against the reference at the quality bar."""
+        from smallfleet.tasks.generate.metrics import rouge_per_answer
+
+        if not answer.strip() or not reference.strip():
+            return False
+        (scores,) = rouge_per_answer([answer], [[reference]])
+        return scores["rougeL"] >= manifest["generation"]["quality_bar"]
+
 
 KIND = GenerateKind()

@@ -1,0 +1,2 @@
+"""What a fleet has earned and whether its promise holds: the facts behind `smallfleet costs`'
+live-quality table and `smallfleet report`'s HTML page."""
