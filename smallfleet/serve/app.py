@@ -17,7 +17,14 @@ from pydantic import ValidationError
 from smallfleet.serve.fleet import ServedFleet
 from smallfleet.serve.gateway import Gateway, GatewayError
 from smallfleet.serve.metrics import GatewayMetrics
-from smallfleet.serve.protocol import ChatCompletionRequest, Completion, error_body, validation_message
+from smallfleet.serve.protocol import (
+    BodyError,
+    ChatCompletionRequest,
+    Completion,
+    error_body,
+    read_body,
+    validation_message,
+)
 from smallfleet.store import Database
 from smallfleet.store.keys import active_keys, hash_key
 from smallfleet.store.ledger import Ledger
@@ -144,11 +151,9 @@ async def _parse(request: Request, serving) -> ChatCompletionRequest:
     if len(body) > serving.max_request_bytes:
         raise GatewayError(413, f"request body over the {serving.max_request_bytes}-byte limit")
     try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GatewayError(400, f"request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise GatewayError(400, "request body must be a JSON object")
+        data = read_body(body)
+    except BodyError as exc:
+        raise GatewayError(400, str(exc)) from None
     if not data.get("messages"):
         raise GatewayError(400, "request has no messages: send at least one user message")
     try:
