@@ -261,7 +261,16 @@ def test_keys_auth_and_restart_keep_the_log(fleet_dir, tmp_path):
         assert not con.execute("select count(*) from api_keys where key_hash = ?", (key,)).fetchone()[0]
         assert key not in gw.output()
     subprocess.run([*cli, "revoke", str(fleet_dir), "ci", "--db", db], check=True, capture_output=True)
-    with GatewayProcess(fleet_dir, "--db", db) as gw:  # no active key left: open again
+    with GatewayProcess(fleet_dir, "--db", db) as gw:  # the only key revoked: the gateway stays closed
+        for api_key in (key, "x"):
+            with pytest.raises(openai.AuthenticationError):
+                ask(openai.OpenAI(base_url=gw.base_url, api_key=api_key, max_retries=0), "fleet/support_ticket", TICKET)
+        assert httpx.get(gw.base_url + "/models").status_code == 401
+        subprocess.run([*cli, "open", str(fleet_dir), "--db", db, "--yes"], check=True, capture_output=True)
+        deadline = time.monotonic() + 10  # the running gateway sees the opening within seconds, as it sees a revoke
+        while (status := httpx.get(gw.base_url + "/models").status_code) == 401 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert status == 200
         assert ask(openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0), "fleet/support_ticket", TICKET)
 
 

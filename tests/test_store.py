@@ -16,8 +16,9 @@ from fake_upstream import free_port
 from gateway_process import GatewayProcess
 from sqlalchemy import inspect
 
+from smallfleet.errors import ConfigError
 from smallfleet.store import Database
-from smallfleet.store.keys import active_keys, create_key, hash_key, revoke_key
+from smallfleet.store.keys import active_keys, create_key, hash_key, keys_required, list_keys, open_gateway, revoke_key
 from smallfleet.store.ledger import Ledger, new_row, recent, rollup
 from smallfleet.store.migrations import MIGRATIONS
 
@@ -54,6 +55,22 @@ def test_keys_are_stored_hashed_and_revocable(tmp_path):
     assert key.encode() not in (tmp_path / "k.db").read_bytes()
     revoke_key(db, "svc")
     assert active_keys(db) == {}
+
+
+def test_revoking_the_last_key_keeps_keys_required_until_the_gateway_is_opened(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'k.db'}")
+    assert not keys_required(db)  # a fresh gateway is open
+    create_key(db, "a")
+    create_key(db, "b")
+    revoke_key(db, "a")
+    with pytest.raises(ConfigError, match="'b' is still active"):
+        open_gateway(db)
+    revoke_key(db, "b")
+    assert active_keys(db) == {} and keys_required(db)  # every key revoked: still closed
+    assert open_gateway(db) == ["a", "b"]  # the explicit opening forgets the revoked keys
+    assert not keys_required(db) and list_keys(db) == []
+    create_key(db, "a")  # a revoked key's name can be used again after the opening
+    assert keys_required(db)
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from smallfleet.serve.protocol import (
     validation_message,
 )
 from smallfleet.store import Database
-from smallfleet.store.keys import active_keys, hash_key
+from smallfleet.store.keys import active_keys, hash_key, keys_required
 from smallfleet.store.ledger import Ledger
 from smallfleet.tiers.base import TierContext, build_tiers
 
@@ -40,17 +40,20 @@ class KeyCheck:
     def __init__(self, db: Database):
         self.db = db
         self._keys: dict[str, str] = {}
+        self._required = False
         self._loaded = 0.0
 
-    def keys(self) -> dict[str, str]:
+    def keys(self) -> tuple[dict[str, str], bool]:
+        """Active keys (hash -> name), and whether keys are required (once any was created; see store/keys.py)."""
         if time.monotonic() - self._loaded > KEY_REFRESH_SECONDS:
-            self._keys, self._loaded = active_keys(self.db), time.monotonic()
-        return self._keys
+            self._keys, self._required = active_keys(self.db), keys_required(self.db)
+            self._loaded = time.monotonic()
+        return self._keys, self._required
 
     def check(self, header: str | None) -> str | None:
         """The key's name; None when keys are not in use. Raises GatewayError(401) for a missing or bad key."""
-        keys = self.keys()
-        if not keys:
+        keys, required = self.keys()
+        if not required:
             return None
         if not header or not header.startswith("Bearer "):
             raise GatewayError(401, "this gateway requires an API key: send 'Authorization: Bearer <key>'",
