@@ -206,6 +206,27 @@ def test_hostile_bodies_get_a_400_with_the_reason(gateway):
     assert r.status_code == 200, r.text
 
 
+def test_upstream_errors_never_echo_the_upstream_key(gateway, client, upstream):
+    upstream.mode = "echo-headers"
+    try:
+        with pytest.raises(openai.APIStatusError) as err:
+            ask(client, "frontier-model", "which headers did you get?")
+        escalated = extra(ask(client, "fleet/review_sentiment", REVIEW))  # the failure is kept in `tried`
+    finally:
+        upstream.mode = "echo"
+    message = err.value.message
+    assert err.value.status_code == 502 and "escalate: HTTP 400" in message and "headers were" in message
+    assert "Bearer [redacted]" in message or "[redacted]" in message
+    assert escalated["tier"] == "human" and "HTTP 400" in escalated["tried"][0]
+    logged = logged_inputs(gateway.db, until="which headers did you get?")
+    assert "which headers did you get?" in logged
+    with sqlite3.connect(gateway.db) as con:
+        rows = json.dumps(con.execute("select * from requests").fetchall())
+    for secret in (UPSTREAM_KEY, UPSTREAM_KEY[:8], "upstream-secret"):
+        assert secret not in message and secret not in json.dumps(escalated) and secret not in rows
+        assert secret not in gateway.output()
+
+
 def test_models_health_and_metrics(gateway, client):
     ids = [m.id for m in client.models.list()]
     assert ids[:3] == ["fleet", "fleet/support_ticket", "fleet/review_sentiment"] and "frontier-model" in ids
