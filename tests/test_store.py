@@ -157,7 +157,8 @@ def test_rows_of_one_batch_keep_every_field_they_carry(tmp_path):
     db = Database(f"sqlite:///{tmp_path / 'mixed.db'}")
     ledger = Ledger(db)  # two rows in one batch, the second with a field the first lacks (a stream that failed)
     ledger.record(new_row(request_id="ok", status="ok", http_status=200, output="billing"))
-    ledger.record(new_row(request_id="failed", status="error", http_status=200, output="bill", error="generation failed"))
+    ledger.record(new_row(request_id="failed", status="error", http_status=200, output="bill",
+                          error="generation failed"))
     ledger.close()
     rows = {r["request_id"]: r for r in recent(db)}
     assert (rows["ok"]["output"], rows["failed"]["error"]) == ("billing", "generation failed")

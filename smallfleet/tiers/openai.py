@@ -20,7 +20,7 @@ BACKOFF_SECONDS = 0.25
 BACKOFF_CAP = 4.0
 ERROR_CHARS = 200  # of an upstream's error message, kept in `tried`, the response and the request log
 REDACTED = "[redacted]"
-_BEARER = re.compile(r"(bearer)(\s+)[^\s'\",;}]+", re.IGNORECASE)
+_BEARER = re.compile(r"\b(bearer)(\s+)[^\s'\",;}]+", re.IGNORECASE)
 
 
 class OpenAITier(Tier):
@@ -103,7 +103,6 @@ class OpenAITier(Tier):
             cost_usd=self.cost(prompt, completion, seconds),
             finish_reason=choice.get("finish_reason") or "stop",
         )
-
 
     def _error_text(self, resp: httpx.Response) -> str:
         """The upstream's error message, short, with our key and any bearer token taken out (some
