@@ -22,7 +22,8 @@ def free_port() -> int:
 
 class FakeUpstream:
     """Modes: `reply:<text>` answers <text>; `echo` answers 'upstream: <last user message>';
-    `fail` answers HTTP 500; `slow` sleeps past any sane timeout."""
+    `fail` answers HTTP 500; `slow` sleeps past any sane timeout; `echo-headers` answers HTTP 400 whose
+    error message (and raw body) repeat every request header, the Authorization one included."""
 
     def __init__(self):
         self.mode = "echo"
@@ -37,6 +38,10 @@ class FakeUpstream:
             body = await request.json()
             self.calls.append({"body": body, "authorization": request.headers.get("authorization")})
             await asyncio.sleep(self.delay)
+            if self.mode == "echo-headers":  # as some real gateways do in their 4xx bodies
+                auth = request.headers.get("authorization")
+                return JSONResponse({"error": {"message": f"bad request for Authorization: {auth}; headers were "
+                                                          f"{dict(request.headers)}"}}, status_code=400)  # fmt: skip
             if self.mode == "fail":
                 return JSONResponse({"error": {"message": "upstream exploded"}}, status_code=500)
             if self.mode == "slow":

@@ -95,3 +95,16 @@ def test_help_explains_every_command():
     for cmd in ("train", "eval", "predict", "models"):
         proc = run(cmd, "--help")
         assert "Usage: " in proc.stdout and len(proc.stdout.splitlines()) > 5
+
+
+def test_revoking_every_key_keeps_the_gateway_closed_until_keys_open(tmp_path):
+    db = ["--db", f"sqlite:///{tmp_path / 'keys.db'}"]
+    assert "stays closed" in " ".join(run("keys", "--help").stdout.split())
+    assert "every key is revoked" in " ".join(run("keys", "open", "--help").stdout.split())
+    run("keys", "create", tmp_path, "ci", *db)
+    refused = run("keys", "open", tmp_path, *db, "--yes", check=False)
+    assert refused.returncode == 1 and "key 'ci' is still active" in refused.stderr
+    run("keys", "revoke", tmp_path, "ci", *db)
+    assert "ci" in run("keys", "list", tmp_path, *db).stdout  # revoked, still on record: keys stay required
+    assert "gateway open" in run("keys", "open", tmp_path, *db, "--yes").stdout
+    assert "ci" not in run("keys", "list", tmp_path, *db).stdout

@@ -7,6 +7,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import time
 
 import httpx
 import openai
@@ -40,6 +41,17 @@ def gateway(fleet_dir, upstream, tmp_path_factory):
 @pytest.fixture
 def client(gateway):
     return openai.OpenAI(base_url=gateway.base_url, api_key="unused", max_retries=0)
+
+
+def logged_inputs(db, until: str, timeout: float = 10.0) -> list[str]:
+    """The `input` of every logged request, once `until` is among them (the ledger writes in the background)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with sqlite3.connect(db) as con:
+            inputs = [x for (x,) in con.execute("select input from requests order by id")]
+        if until in inputs or time.monotonic() > deadline:
+            return inputs
+        time.sleep(0.1)
 
 
 def extra(response) -> dict:
@@ -168,6 +180,57 @@ def test_bad_requests_get_a_4xx_with_the_reason(gateway, client):
     assert "support_ticket" in err.value.message and "review_sentiment" in err.value.message
 
 
+def test_a_lone_surrogate_is_answered_and_the_log_keeps_every_request(gateway):
+    url = gateway.base_url + "/chat/completions"
+    raw = b'{"model":"fleet/support_ticket","messages":[{"role":"user","content":"refund me x \\ud800"}]}'
+    r = httpx.post(url, content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text  # answered, the surrogate read as U+FFFD (what a UTF-8 decoder does)
+    after = TICKET + " (sent after a lone surrogate)"
+    r = httpx.post(url, json={"model": "fleet/support_ticket", "messages": [{"role": "user", "content": after}]})
+    assert r.status_code == 200
+    inputs = logged_inputs(gateway.db, until=after)
+    assert "refund me x \ufffd" in inputs and after in inputs
+
+
+def test_hostile_bodies_get_a_400_with_the_reason(gateway):
+    url = gateway.base_url + "/chat/completions"
+    head = b'{"model":"fleet/support_ticket","messages":[{"role":"user","content":"refund me"}],'
+    for depth in (200, 1_000, 10_000):
+        for body in (head + b'"x":' + b"[" * depth + b"]" * depth + b"}",
+                     b'{"model":"fleet","messages":[{"role":"user","content":' + b"[" * depth + b"]" * depth + b"}]}"):
+            r = httpx.post(url, content=body)
+            assert r.status_code == 400 and "nested" in r.json()["error"]["message"], (depth, r.text[:200])
+    for digits in (50, 4_000, 5_000):
+        r = httpx.post(url, content=head + b'"max_tokens":' + b"9" * digits + b"}")
+        assert r.status_code == 400 and "digits" in r.json()["error"]["message"], (digits, r.text[:200])
+        assert len(r.text) < 1_000
+    r = httpx.post(url, content=head + b'"max_tokens":1e999}')
+    assert r.status_code == 400 and "max_tokens" in r.json()["error"]["message"]
+    r = httpx.post(url, content=head + b'"max_tokens":12}')  # an ordinary body still works
+    assert r.status_code == 200, r.text
+
+
+def test_upstream_errors_never_echo_the_upstream_key(gateway, client, upstream):
+    upstream.mode = "echo-headers"
+    try:
+        with pytest.raises(openai.APIStatusError) as err:
+            ask(client, "frontier-model", "which headers did you get?")
+        escalated = extra(ask(client, "fleet/review_sentiment", REVIEW))  # the failure is kept in `tried`
+    finally:
+        upstream.mode = "echo"
+    message = err.value.message
+    assert err.value.status_code == 502 and "escalate: HTTP 400" in message and "headers were" in message
+    assert "Authorization: Bearer [redacted]" in message
+    assert escalated["tier"] == "human" and "HTTP 400" in escalated["tried"][0]
+    logged = logged_inputs(gateway.db, until="which headers did you get?")
+    assert "which headers did you get?" in logged
+    with sqlite3.connect(gateway.db) as con:
+        rows = json.dumps(con.execute("select * from requests").fetchall())
+    for secret in (UPSTREAM_KEY, UPSTREAM_KEY[:8], "upstream-secret"):
+        assert secret not in message and secret not in json.dumps(escalated) and secret not in rows
+        assert secret not in gateway.output()
+
+
 def test_models_health_and_metrics(gateway, client):
     ids = [m.id for m in client.models.list()]
     assert ids[:3] == ["fleet", "fleet/support_ticket", "fleet/review_sentiment"] and "frontier-model" in ids
@@ -223,7 +286,16 @@ def test_keys_auth_and_restart_keep_the_log(fleet_dir, tmp_path):
         assert not con.execute("select count(*) from api_keys where key_hash = ?", (key,)).fetchone()[0]
         assert key not in gw.output()
     subprocess.run([*cli, "revoke", str(fleet_dir), "ci", "--db", db], check=True, capture_output=True)
-    with GatewayProcess(fleet_dir, "--db", db) as gw:  # no active key left: open again
+    with GatewayProcess(fleet_dir, "--db", db) as gw:  # the only key revoked: the gateway stays closed
+        for api_key in (key, "x"):
+            with pytest.raises(openai.AuthenticationError):
+                ask(openai.OpenAI(base_url=gw.base_url, api_key=api_key, max_retries=0), "fleet/support_ticket", TICKET)
+        assert httpx.get(gw.base_url + "/models").status_code == 401
+        subprocess.run([*cli, "open", str(fleet_dir), "--db", db, "--yes"], check=True, capture_output=True)
+        deadline = time.monotonic() + 10  # the running gateway sees the opening within seconds, as it sees a revoke
+        while (status := httpx.get(gw.base_url + "/models").status_code) == 401 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert status == 200
         assert ask(openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0), "fleet/support_ticket", TICKET)
 
 

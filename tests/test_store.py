@@ -16,9 +16,10 @@ from fake_upstream import free_port
 from gateway_process import GatewayProcess
 from sqlalchemy import inspect
 
+from smallfleet.errors import ConfigError
 from smallfleet.store import Database
-from smallfleet.store.keys import active_keys, create_key, hash_key, revoke_key
-from smallfleet.store.ledger import Ledger, new_row, rollup
+from smallfleet.store.keys import active_keys, create_key, hash_key, keys_required, list_keys, open_gateway, revoke_key
+from smallfleet.store.ledger import Ledger, new_row, recent, rollup
 from smallfleet.store.migrations import MIGRATIONS
 
 
@@ -56,6 +57,22 @@ def test_keys_are_stored_hashed_and_revocable(tmp_path):
     assert active_keys(db) == {}
 
 
+def test_revoking_the_last_key_keeps_keys_required_until_the_gateway_is_opened(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'k.db'}")
+    assert not keys_required(db)  # a fresh gateway is open
+    create_key(db, "a")
+    create_key(db, "b")
+    revoke_key(db, "a")
+    with pytest.raises(ConfigError, match="'b' is still active"):
+        open_gateway(db)
+    revoke_key(db, "b")
+    assert active_keys(db) == {} and keys_required(db)  # every key revoked: still closed
+    assert open_gateway(db) == ["a", "b"]  # the explicit opening forgets the revoked keys
+    assert not keys_required(db) and list_keys(db) == []
+    create_key(db, "a")  # a revoked key's name can be used again after the opening
+    assert keys_required(db)
+
+
 @pytest.fixture
 def postgres():
     """A throwaway PostgreSQL server on a loopback port (skipped where PostgreSQL is not installed)."""
@@ -80,6 +97,40 @@ def postgres():
     shutil.rmtree(tmp_path, ignore_errors=True)
 
 
+REFUSED = {  # request id -> values some database or driver refuses as they are
+    "surrogate": {"input": "x \ud800 y", "output": "\udfff"},
+    "nul": {"input": "a\x00b", "error": "\x00"},
+    "long-model": {"model": "m" * 300, "task": "t" * 150},
+}
+
+
+def check_refused_rows_are_stored_in_a_safe_form(url: str) -> None:
+    db = Database(url)
+    ledger = Ledger(db)
+    ledger.record(new_row(request_id="before", status="ok", http_status=200, input="fine"))
+    for request_id, values in REFUSED.items():
+        ledger.record(new_row(request_id=request_id, status="ok", http_status=200, **values))
+    time.sleep(0.5)  # the next row comes in a later batch, after the writer met the bad ones
+    ledger.record(new_row(request_id="after", status="ok", http_status=200, input="fine"))
+    ledger.close()
+    rows = {r["request_id"]: r for r in recent(db, limit=10)}
+    assert set(rows) == {"before", *REFUSED, "after"}  # nothing dropped, and the writer kept going
+    assert (rows["surrogate"]["input"], rows["surrogate"]["output"]) == ("x \\ud800 y", "\\udfff")
+    assert rows["nul"]["input"] in ("a\x00b", "a\\x00b")  # PostgreSQL refuses NUL: it is escaped there
+    assert rows["long-model"]["model"].startswith("m" * 150) and len(rows["long-model"]["model"]) <= 300
+    assert rollup(db)["requests"] == 5
+
+
+def test_rows_the_database_refuses_are_stored_in_a_safe_form_sqlite(tmp_path):
+    check_refused_rows_are_stored_in_a_safe_form(f"sqlite:///{tmp_path / 'safe.db'}")
+
+
+def test_rows_the_database_refuses_are_stored_in_a_safe_form_postgresql(postgres):
+    check_refused_rows_are_stored_in_a_safe_form(postgres)
+    rows = {r["request_id"]: r for r in recent(Database(postgres), limit=10)}
+    assert rows["nul"]["input"] == "a\\x00b" and len(rows["long-model"]["model"]) == 200
+
+
 def test_two_gateways_share_one_postgresql_log(postgres, fleet_dir):
     db = Database(postgres)
     assert db.applied_now == [1, 2, 3]
@@ -100,3 +151,14 @@ def test_a_row_the_database_refuses_does_not_block_the_others(tmp_path, caplog):
     ledger.close()
     assert rollup(db)["requests"] == 2
     assert any("could not be stored" in r.message and '"bad"' in r.message for r in caplog.records)
+
+
+def test_rows_of_one_batch_keep_every_field_they_carry(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'mixed.db'}")
+    ledger = Ledger(db)  # two rows in one batch, the second with a field the first lacks (a stream that failed)
+    ledger.record(new_row(request_id="ok", status="ok", http_status=200, output="billing"))
+    ledger.record(new_row(request_id="failed", status="error", http_status=200, output="bill",
+                          error="generation failed"))
+    ledger.close()
+    rows = {r["request_id"]: r for r in recent(db)}
+    assert (rows["ok"]["output"], rows["failed"]["error"]) == ("billing", "generation failed")

@@ -11,7 +11,11 @@ from smallfleet.cli.options import db_option, fleet_argument, open_database
 
 @click.group("keys")
 def group():
-    """Client API keys. Once one active key exists, the gateway for FLEET requires one on every request."""
+    """Client API keys. Once a key has been created, the gateway for FLEET requires an active key on every request.
+
+    Revoking every key does not open the gateway again: it stays closed (401) until you run
+    `smallfleet keys open FLEET`.
+    """
 
 
 @group.command("create")
@@ -47,8 +51,33 @@ def list_command(fleet, db_url):
 @click.argument("name")
 @db_option
 def revoke_command(fleet, name, db_url):
-    """Revoke the key called NAME (the gateway stops accepting it within seconds)."""
+    """Revoke the key called NAME (the gateway stops accepting it within seconds).
+
+    Revoking the last key does not open the gateway: see `smallfleet keys open`.
+    """
     from smallfleet.store.keys import revoke_key
 
     revoke_key(open_database(fleet, db_url), name)
     click.echo(f"key {name!r} revoked")
+
+
+@group.command("open")
+@fleet_argument
+@db_option
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def open_command(fleet, db_url, yes):
+    """Open the gateway again: answer requests without any key.
+
+    \b
+    Only when every key is revoked (a gateway whose keys are all revoked stays closed
+    until this command). It forgets the revoked keys, so `keys list` shows none; creating
+    a key later closes the gateway again. Running gateways follow within seconds.
+    """
+    from smallfleet.store.keys import list_keys, open_gateway
+
+    db = open_database(fleet, db_url)
+    active = [k["name"] for k in list_keys(db) if k["revoked_at"] is None]
+    if not active and not yes:
+        click.confirm("Anyone who can reach the gateway will be able to use it without a key. Open it?", abort=True)
+    names = open_gateway(db)
+    click.echo(f"gateway open: no key is required (forgot {len(names)} revoked key{'s' if len(names) != 1 else ''})")

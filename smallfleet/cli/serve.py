@@ -45,7 +45,8 @@ def command(fleet, host, port, db_url, target, delta, thresholds, escalate_url, 
 
     Each answer carries a `smallfleet` object (task, tier, confidence, escalated,
     latency_ms, cost_usd, frontier_cost_usd) and is logged to the request log.
-    Client keys (`smallfleet keys create`) are required once any key exists.
+    Client keys (`smallfleet keys create`) are required once any key has been
+    created, even after all are revoked, until `smallfleet keys open`.
     """
     import uvicorn
 

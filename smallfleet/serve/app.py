@@ -17,9 +17,16 @@ from pydantic import ValidationError
 from smallfleet.serve.fleet import ServedFleet
 from smallfleet.serve.gateway import Gateway, GatewayError
 from smallfleet.serve.metrics import GatewayMetrics
-from smallfleet.serve.protocol import ChatCompletionRequest, Completion, error_body, validation_message
+from smallfleet.serve.protocol import (
+    BodyError,
+    ChatCompletionRequest,
+    Completion,
+    error_body,
+    read_body,
+    validation_message,
+)
 from smallfleet.store import Database
-from smallfleet.store.keys import active_keys, hash_key
+from smallfleet.store.keys import active_keys, hash_key, keys_required
 from smallfleet.store.ledger import Ledger
 from smallfleet.tiers.base import TierContext, build_tiers
 
@@ -33,17 +40,20 @@ class KeyCheck:
     def __init__(self, db: Database):
         self.db = db
         self._keys: dict[str, str] = {}
+        self._required = False
         self._loaded = 0.0
 
-    def keys(self) -> dict[str, str]:
+    def keys(self) -> tuple[dict[str, str], bool]:
+        """Active keys (hash -> name), and whether keys are required (once any was created; see store/keys.py)."""
         if time.monotonic() - self._loaded > KEY_REFRESH_SECONDS:
-            self._keys, self._loaded = active_keys(self.db), time.monotonic()
-        return self._keys
+            self._keys, self._required = active_keys(self.db), keys_required(self.db)
+            self._loaded = time.monotonic()
+        return self._keys, self._required
 
     def check(self, header: str | None) -> str | None:
         """The key's name; None when keys are not in use. Raises GatewayError(401) for a missing or bad key."""
-        keys = self.keys()
-        if not keys:
+        keys, required = self.keys()
+        if not required:
             return None
         if not header or not header.startswith("Bearer "):
             raise GatewayError(401, "this gateway requires an API key: send 'Authorization: Bearer <key>'",
@@ -146,11 +156,9 @@ async def _parse(request: Request, serving) -> ChatCompletionRequest:
     if len(body) > serving.max_request_bytes:
         raise GatewayError(413, f"request body over the {serving.max_request_bytes}-byte limit")
     try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GatewayError(400, f"request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise GatewayError(400, "request body must be a JSON object")
+        data = read_body(body)
+    except BodyError as exc:
+        raise GatewayError(400, str(exc)) from None
     if not data.get("messages"):
         raise GatewayError(400, "request has no messages: send at least one user message")
     try:

@@ -1,8 +1,11 @@
-"""Request and response shapes of the OpenAI chat-completions protocol, and the
-`smallfleet` object every response carries."""
+"""Request and response shapes of the OpenAI chat-completions protocol, the `smallfleet`
+object every response carries, and the reading of a request body with the limits a hostile
+one cannot get past."""
 
 from __future__ import annotations
 
+import json
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -11,6 +14,57 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from smallfleet.tasks.specialist import AnswerOptions
+
+
+MAX_DEPTH = 64
+"""Deepest nesting of arrays and objects a request body may have (OpenAI's own bodies need a handful)."""
+MAX_INT_DIGITS = 40
+"""Longest integer a request body may hold; a 64-bit seed has 20 digits."""
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class BodyError(ValueError):
+    """A request body that cannot be read as a chat request; the message says why."""
+
+
+def read_body(body: bytes) -> dict:
+    """The JSON object in `body`. Lone surrogates (valid JSON escapes such as `\\ud800`, but not text) become
+    U+FFFD, as a UTF-8 decoder reads a broken sequence, so the request can still be answered and logged.
+
+    Args:
+        body: The raw request body.
+
+    Raises:
+        BodyError: not JSON, not an object, nested deeper than MAX_DEPTH, or a number over MAX_INT_DIGITS digits.
+    """
+    try:
+        data = json.loads(body, parse_int=_bounded_int)
+    except RecursionError:  # the decoder recursed through a body nested about a thousand levels deep
+        raise BodyError(f"request body is nested too deeply (at most {MAX_DEPTH} levels)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BodyError(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BodyError("request body must be a JSON object")
+    return _checked(data, 1)
+
+
+def _bounded_int(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise BodyError(f"a number in the request body has {len(digits.lstrip('-'))} digits (at most {MAX_INT_DIGITS})")
+    return int(digits)
+
+
+def _checked(value: Any, level: int) -> Any:
+    """`value` with lone surrogates replaced in every string (keys included); BodyError past MAX_DEPTH."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, dict | list) and level > MAX_DEPTH:
+        raise BodyError(f"request body is nested too deeply (at most {MAX_DEPTH} levels)")
+    if isinstance(value, dict):
+        return {_checked(k, level): _checked(v, level + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_checked(v, level + 1) for v in value]
+    return value
 
 
 class ChatMessage(BaseModel):

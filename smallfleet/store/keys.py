@@ -1,8 +1,12 @@
 """Client API keys: created once (shown only then), stored as SHA-256 hashes, revocable.
 
 Keys are 32 random bytes, so a plain SHA-256 is enough (no password-style stretching is
-needed: there is nothing to brute-force). The gateway asks for a key only when at least
-one active key exists.
+needed: there is nothing to brute-force).
+
+A fresh gateway is open. Once any key has been created it requires one, and revoking every
+key does not open it again (a revoked key row still says "keys are in use"): only
+`open_gateway`, the operator's explicit `smallfleet keys open`, does, by forgetting the
+revoked keys. So no schema change is needed to tell "never used keys" from "revoked them all".
 """
 
 from __future__ import annotations
@@ -58,3 +62,28 @@ def active_keys(db: Database) -> dict[str, str]:
     k = db.api_keys
     with db.engine.connect() as conn:
         return {h: n for h, n in conn.execute(select(k.c.key_hash, k.c.name).where(k.c.revoked_at.is_(None)))}
+
+
+def keys_required(db: Database) -> bool:
+    """True once any key exists, revoked or not: the gateway then asks every request for an active key."""
+    k = db.api_keys
+    with db.engine.connect() as conn:
+        return conn.execute(select(k.c.id).limit(1)).first() is not None
+
+
+def open_gateway(db: Database) -> list[str]:
+    """Let the gateway answer requests without a key again by forgetting every revoked key; their names.
+
+    Raises:
+        ConfigError: a key is still active (the gateway would stay closed).
+    """
+    k = db.api_keys
+    with db.engine.begin() as conn:
+        active = [n for (n,) in conn.execute(select(k.c.name).where(k.c.revoked_at.is_(None)).order_by(k.c.id))]
+        if active:
+            which = f"key {active[0]!r} is" if len(active) == 1 else f"keys {', '.join(map(repr, active))} are"
+            raise ConfigError(f"{which} still active: revoke every key before opening the gateway")
+        names = [n for (n,) in conn.execute(select(k.c.name).order_by(k.c.id))]
+        # only revoked rows go: a key created meanwhile by another process stays, and keeps the gateway closed
+        conn.execute(k.delete().where(k.c.revoked_at.is_not(None)))
+    return names

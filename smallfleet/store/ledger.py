@@ -4,6 +4,10 @@ the queries behind `smallfleet logs` and `smallfleet costs`.
 Rows are queued in memory and written in batches by one thread, so a response never
 waits for the database; a failing write is retried rather than dropped, and `close()`
 flushes everything still queued.
+
+Nothing a request carries may stop the log: a batch the database refuses is written row
+by row, a row it refuses is stored again in a safe form (see `safe_row`), and the writer
+thread survives any exception.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ import threading
 import time
 from datetime import UTC, datetime
 
-from sqlalchemy import Integer, case, func, select
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy import Integer, Table, case, func, select
+from sqlalchemy.exc import OperationalError
 
 from smallfleet.store.db import Database
 
@@ -63,30 +67,89 @@ class Ledger:
                 except queue.Empty:
                     break
             stop = batch[-1] is None
-            self._write([r for r in batch if r is not None], give_up=time.monotonic() + (CLOSE_RETRY if stop else 1e12))
+            rows = [r for r in batch if r is not None]
+            try:
+                self._write(rows, give_up=time.monotonic() + (CLOSE_RETRY if stop else 1e12))
+            except Exception:  # the writer must outlive any bug: report the rows in full and go on
+                log.exception("request log writer failed on a batch of %d rows", len(rows))
+                for row in rows:
+                    log.error("request log row could not be stored: %s", _dump(row))
             for _ in batch:
                 self._queue.task_done()
 
     def _write(self, rows: list[dict], give_up: float) -> None:
-        """Insert `rows`; retry while the database is unreachable or locked, row by row when some row is bad."""
-        while rows:
+        """Insert `rows`; retry while the database is unreachable or locked, row by row when some row is refused,
+        and a refused row once more in its safe form."""
+        try:
+            if not self._insert(rows, give_up):
+                for row in rows:  # unreachable past `give_up`: never silently lost, the row goes to the server log
+                    log.error("request log row could not be stored (database unreachable): %s", _dump(row))
+            return
+        except Exception as exc:  # a driver may refuse a value with any error (UnicodeEncodeError...)
+            refused = exc
+        if len(rows) > 1:  # store the others, isolate the bad one
+            for row in rows:
+                self._write([row], give_up)
+            return
+        (row,) = rows
+        safe = safe_row(row, self.db.requests)
+        if safe != row:
+            try:
+                if self._insert([safe], give_up):
+                    log.warning("request log row stored in a safe form (%s): %s", _reason(refused), _dump(row))
+                    return
+            except Exception as exc:  # reported with the row just below
+                refused = exc
+        log.error("request log row could not be stored (%s): %s", _reason(refused), _dump(row))
+
+    def _insert(self, rows: list[dict], give_up: float) -> bool:
+        """Insert `rows` in one transaction, retrying while the database is unreachable or locked (OperationalError)
+        until `give_up`; False when it gave up. Any other error is raised."""
+        columns = {name: None for row in rows for name in row}  # executemany binds the first row's keys only
+        rows = [{**columns, **row} for row in rows]
+        while True:
             try:
                 with self.db.engine.begin() as conn:
                     conn.execute(self.db.requests.insert(), rows)
-                return
+                return True
             except OperationalError:  # database down or locked: keep the rows and retry
                 if time.monotonic() > give_up:
-                    break
+                    return False
                 log.exception("request log write failed; retrying in %.1fs", RETRY_SECONDS)
                 time.sleep(RETRY_SECONDS)
-            except SQLAlchemyError:  # some row the database refuses: store the others, report that one
-                if len(rows) == 1:
-                    break
-                for row in rows:
-                    self._write([row], give_up)
-                return
-        for row in rows:  # never silently lost: the row goes to the server log in full
-            log.error("request log row could not be stored: %s", json.dumps(row, default=str))
+
+
+def safe_row(row: dict, table: Table) -> dict:
+    """`row` in a form every supported database stores: text with surrogates and NUL bytes escaped
+    (`\\ud800`, `\\x00`), cut to its column's length, and values for unknown columns left out.
+
+    Args:
+        row: A request-log row (see `new_row`).
+        table: The table it goes to.
+    """
+    safe = {}
+    for name, value in row.items():
+        if name not in table.c:
+            continue
+        if isinstance(value, str):
+            value = value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+            length = getattr(table.c[name].type, "length", None)
+            value = value[:length] if length else value
+        safe[name] = value
+    return safe
+
+
+def _dump(row: dict) -> str:
+    """The row for the server log, in full; ASCII, so surrogates and NUL bytes print as escapes."""
+    try:
+        return json.dumps(row, default=repr)
+    except ValueError:  # a circular value: still say what the row held
+        return ascii(row)
+
+
+def _reason(exc: Exception) -> str:
+    first = str(exc).strip().splitlines()[:1]
+    return f"{type(exc).__name__}: {first[0][:200]}" if first else type(exc).__name__
 
 
 def rollup(db: Database, since: str | None = None) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 
 import httpx
@@ -17,6 +18,9 @@ log = logging.getLogger("smallfleet.tiers")
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 BACKOFF_SECONDS = 0.25
 BACKOFF_CAP = 4.0
+ERROR_CHARS = 200  # of an upstream's error message, kept in `tried`, the response and the request log
+REDACTED = "[redacted]"
+_BEARER = re.compile(r"\b(bearer)(\s+)[^\s'\",;}]+", re.IGNORECASE)
 
 
 class OpenAITier(Tier):
@@ -31,6 +35,7 @@ class OpenAITier(Tier):
         key = os.environ.get(spec.api_key_env) if spec.api_key_env else None
         if spec.api_key_env and not key:
             log.warning("tier %s: environment variable %s is not set; calling without a key", spec.name, spec.api_key_env)
+        self._key = key
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
 
     @classmethod
@@ -76,7 +81,7 @@ class OpenAITier(Tier):
                 last = f"HTTP {resp.status_code}"
                 continue
             if resp.status_code >= 400:
-                raise TierFailure(self.name, f"HTTP {resp.status_code}: {_error_text(resp)}")
+                raise TierFailure(self.name, f"HTTP {resp.status_code}: {self._error_text(resp)}")
             return self._reply(resp, seconds)
         raise TierFailure(self.name, f"{last} ({attempts} attempt{'s' if attempts > 1 else ''})")
 
@@ -99,9 +104,23 @@ class OpenAITier(Tier):
             finish_reason=choice.get("finish_reason") or "stop",
         )
 
+    def _error_text(self, resp: httpx.Response) -> str:
+        """The upstream's error message, short, with our key and any bearer token taken out (some
+        upstreams echo the request's headers in their 4xx bodies)."""
+        try:
+            text = str(resp.json()["error"]["message"])
+        except (ValueError, KeyError, TypeError):
+            text = resp.text
+        return redact(text, self._key)[:ERROR_CHARS]
 
-def _error_text(resp: httpx.Response) -> str:
-    try:
-        return str(resp.json()["error"]["message"])[:200]
-    except (ValueError, KeyError, TypeError):
-        return resp.text[:200]
+
+def redact(text: str, secret: str | None) -> str:
+    """`text` without `secret` and without the token of any `Bearer <token>`.
+
+    Args:
+        text: Text that came from an upstream.
+        secret: The key this tier sends upstream, if any.
+    """
+    if secret:
+        text = text.replace(secret, REDACTED)
+    return _BEARER.sub(lambda m: m.group(1) + m.group(2) + REDACTED, text)
