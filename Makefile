@@ -15,7 +15,7 @@ export COLUMNS ?= 120
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_OPENMP=OFF \
 	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
 
-.PHONY: setup setup-fast quickstart test bench bench-venv-litellm bench-gateway bench-generate bench-extract bench-guarantee clean
+.PHONY: setup setup-fast browser quickstart test bench bench-venv-litellm bench-gateway bench-generate bench-extract bench-guarantee clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,7 +47,13 @@ quickstart: setup  ## train the demo fleet (2 tasks + router), evaluate, predict
 		--text "Does what it says, nothing more, nothing less."
 	$(BIN)/smallfleet serve runs/quickstart --port $(PORT)
 
-test: setup-fast  ## run the test suite (real models on shipped data; shared datasets when present)
+# the report tests open pages in a real headless browser: Debian's chromium and its driver, installed once
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:  ## install Chromium + chromedriver from Debian's packages when missing (the report tests drive them)
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
+
+test: setup-fast browser  ## run the test suite (real models on shipped data; shared datasets when present)
 	$(BIN)/python -m pytest
 
 bench: setup  ## classification benchmark on the shared datasets (about 11 minutes on 2 cores)

@@ -32,13 +32,14 @@ def main() -> None:
       smallfleet predict runs/myfleet/tickets --text "my card never arrived"
       smallfleet serve runs/myfleet --port 8000           OpenAI-compatible gateway
       smallfleet costs runs/myfleet                       spend vs an all-frontier baseline
+      smallfleet report runs/myfleet --out report.html    quality, guarantee and savings on one page
     """
 
 
 def _register() -> None:
-    from smallfleet.cli import evaluate, keys, ledger, models, predict, review, serve, train
+    from smallfleet.cli import evaluate, keys, ledger, models, predict, report, review, serve, train
 
-    for module in (train, evaluate, predict, serve, models):
+    for module in (train, evaluate, predict, serve, models, report):
         main.add_command(module.command)
     main.add_command(ledger.logs_command)
     main.add_command(ledger.costs_command)

@@ -74,3 +74,18 @@ def tally(db: Database, task: str | None = None, since: str | None = None) -> di
             t["accepted_judged"] += 1
             t["accepted_agreed"] += bool(row.agrees)
     return dict(out)
+
+
+def pairs(db: Database, task: str) -> list[tuple[str, str]]:
+    """(frontier answer, person's or client's answer) for each of the task's requests judged both by an audit
+    and by a stronger source: what the frontier's own quality can be measured on."""
+    j = db.judgements
+    query = select(j.c.request_id, j.c.source, j.c.reference).where(j.c.task == task).order_by(j.c.id)
+    audit: dict[str, str] = {}
+    truth: dict[str, str] = {}
+    with db.engine.connect() as conn:
+        for row in conn.execute(query):
+            if row.reference is None:
+                continue
+            (audit if row.source == "audit" else truth)[row.request_id] = row.reference
+    return [(audit[r], truth[r]) for r in audit if r in truth]

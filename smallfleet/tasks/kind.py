@@ -27,6 +27,18 @@ from smallfleet.tasks.specialist import Specialist, confidence_curve
 from smallfleet.training.artifacts import MANIFEST, read_json
 
 
+@dataclass
+class QualityTable:
+    """A small table of one split's quality, in the kind's own terms, for reports."""
+
+    title: str
+    columns: list[str]
+    rows: list[list]
+    note: str = ""
+    headline: str = ""
+    """The split's main figure in words, e.g. `accuracy 0.967`."""
+
+
 class TaskKind(ABC):
     """What a task kind provides: its settings, training, loading, evaluation, and the shape of its answers."""
 
@@ -79,6 +91,10 @@ class TaskKind(ABC):
         Raises:
             DataError: the answer is not valid, with the reason.
         """
+
+    def quality_table(self, metrics: dict) -> QualityTable | None:
+        """The most telling detail of one split's metrics (as `train`/`evaluate` wrote them) for reports."""
+        return None
 
     def agrees(self, manifest: dict, answer: str, reference: str) -> bool:
         """Whether the specialist's `answer` is right, judged against `reference`, a checked answer taken as

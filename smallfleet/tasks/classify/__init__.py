@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from smallfleet.errors import DataError
-from smallfleet.tasks.kind import TaskKind
+from smallfleet.tasks.kind import QualityTable, TaskKind
 from smallfleet.training.settings import TrainSettings
 
 
@@ -50,6 +50,13 @@ class ClassifyKind(TaskKind):
         if answer not in labels:
             raise DataError(f"{answer!r} is not a label of task {manifest['name']!r} (labels: {', '.join(labels)})")
         return answer
+
+    def quality_table(self, metrics: dict) -> QualityTable:
+        pairs = metrics.get("confused", [])[:10]
+        return QualityTable("most confused label pairs", ["true label", "predicted", "count"],
+                            [[p["gold"], p["predicted"], p["count"]] for p in pairs],
+                            "" if pairs else "no confusions on this split",
+                            f"accuracy {metrics['accuracy']:.3f}, macro F1 {metrics['macro_f1']:.3f}")  # fmt: skip
 
 
 KIND = ClassifyKind()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from smallfleet.errors import DataError
 from smallfleet.tasks.extract.settings import ExtractSettings
-from smallfleet.tasks.kind import TaskKind
+from smallfleet.tasks.kind import QualityTable, TaskKind
 
 
 class ExtractKind(TaskKind):
@@ -42,6 +42,12 @@ class ExtractKind(TaskKind):
         from smallfleet.tasks.extract.metrics import print_extraction_report
 
         print_extraction_report(metrics, console, title=title)
+
+    def quality_table(self, metrics: dict) -> QualityTable:
+        rows = [[f, s["precision"], s["recall"], s["f1"]] for f, s in (metrics.get("spans") or metrics["fields"]).items()]
+        note = f"exact record match {metrics['exact_match']:.3f}, schema-valid {metrics['schema_valid']:.3f}"
+        return QualityTable("per-field precision, recall and F1", ["field", "precision", "recall", "F1"], rows, note,
+                            f"F1 {metrics['f1']:.3f}, exact {metrics['exact_match']:.3f}")  # fmt: skip
 
     def check_answer(self, manifest: dict, answer: str) -> str:
         from smallfleet.tasks.extract.schema import Schema

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from smallfleet.errors import DataError
 from smallfleet.tasks.generate.settings import GenerateSettings
-from smallfleet.tasks.kind import TaskKind
+from smallfleet.tasks.kind import QualityTable, TaskKind
 
 
 class GenerateKind(TaskKind):
@@ -51,6 +51,16 @@ class GenerateKind(TaskKind):
         if not answer.strip():
             raise DataError(f"an answer for task {manifest['name']!r} must be a non-empty text")
         return answer.strip()
+
+    def quality_table(self, metrics: dict) -> QualityTable:
+        rows = [[name, metrics[key]] for key, name in (("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L"))
+                if key in metrics]  # fmt: skip
+        good = (metrics.get("calibration") or {}).get("good_rate")
+        if good is not None:
+            rows.append([f"good answers (ROUGE-L >= {metrics['calibration']['quality_bar']})", good])
+        return QualityTable("ROUGE F1 against the references", ["measure", "value"], rows,
+                            f"{metrics.get('n', '?')} answers, {metrics.get('words_mean', 0):.0f} words on average",
+                            f"ROUGE-L {metrics['rougeL']:.3f}" if "rougeL" in metrics else "")  # fmt: skip
 
     def agrees(self, manifest: dict, answer: str, reference: str) -> bool:
         """A good answer, as the calibration counts one: ROUGE-L F1 against the reference at the quality bar."""
