@@ -132,7 +132,7 @@ def _judgements(conn: Connection) -> None:
         Column("task", String(100), nullable=False),
         Column("source", String(20), nullable=False),
         Column("accepted", Boolean, nullable=False),
-        Column("agrees", Boolean, nullable=False),
+        Column("agrees", Boolean),
         Column("answer", Text),
         Column("reference", Text),
         Column("tier", String(100)),
