@@ -37,12 +37,14 @@ def main() -> None:
 
 
 def _register() -> None:
-    from smallfleet.cli import evaluate, keys, ledger, models, predict, report, review, serve, train
+    from smallfleet.cli import evaluate, flywheel, keys, ledger, models, predict, report, review, serve, train
 
     for module in (train, evaluate, predict, serve, models, report):
         main.add_command(module.command)
     main.add_command(ledger.logs_command)
     main.add_command(ledger.costs_command)
+    main.add_command(flywheel.feedback_command)
+    main.add_command(flywheel.traffic_command)
     main.add_command(review.group)
     main.add_command(keys.group)
 

@@ -22,11 +22,14 @@ def group():
 @fleet_argument
 @click.argument("name")
 @db_option
-def create_command(fleet, name, db_url):
+@click.option("--role", type=click.Choice(["client", "reviewer", "admin"]), default="client", show_default=True,
+              help="client: calls the API and gives feedback on its own requests; reviewer: also answers reviews; "
+              "admin: everything, feedback on any request included.")
+def create_command(fleet, name, db_url, role):
     """Create a key called NAME and print it once (only its hash is stored)."""
     from smallfleet.store.keys import create_key
 
-    key = create_key(open_database(fleet, db_url), name)
+    key = create_key(open_database(fleet, db_url), name, role)
     click.echo(key)
     click.echo(f"key {name!r} created; it is shown only now. Clients send it as 'Authorization: Bearer <key>'.", err=True)
 
@@ -39,10 +42,10 @@ def list_command(fleet, db_url):
     from smallfleet.store.keys import list_keys
 
     table = Table()
-    for col in ("name", "starts with", "created", "revoked"):
+    for col in ("name", "role", "starts with", "created", "revoked"):
         table.add_column(col)
     for k in list_keys(open_database(fleet, db_url)):
-        table.add_row(k["name"], k["prefix"] + "...", str(k["created_at"])[:19], str(k["revoked_at"] or "")[:19])
+        table.add_row(k["name"], k["role"], k["prefix"] + "...", str(k["created_at"])[:19], str(k["revoked_at"] or "")[:19])
     Console().print(table)
 
 

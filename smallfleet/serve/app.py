@@ -21,12 +21,13 @@ from smallfleet.serve.protocol import (
     BodyError,
     ChatCompletionRequest,
     Completion,
+    FeedbackRequest,
     error_body,
     read_body,
     validation_message,
 )
 from smallfleet.store import Database
-from smallfleet.store.keys import active_keys, hash_key, keys_required
+from smallfleet.store.keys import active_roles, hash_key, keys_required
 from smallfleet.store.ledger import Ledger
 from smallfleet.tiers.base import TierContext, build_tiers
 
@@ -39,29 +40,33 @@ class KeyCheck:
 
     def __init__(self, db: Database):
         self.db = db
-        self._keys: dict[str, str] = {}
+        self._keys: dict[str, tuple[str, str]] = {}
         self._required = False
         self._loaded = 0.0
 
-    def keys(self) -> tuple[dict[str, str], bool]:
-        """Active keys (hash -> name), and whether keys are required (once any was created; see store/keys.py)."""
+    def keys(self) -> tuple[dict[str, tuple[str, str]], bool]:
+        """Active keys (hash -> (name, role)), and whether keys are required (once any was created; see store/keys.py)."""
         if time.monotonic() - self._loaded > KEY_REFRESH_SECONDS:
-            self._keys, self._required = active_keys(self.db), keys_required(self.db)
+            self._keys, self._required = active_roles(self.db), keys_required(self.db)
             self._loaded = time.monotonic()
         return self._keys, self._required
 
     def check(self, header: str | None) -> str | None:
         """The key's name; None when keys are not in use. Raises GatewayError(401) for a missing or bad key."""
+        return self.caller(header)[0]
+
+    def caller(self, header: str | None) -> tuple[str | None, str | None]:
+        """The key's name and role; (None, None) when keys are not in use. GatewayError(401) for a missing or bad key."""
         keys, required = self.keys()
         if not required:
-            return None
+            return None, None
         if not header or not header.startswith("Bearer "):
             raise GatewayError(401, "this gateway requires an API key: send 'Authorization: Bearer <key>'",
                                code="invalid_api_key")  # fmt: skip
-        name = keys.get(hash_key(header[7:].strip()))
-        if name is None:
+        found = keys.get(hash_key(header[7:].strip()))
+        if found is None:
             raise GatewayError(401, "invalid or revoked API key", code="invalid_api_key")
-        return name
+        return found
 
 
 def create_app(fleet: ServedFleet, db: Database) -> FastAPI:
@@ -107,6 +112,17 @@ def create_app(fleet: ServedFleet, db: Database) -> FastAPI:
         events = [f"data: {json.dumps(c)}\n\n" for c in completion.chunks(chat.model, pieces)] + ["data: [DONE]\n\n"]
         return StreamingResponse(iter(events), media_type="text/event-stream")
 
+    @app.post("/v1/feedback")
+    async def feedback(request: Request):
+        gateway: Gateway = request.app.state.gateway
+        key, role = request.app.state.keys.caller(request.headers.get("authorization"))
+        data = await _read_json(request, gateway.fleet.serving)
+        try:
+            body = FeedbackRequest.model_validate(data)
+        except ValidationError as exc:
+            raise GatewayError(400, validation_message(exc)) from None
+        return JSONResponse(await gateway.feedback(body, key, role))
+
     @app.get("/v1/models")
     async def models(request: Request):
         request.app.state.keys.check(request.headers.get("authorization"))
@@ -147,8 +163,8 @@ async def _live_events(gateway: Gateway, task, chat: ChatCompletionRequest, key_
     yield "data: [DONE]\n\n"
 
 
-async def _parse(request: Request, serving) -> ChatCompletionRequest:
-    """The request body as a validated ChatCompletionRequest, or a 4xx that says what is wrong."""
+async def _read_json(request: Request, serving) -> dict:
+    """The request body as a JSON object, or a 4xx that says what is wrong."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > serving.max_request_bytes:
         raise GatewayError(413, f"request body over the {serving.max_request_bytes}-byte limit")
@@ -156,9 +172,14 @@ async def _parse(request: Request, serving) -> ChatCompletionRequest:
     if len(body) > serving.max_request_bytes:
         raise GatewayError(413, f"request body over the {serving.max_request_bytes}-byte limit")
     try:
-        data = read_body(body)
+        return read_body(body)
     except BodyError as exc:
         raise GatewayError(400, str(exc)) from None
+
+
+async def _parse(request: Request, serving) -> ChatCompletionRequest:
+    """The request body as a validated ChatCompletionRequest, or a 4xx that says what is wrong."""
+    data = await _read_json(request, serving)
     if not data.get("messages"):
         raise GatewayError(400, "request has no messages: send at least one user message")
     try:

@@ -10,11 +10,13 @@ import threading
 import time
 import uuid
 
+from smallfleet.flywheel.feedback import FeedbackError, give_feedback
 from smallfleet.serve.audit import Auditor
 from smallfleet.serve.fleet import ServedFleet, ServedTask
 from smallfleet.serve.metrics import GatewayMetrics
-from smallfleet.serve.protocol import ChatCompletionRequest, Completion
+from smallfleet.serve.protocol import ChatCompletionRequest, Completion, FeedbackRequest
 from smallfleet.store.ledger import Ledger, new_row
+from smallfleet.tasks import SavedTask, get_kind
 from smallfleet.tasks.specialist import Answer, EscalationRequest
 from smallfleet.tokens import estimate_prompt_tokens, estimate_tokens
 from smallfleet.tiers.base import Tier, TierFailure, TierReply, TierRequest
@@ -87,6 +89,24 @@ class Gateway:
         self.metrics.observe(completion.task, completion.tier, completion.status, completion.escalated,
                              completion.latency_ms / 1000)  # fmt: skip
         return completion
+
+    async def feedback(self, body: FeedbackRequest, key: str | None, role: str | None) -> dict:
+        """Record feedback on a logged request (see `flywheel/feedback.py`); GatewayError 400/403/404 when refused."""
+        try:
+            stored = await asyncio.to_thread(give_feedback, self.ledger.db, self._saved_task, body.request_id,
+                                             body.answer, body.correct, key, role, self.ledger.find(body.request_id))  # fmt: skip
+        except FeedbackError as exc:
+            raise GatewayError(exc.status, str(exc), code="invalid_feedback") from None
+        if stored["agrees"] is not None:  # ground truth on an answer the specialist gave: re-test the guarantee
+            await self.auditor.check(self.fleet.tasks[stored["task"]])
+        return stored
+
+    def _saved_task(self, name: str) -> SavedTask:
+        task = self.fleet.tasks.get(name)
+        if task is None:
+            raise FeedbackError(400, f"task {name!r} is not served by this gateway (tasks: {', '.join(self.fleet.tasks)})")
+        s = task.specialist
+        return SavedTask(s.folder, s.manifest, get_kind(s.kind))
 
     def live_stream_task(self, request: ChatCompletionRequest) -> ServedTask | None:
         """The task that can stream this request token by token: a `fleet/<task>` whose specialist streams

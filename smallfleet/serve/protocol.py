@@ -67,6 +67,19 @@ def _checked(value: Any, level: int) -> Any:
     return value
 
 
+class FeedbackRequest(BaseModel):
+    """`POST /v1/feedback`: the right answer to a logged request, or whether the answer given was right."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str
+    """The `id` of the chat completion (also `smallfleet.request_id`)."""
+    answer: str | dict | None = None
+    """The right answer: a label, a text, or a JSON object (extract tasks)."""
+    correct: bool | None = None
+    """Whether the answer given was right (instead of `answer`)."""
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -155,6 +168,7 @@ class Completion:
 
     def smallfleet(self) -> dict:
         out = {
+            "request_id": self.request_id,
             "task": self.task,
             "tier": self.tier,
             "confidence": None if self.confidence is None else round(self.confidence, 6),

@@ -63,6 +63,8 @@ def tally(db: Database, task: str | None = None, since: str | None = None) -> di
             if row.source == "audit":
                 t["audits"] += 1
                 t["audit_cost_usd"] += float(row.cost_usd or 0)
+            if row.agrees is None:  # feedback on an answer the specialist did not give: nothing to judge it by
+                continue
             held = best.get(row.request_id)
             if held is None or rank[row.source] <= rank[held.source]:  # a later judgement of equal rank replaces
                 best[row.request_id] = row

@@ -22,16 +22,21 @@ from smallfleet.errors import ConfigError
 from smallfleet.store.db import Database
 
 PREFIX = "sf-"
+ROLES = ("client", "reviewer", "admin")
+"""What a key may do: clients call the API (and give feedback on their own requests); reviewers also answer
+reviews; admins may do everything, feedback on any request included."""
 
 
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_key(db: Database, name: str) -> str:
-    """Create a key called `name` and return it; only its hash is stored."""
+def create_key(db: Database, name: str, role: str = "client") -> str:
+    """Create a key called `name` with `role` (see ROLES) and return it; only its hash is stored."""
+    if role not in ROLES:
+        raise ConfigError(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
     key = PREFIX + secrets.token_urlsafe(32)
-    row = {"name": name, "prefix": key[:10], "key_hash": hash_key(key), "created_at": datetime.now(UTC)}
+    row = {"name": name, "prefix": key[:10], "key_hash": hash_key(key), "created_at": datetime.now(UTC), "role": role}
     try:
         with db.engine.begin() as conn:
             conn.execute(db.api_keys.insert().values(**row))
@@ -43,7 +48,7 @@ def create_key(db: Database, name: str) -> str:
 def list_keys(db: Database) -> list[dict]:
     k = db.api_keys
     with db.engine.connect() as conn:
-        rows = conn.execute(select(k.c.name, k.c.prefix, k.c.created_at, k.c.revoked_at).order_by(k.c.id))
+        rows = conn.execute(select(k.c.name, k.c.role, k.c.prefix, k.c.created_at, k.c.revoked_at).order_by(k.c.id))
         return [dict(r._mapping) for r in rows]
 
 
@@ -59,9 +64,15 @@ def revoke_key(db: Database, name: str) -> None:
 
 def active_keys(db: Database) -> dict[str, str]:
     """hash -> key name for every key not revoked."""
+    return {h: name for h, (name, _role) in active_roles(db).items()}
+
+
+def active_roles(db: Database) -> dict[str, tuple[str, str]]:
+    """hash -> (key name, role) for every key not revoked."""
     k = db.api_keys
     with db.engine.connect() as conn:
-        return {h: n for h, n in conn.execute(select(k.c.key_hash, k.c.name).where(k.c.revoked_at.is_(None)))}
+        query = select(k.c.key_hash, k.c.name, k.c.role).where(k.c.revoked_at.is_(None))
+        return {h: (n, r) for h, n, r in conn.execute(query)}
 
 
 def keys_required(db: Database) -> bool:

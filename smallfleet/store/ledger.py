@@ -13,6 +13,7 @@ thread survives any exception.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 import logging
 import queue
 import threading
@@ -27,6 +28,7 @@ from smallfleet.store.db import Database
 log = logging.getLogger("smallfleet.ledger")
 BATCH = 512
 RETRY_SECONDS = 0.5
+RECENT = 10_000  # rows kept in memory for `find`
 CLOSE_RETRY = 30.0  # at shutdown, how long to keep retrying an unreachable database
 
 
@@ -46,12 +48,21 @@ class Ledger:
     def __init__(self, db: Database):
         self.db = db
         self._queue: queue.Queue[dict | None] = queue.Queue()
+        self._recent: OrderedDict[str, dict] = OrderedDict()  # request id -> row, so feedback never races the writer
         self._thread = threading.Thread(target=self._run, name="smallfleet-ledger", daemon=True)
         self._thread.start()
 
     def record(self, row: dict) -> None:
         """Queue one row (see `new_row`) for writing."""
+        if row.get("request_id"):
+            self._recent[row["request_id"]] = row
+            while len(self._recent) > RECENT:
+                self._recent.popitem(last=False)
         self._queue.put(row)
+
+    def find(self, request_id: str) -> dict | None:
+        """One of the last RECENT rows recorded, written yet or not."""
+        return self._recent.get(request_id)
 
     def close(self) -> None:
         self._queue.put(None)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Table,
     Text,
     select,
+    text,
 )
 
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = []
@@ -141,6 +142,12 @@ def _judgements(conn: Connection) -> None:
     Index("ix_judgements_task", table.c.task)
     Index("ix_judgements_request", table.c.request_id)
     meta.create_all(conn)
+
+
+@migration(5, "key roles; requests found by request id")
+def _roles(conn: Connection) -> None:
+    conn.execute(text("ALTER TABLE api_keys ADD COLUMN role VARCHAR(20) NOT NULL DEFAULT 'client'"))
+    conn.execute(text("CREATE INDEX ix_requests_request_id ON requests (request_id)"))
 
 
 def applied(engine: Engine) -> list[int]:

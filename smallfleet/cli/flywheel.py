@@ -1,0 +1,88 @@
+"""`smallfleet feedback` and `smallfleet traffic`: ground truth on logged requests, and the
+labelled examples the log has gathered for the next version of a task."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from smallfleet.cli.options import db_option, fleet_argument, open_database, saved_task, write_training_rows
+
+
+@click.command("feedback")
+@fleet_argument
+@click.argument("request_id")
+@click.option("--answer", help="The right answer: a label, a text, or a JSON object (extract tasks).")
+@click.option("--correct/--wrong", default=None, help="Whether the answer given was right (instead of --answer).")
+@db_option
+def feedback_command(fleet, request_id, answer, correct, db_url):
+    """Record feedback on the logged request REQUEST_ID (a chat completion's `id`).
+
+    Exactly as `POST /v1/feedback` does, with an admin's rights: the right answer must be
+    valid for the request's task; it is stored as ground truth for live quality (when the
+    specialist's answer was served) and as a labelled example for retraining (see
+    `smallfleet traffic`).
+    """
+    from smallfleet.flywheel.feedback import FeedbackError, give_feedback
+
+    if (answer is None) == (correct is None):
+        raise click.UsageError("give exactly one of --answer and --correct/--wrong")
+    try:
+        stored = give_feedback(open_database(fleet, db_url), lambda task: saved_task(fleet, task), request_id, answer,
+                               correct, key="(shell)", role="admin")  # fmt: skip
+    except FeedbackError as exc:
+        raise click.ClickException(str(exc)) from None
+    verdict = {True: "the answer given was right", False: "the answer given was wrong", None: "the answer given was not the specialist's"}[stored["agrees"]]  # fmt: skip
+    click.echo(f"feedback on {request_id} ({stored['task']}) recorded: {verdict}")
+
+
+@click.command("traffic")
+@fleet_argument
+@click.option("--task", required=True, help="The task whose labelled traffic to gather.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the rows as training JSONL here.")
+@click.option("--since", help="Only traffic from this day on (YYYY-MM-DD).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@db_option
+def traffic_command(fleet, task, out, since, as_json, db_url):
+    """The labelled examples --task's request log has gathered, for retraining.
+
+    \b
+    Sources, strongest first (a request with several keeps the strongest):
+      human     answers to the task's review items
+      feedback  right answers sent as feedback, and answers confirmed correct
+      upstream  an upstream tier's answers to escalated requests (distillation)
+    Every answer is checked by the task; exact duplicates are dropped; the same text with
+    different answers is reported as a conflict (the strongest, then latest, answer is kept).
+    With --out, the rows are written in the task's own field names, ready to train on.
+    """
+    from smallfleet.flywheel.traffic import labelled_traffic
+
+    saved = saved_task(fleet, task)
+    traffic = labelled_traffic(open_database(fleet, db_url), saved, since)
+    if out:
+        write_training_rows(saved, [(r.text, r.answer) for r in traffic.rows], out)
+    summary = traffic.summary()
+    if as_json:
+        click.echo(json.dumps({**summary, "out": str(out) if out else None}, indent=2, ensure_ascii=False))
+        return
+    console = Console()
+    table = Table(title=f"labelled traffic of {task}")
+    for col in ("source", "rows"):
+        table.add_column(col)
+    for source, n in summary["by_source"].items():
+        table.add_row(source, str(n))
+    table.add_row("total", str(summary["rows"]))
+    console.print(table)
+    console.print(f"dropped: {traffic.duplicates} exact duplicate(s), {traffic.superseded} answer(s) superseded by a "
+                  f"stronger source, {traffic.invalid} invalid for the task")  # fmt: skip
+    for c in traffic.conflicts[:10]:
+        answers = "; ".join(f"{a!r} ({', '.join(s)})" for a, s in c["answers"].items())
+        console.print(f"[yellow]conflict[/] {c['text'][:80]!r}: {answers}; kept {c['kept']!r}")
+    if len(traffic.conflicts) > 10:
+        console.print(f"... and {len(traffic.conflicts) - 10} more conflicts (see --json)")
+    if out:
+        console.print(f"wrote {summary['rows']} row(s) to {out}")
