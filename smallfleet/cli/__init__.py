@@ -45,6 +45,9 @@ def _register() -> None:
     main.add_command(ledger.costs_command)
     main.add_command(flywheel.feedback_command)
     main.add_command(flywheel.traffic_command)
+    main.add_command(flywheel.versions_command)
+    main.add_command(flywheel.promote_command)
+    main.add_command(flywheel.rollback_command)
     main.add_command(review.group)
     main.add_command(keys.group)
 

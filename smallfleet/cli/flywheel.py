@@ -86,3 +86,56 @@ def traffic_command(fleet, task, out, since, as_json, db_url):
         console.print(f"... and {len(traffic.conflicts) - 10} more conflicts (see --json)")
     if out:
         console.print(f"wrote {summary['rows']} row(s) to {out}")
+
+
+@click.command("versions")
+@fleet_argument
+@click.option("--task", help="Only this task.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: task -> list of {version, served, metrics, ...}.")
+def versions_command(fleet, task, as_json):
+    """List the versions of FLEET's tasks and which one each serves.
+
+    `v1` is what `smallfleet train` wrote; later versions come from retraining. A running
+    gateway serves what `promote` and `rollback` point to, switching within seconds.
+    """
+    from smallfleet.flywheel.versions import list_versions
+
+    found = list_versions(fleet, task)
+    if as_json:
+        click.echo(json.dumps(found[task] if task else found, indent=2, ensure_ascii=False))
+        return
+    table = Table(title="versions")
+    for col in ("task", "version", "served", "created", "test", "threshold", "coverage", "folder"):
+        table.add_column(col)
+    for name, versions in found.items():
+        for v in versions:
+            test = (v.get("metrics") or {}).get("test") or (v.get("metrics") or {}).get("validation") or {}
+            score = next((f"{k} {test[k]:.3f}" for k in ("accuracy", "f1", "rougeL") if k in test), "-")
+            cascade = v.get("cascade") or {}
+            table.add_row(name, v["version"], "yes" if v["served"] else "", str(v.get("created") or "")[:19], score,
+                          f"{cascade['threshold']:.3f}" if cascade.get("supported") else "escalate all",
+                          f"{cascade.get('coverage', 0):.0%}", v["folder"])  # fmt: skip
+    Console().print(table)
+
+
+@click.command("promote")
+@fleet_argument
+@click.option("--task", required=True, help="The task.")
+@click.option("--version", "version", required=True, help="The version to serve, e.g. v2.")
+def promote_command(fleet, task, version):
+    """Serve VERSION of --task (a running gateway switches within seconds, without a restart)."""
+    from smallfleet.flywheel.versions import promote
+
+    promote(fleet, task, version)
+    click.echo(f"{task}: serving {version}")
+
+
+@click.command("rollback")
+@fleet_argument
+@click.option("--task", required=True, help="The task.")
+def rollback_command(fleet, task):
+    """Serve the version of --task served before the current one (repeat to go further back)."""
+    from smallfleet.flywheel.versions import rollback
+
+    version = rollback(fleet, task)
+    click.echo(f"{task}: rolled back, serving {version}")

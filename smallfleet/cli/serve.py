@@ -41,10 +41,13 @@ def command(fleet, host, port, db_url, target, delta, thresholds, escalate_url, 
     Endpoints (OpenAI protocol; the official clients work unchanged):
       POST /v1/chat/completions   model "fleet" routes; "fleet/<task>" picks a task;
                                   any other model name goes to the first openai tier
+      POST /v1/feedback           {"request_id", "answer"} or {"request_id", "correct"}
       GET  /v1/models   /healthz   /metrics (Prometheus)
 
-    Each answer carries a `smallfleet` object (task, tier, confidence, escalated,
-    latency_ms, cost_usd, frontier_cost_usd) and is logged to the request log.
+    Each answer carries a `smallfleet` object (request_id, task, version, tier, confidence,
+    escalated, latency_ms, cost_usd, frontier_cost_usd) and is logged to the request log.
+    The gateway follows FLEET/fleet.json: `smallfleet promote` and `rollback` switch a
+    task's version within seconds, without a restart.
     Client keys (`smallfleet keys create`) are required once any key has been
     created, even after all are revoked, until `smallfleet keys open`.
     """

@@ -5,6 +5,7 @@ No task- or model-specific logic lives here; see `gateway.py`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from contextlib import asynccontextmanager
@@ -15,6 +16,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from smallfleet.serve.fleet import ServedFleet
+from smallfleet.serve.reload import FleetWatcher
 from smallfleet.serve.gateway import Gateway, GatewayError
 from smallfleet.serve.metrics import GatewayMetrics
 from smallfleet.serve.protocol import (
@@ -80,9 +82,11 @@ def create_app(fleet: ServedFleet, db: Database) -> FastAPI:
         app.state.gateway = gateway = Gateway(fleet, tiers, ledger, GatewayMetrics())
         app.state.keys = KeyCheck(db)
         await gateway.auditor.start(list(fleet.tasks.values()))
+        watcher = asyncio.get_running_loop().create_task(FleetWatcher(fleet).run())
         try:
             yield
         finally:
+            watcher.cancel()
             await gateway.auditor.close()
             await client.aclose()
             ledger.close()

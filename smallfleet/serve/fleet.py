@@ -16,6 +16,7 @@ from smallfleet.serve.batching import Batcher
 from smallfleet.tasks import Specialist, load_specialist
 from smallfleet.tiers.base import TierSpec
 from smallfleet.fleet import fleet_index
+from smallfleet.flywheel.versions import served_version
 
 DEFAULT_TARGET = 0.95
 
@@ -32,6 +33,25 @@ class ServedTask:
     coverage: float
     guarantee: Guarantee | None = None
     """What the threshold promises; None when it was set by hand."""
+    version: str = "v1"
+    """The task's version being served (see `flywheel/versions.py`)."""
+    folder: str = "."
+    """The specialist's folder, relative to the fleet folder, as fleet.json names it."""
+
+
+def load_task(fleet: Path, name: str, entry: dict, target: float | None, delta: float | None,
+              threshold: float | None) -> ServedTask:  # fmt: skip
+    """Load the specialist a fleet.json task entry names, with its guaranteed threshold (or `threshold` set by hand)."""
+    specialist = load_specialist(fleet / entry["folder"])
+    stored = entry.get("cascade") or specialist.manifest.get("cascade") or {}
+    goal = target or stored.get("target", DEFAULT_TARGET)
+    curve = specialist.confidence_curve()
+    guarantee = guaranteed_threshold(curve, goal, delta or stored.get("delta", DEFAULT_DELTA))
+    chosen, coverage = guarantee.threshold, guarantee.coverage
+    if threshold is not None:
+        chosen, guarantee, coverage = threshold, None, curve.coverage_at(threshold)
+    return ServedTask(name, specialist, Batcher(specialist.answer, name), goal, chosen, coverage, guarantee,
+                      served_version(entry), entry["folder"])  # fmt: skip
 
 
 class ServedFleet:
@@ -46,6 +66,8 @@ class ServedFleet:
         self.router_batcher = router_batcher
         self.tiers = tiers
         self.serving = serving
+        self.overrides: dict = {"target": None, "delta": None, "thresholds": {}}
+        """Serve-time target, delta and hand-set thresholds, kept for versions loaded later."""
 
     @classmethod
     def load(cls, folder: Path, target: float | None = None, thresholds: dict[str, float] | None = None,
@@ -59,22 +81,12 @@ class ServedFleet:
             delta: failure probability of every task's guarantee, replacing the stored ones.
             thresholds: task -> confidence threshold set by hand (overrides the target; above 1 escalates all).
         """
-        thresholds = dict(thresholds or {})
+        manual = dict(thresholds or {})
+        thresholds = dict(manual)
         folder = Path(folder)
         index = fleet_index(folder)
-        tasks = {}
-        for name, entry in index["tasks"].items():
-            specialist = load_specialist(folder / entry["folder"])
-            stored = entry.get("cascade") or specialist.manifest.get("cascade") or {}
-            goal = target or stored.get("target", DEFAULT_TARGET)
-            curve = specialist.confidence_curve()
-            guarantee = guaranteed_threshold(curve, goal, delta or stored.get("delta", DEFAULT_DELTA))
-            threshold, coverage = guarantee.threshold, guarantee.coverage
-            if name in thresholds:
-                threshold, guarantee = thresholds.pop(name), None
-                coverage = curve.coverage_at(threshold)
-            batcher = Batcher(specialist.answer, name)
-            tasks[name] = ServedTask(name, specialist, batcher, goal, threshold, coverage, guarantee)
+        tasks = {name: load_task(folder, name, entry, target, delta, thresholds.pop(name, None))
+                 for name, entry in index["tasks"].items()}  # fmt: skip
         if thresholds:
             raise SpecialistError(f"--threshold names unknown task(s) {', '.join(thresholds)} (tasks: {', '.join(tasks)})")
         router = router_batcher = None
@@ -84,7 +96,14 @@ class ServedFleet:
             router_batcher = Batcher(lambda texts, _options: router.route(texts), "router")
         tiers = [TierSpec(**t) for t in index.get("tiers", [])]
         serving = ServingSpec(**index.get("serving", {}))
-        return cls(index.get("name", folder.name), folder, tasks, router, router_batcher, tiers, serving)
+        fleet = cls(index.get("name", folder.name), folder, tasks, router, router_batcher, tiers, serving)
+        fleet.overrides = {"target": target, "delta": delta, "thresholds": dict(manual)}
+        return fleet
+
+    def reload_task(self, name: str, entry: dict) -> ServedTask:
+        """Load the version of task `name` that fleet.json `entry` names, with the serve-time overrides (no swap)."""
+        o = self.overrides
+        return load_task(self.folder, name, entry, o["target"], o["delta"], o["thresholds"].get(name))
 
     def compute_cost(self, seconds: float) -> float:
         """USD for `seconds` of specialist inference on this machine (cores x time at the core-hour price)."""

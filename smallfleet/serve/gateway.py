@@ -84,7 +84,7 @@ class Gateway:
                     output=completion.content, prompt_tokens=completion.prompt_tokens,
                     completion_tokens=completion.completion_tokens, latency_ms=completion.latency_ms,
                     cost_usd=completion.cost_usd, frontier_cost_usd=completion.frontier_cost_usd,
-                    tried=completion.tried)  # fmt: skip
+                    tried=completion.tried, version=completion.version)  # fmt: skip
         )
         self.metrics.observe(completion.task, completion.tier, completion.status, completion.escalated,
                              completion.latency_ms / 1000)  # fmt: skip
@@ -146,13 +146,14 @@ class Gateway:
             yield piece
         seconds = time.perf_counter() - started
         answer = "".join(content)
-        completion = Completion(content=answer, tier=SPECIALIST_TIER, task=task.name, confidence=None,
+        completion = Completion(content=answer, tier=SPECIALIST_TIER, task=task.name, confidence=None, version=task.version,
                                 cost_usd=self.fleet.compute_cost(seconds), latency_ms=seconds * 1000,
                                 frontier_cost_usd=self._frontier_cost(task.specialist.escalation_request(text).messages, answer),
                                 prompt_tokens=estimate_prompt_tokens([{"content": text}]),
                                 completion_tokens=estimate_tokens(answer))  # fmt: skip
         self.ledger.record(
             new_row(model=request.model, api_key=api_key, input=text, request_id=completion.request_id, task=task.name,
+                    version=task.version,
                     tier=SPECIALIST_TIER, status="error" if error else "ok", http_status=200, output=answer,
                     prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
                     latency_ms=completion.latency_ms, cost_usd=completion.cost_usd,
@@ -195,7 +196,7 @@ class Gateway:
         frontier = self._frontier_cost(escalation.messages, answer.content)
         accepted = answer.valid and answer.confidence >= task.threshold
         result = Completion(content=answer.content, tier=SPECIALIST_TIER, task=task.name, confidence=answer.confidence,
-                            accepted=accepted, cost_usd=own_cost, frontier_cost_usd=frontier,
+                            version=task.version, accepted=accepted, cost_usd=own_cost, frontier_cost_usd=frontier,
                             prompt_tokens=estimate_prompt_tokens([{"content": text}]),
                             completion_tokens=answer.detail.get("tokens") or estimate_tokens(answer.content))  # fmt: skip
         if accepted and self.auditor.draw():  # checked on live traffic, in the background

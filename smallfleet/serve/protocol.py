@@ -163,6 +163,8 @@ class Completion:
     tried: list[str] = field(default_factory=list)
     review: dict | None = None
     finish_reason: str = "stop"
+    version: str | None = None
+    """The served task's version that answered (None when no task did)."""
     request_id: str = field(default_factory=lambda: "chatcmpl-" + uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -170,6 +172,7 @@ class Completion:
         out = {
             "request_id": self.request_id,
             "task": self.task,
+            "version": self.version,
             "tier": self.tier,
             "confidence": None if self.confidence is None else round(self.confidence, 6),
             "escalated": self.escalated,

@@ -144,9 +144,10 @@ def _judgements(conn: Connection) -> None:
     meta.create_all(conn)
 
 
-@migration(5, "key roles; requests found by request id")
+@migration(5, "key roles; requests found by request id, with the task version that answered")
 def _roles(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE api_keys ADD COLUMN role VARCHAR(20) NOT NULL DEFAULT 'client'"))
+    conn.execute(text("ALTER TABLE requests ADD COLUMN version VARCHAR(20)"))
     conn.execute(text("CREATE INDEX ix_requests_request_id ON requests (request_id)"))
 
 

@@ -1,0 +1,102 @@
+"""Task versions: list, promote and roll back, followed by a running gateway under load."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import openai
+import pytest
+from gateway_process import GatewayProcess
+
+from smallfleet.flywheel.versions import add_version, version_folder
+
+TICKET = "I was charged twice for order 88412, please refund the extra payment"
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "smallfleet", *args], capture_output=True, text=True, check=check,
+                          env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+
+
+@pytest.fixture
+def fleet(fleet_dir, tmp_path):
+    """A copy of the test fleet (versions change its fleet.json) with a second version of support_ticket."""
+    copy = tmp_path / "fleet"
+    shutil.copytree(fleet_dir, copy, ignore=shutil.ignore_patterns("*.db*", "*.log"))
+    v2 = version_folder(copy, "support_ticket", "v2")
+    shutil.copytree(copy / "support_ticket", v2)
+    entry = json.loads((copy / "fleet.json").read_text())["tasks"]["support_ticket"]
+    assert add_version(copy, "support_ticket", v2, entry["metrics"], entry["cascade"]) == "v2"
+    return copy
+
+
+def test_versions_promote_and_rollback_from_the_shell(fleet):
+    listed = json.loads(cli("versions", str(fleet), "--task", "support_ticket", "--json").stdout)
+    assert [(v["version"], v["served"]) for v in listed] == [("v1", True), ("v2", False)]
+    assert listed[0]["metrics"]["test"]["accuracy"] > 0.5 and listed[1]["folder"] == "_versions/support_ticket/v2"
+    missing = cli("promote", str(fleet), "--task", "support_ticket", "--version", "v9", check=False)
+    assert missing.returncode == 1 and "has no version 'v9' (versions: v1, v2)" in missing.stderr
+    assert "nothing to roll back to" in cli("rollback", str(fleet), "--task", "support_ticket", check=False).stderr
+    assert "support_ticket" in cli("versions", str(fleet)).stdout  # the table
+    cli("promote", str(fleet), "--task", "support_ticket", "--version", "v2")
+    index = json.loads((fleet / "fleet.json").read_text())["tasks"]["support_ticket"]
+    assert (index["served"], index["folder"]) == ("v2", "_versions/support_ticket/v2")
+    assert "serving v1" in cli("rollback", str(fleet), "--task", "support_ticket").stdout
+    assert json.loads((fleet / "fleet.json").read_text())["tasks"]["support_ticket"]["folder"] == "support_ticket"
+    shutil.rmtree(version_folder(fleet, "support_ticket", "v2"))
+    gone = cli("promote", str(fleet), "--task", "support_ticket", "--version", "v2", check=False)
+    assert gone.returncode == 1 and "missing its folder" in gone.stderr
+
+
+def test_a_running_gateway_switches_versions_under_load_without_an_error(fleet, tmp_path):
+    db = tmp_path / "v.db"
+    seen: list[tuple[float, str | int]] = []  # (time, version) or (time, error)
+    stop = threading.Event()
+    with GatewayProcess(fleet, "--db", f"sqlite:///{db}", "--threshold", "support_ticket=0") as gw:
+        def load() -> None:
+            client = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0, timeout=60)
+            while not stop.is_set():
+                try:
+                    r = client.chat.completions.create(model="fleet/support_ticket",
+                                                       messages=[{"role": "user", "content": TICKET}])
+                    seen.append((time.monotonic(), r.model_extra["smallfleet"]["version"]))
+                except Exception as exc:  # any failure is what this test is about
+                    seen.append((time.monotonic(), f"error: {exc}"))
+
+        clients = [threading.Thread(target=load) for _ in range(4)]
+        for c in clients:
+            c.start()
+
+        def wait_for(version: str) -> float:
+            switched = time.monotonic()
+            deadline = switched + 60
+            while not any(t > switched and v == version for t, v in seen[-8:]):
+                assert time.monotonic() < deadline, f"still not serving {version}: {Counter(v for _, v in seen)}"
+                time.sleep(0.05)
+            return switched
+
+        time.sleep(1)
+        cli("promote", str(fleet), "--task", "support_ticket", "--version", "v2")
+        promoted = wait_for("v2")
+        time.sleep(1)
+        cli("rollback", str(fleet), "--task", "support_ticket")
+        rolled = wait_for("v1")
+        time.sleep(1)
+        stop.set()
+        for c in clients:
+            c.join()
+        output = gw.output()
+    counts = Counter(v for _, v in seen)
+    assert set(counts) == {"v1", "v2"}, counts  # no errors at all
+    assert counts["v2"] > 0 and all(v == "v1" for t, v in seen if t < promoted)
+    assert "support_ticket: now serving v2 (was v1)" in output and "now serving v1 (was v2)" in output
+    logged = Counter(v for (v,) in sqlite3.connect(db).execute("select version from requests"))
+    assert logged == counts and rolled > promoted
