@@ -96,6 +96,9 @@ def train_fleet(fleet: FleetSpec, out: Path, force: bool = False, console: Conso
             "train_seconds": round(time.monotonic() - started, 1),
             "metrics": {split: headline(m) for split, m in metrics.items()},
             "cascade": cascade_threshold(out / task.name, task.target, task.delta),
+            # what `retrain` starts from: the data files, by absolute path (settings are in the manifest)
+            "data": {split: str(Path(p).resolve()) if p else None
+                     for split, p in (("train", task.train), ("valid", task.valid), ("test", task.test))},
         }
         write_json(out / FLEET_INDEX, index)
         if "test" in metrics:

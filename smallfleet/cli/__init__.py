@@ -48,6 +48,7 @@ def _register() -> None:
     main.add_command(flywheel.versions_command)
     main.add_command(flywheel.promote_command)
     main.add_command(flywheel.rollback_command)
+    main.add_command(flywheel.retrain_command)
     main.add_command(review.group)
     main.add_command(keys.group)
 

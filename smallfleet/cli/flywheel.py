@@ -139,3 +139,37 @@ def rollback_command(fleet, task):
 
     version = rollback(fleet, task)
     click.echo(f"{task}: rolled back, serving {version}")
+
+
+@click.command("retrain")
+@fleet_argument
+@click.option("--task", required=True, help="The task to retrain.")
+@click.option("--promote/--no-promote", "promote_when_passed", default=True, show_default=True,
+              help="Serve the candidate when the gate passes (--no-promote only reports).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write {candidate, promoted, added_rows, gate, ...} here.")
+@click.option("--alpha", type=float, default=0.05, show_default=True,
+              help="Gate: significance of the paired test that would find the candidate worse.")
+@click.option("--max-ece", type=float, default=0.10, show_default=True, help="Gate: largest calibration error allowed.")
+@db_option
+def retrain_command(fleet, task, promote_when_passed, json_out, alpha, max_ece, db_url):
+    """Train a candidate version of --task on its training data plus its labelled traffic, and promote it
+    only when it provably does no worse than the served version.
+
+    \b
+    The gate compares both versions on a frozen evaluation set (the task's test file, else a
+    seeded slice of its training data) and on a held-back fifth of the new labelled traffic:
+      - not worse by an exact one-sided McNemar test at --alpha;
+      - calibration error at most --max-ece;
+      - at the task's quality target, it accepts at least as many requests (fewer escalations).
+    Every decision is written into the candidate's folder (gate.json and GATE.md). With no new
+    labelled rows nothing changes. A crash or Ctrl-C leaves the served version as it was.
+    """
+    from smallfleet.flywheel.gate import GateSettings
+    from smallfleet.flywheel.retrain import retrain
+
+    result = retrain(fleet, task, open_database(fleet, db_url), Console(stderr=True), promote_when_passed,
+                     GateSettings(alpha=alpha, max_ece=max_ece))  # fmt: skip
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -1,0 +1,80 @@
+"""The promotion gate: a candidate version replaces the served one only when it provably does
+no worse.
+
+All three checks must hold:
+- **not worse**: on each evaluation set (the frozen set, and a held-back slice of fresh
+  labelled traffic when there is one), an exact one-sided McNemar test on the paired
+  right/wrong answers (the kind's own notion of right: the label, the exact record, a good
+  answer) does not find the candidate worse at level `alpha`;
+- **calibrated**: the candidate's expected calibration error on the frozen set is at most
+  `max_ece`;
+- **saves at least as much**: at the task's quality target, its guaranteed threshold accepts
+  at least as large a share of validation as the served version's (fewer escalations).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from smallfleet.calibration import expected_calibration_error
+
+
+@dataclass
+class GateSettings:
+    alpha: float = 0.05
+    """Significance of the paired test that would find the candidate worse."""
+    max_ece: float = 0.10
+    """Largest expected calibration error the candidate may have on the frozen set."""
+
+
+def mcnemar_worse(served: list[bool], candidate: list[bool]) -> dict:
+    """Exact one-sided McNemar test of "the candidate is worse" on paired right/wrong answers."""
+    from scipy.stats import binom
+
+    served, candidate = np.asarray(served, dtype=bool), np.asarray(candidate, dtype=bool)
+    only_served = int((served & ~candidate).sum())  # the served version right, the candidate wrong
+    only_candidate = int((~served & candidate).sum())
+    discordant = only_served + only_candidate
+    p = float(binom.sf(only_served - 1, discordant, 0.5)) if discordant else 1.0  # P(X >= only_served | no difference)
+    return {"n": int(len(served)), "served_quality": float(served.mean()) if len(served) else None,
+            "candidate_quality": float(candidate.mean()) if len(candidate) else None,
+            "served_only_right": only_served, "candidate_only_right": only_candidate, "p_worse": p}  # fmt: skip
+
+
+def decide(sets: dict[str, dict], candidate_confidence: list[float], candidate_correct: list[bool],
+           served_coverage: float, candidate_coverage: float, settings: GateSettings) -> dict:  # fmt: skip
+    """The gate's decision.
+
+    Args:
+        sets: evaluation set name -> {"served": [bool], "candidate": [bool]} paired answers.
+        candidate_confidence, candidate_correct: the candidate's answers on the frozen set (calibration).
+        served_coverage, candidate_coverage: validation share each accepts at the task's target (guaranteed).
+    """
+    checks = []
+    tests = {}
+    for name, answers in sets.items():
+        test = mcnemar_worse(answers["served"], answers["candidate"])
+        tests[name] = test
+        checks.append({"check": f"not worse on {name}", "passed": test["p_worse"] >= settings.alpha,
+                       "detail": f"{test['candidate_quality']:.4f} vs {test['served_quality']:.4f} on {test['n']} rows; "
+                                 f"McNemar p(worse) = {test['p_worse']:.3g} (level {settings.alpha})"})  # fmt: skip
+    ece = expected_calibration_error(np.asarray(candidate_confidence), np.asarray(candidate_correct, dtype=bool))
+    checks.append({"check": "calibrated", "passed": ece <= settings.max_ece,
+                   "detail": f"ECE {ece:.4f} (limit {settings.max_ece})"})  # fmt: skip
+    checks.append({"check": "saves at least as much", "passed": candidate_coverage >= served_coverage,
+                   "detail": f"accepts {candidate_coverage:.1%} of validation at the target vs {served_coverage:.1%}"})
+    passed = all(c["passed"] for c in checks)
+    failed = [c["check"] for c in checks if not c["passed"]]
+    return {"passed": passed, "why": "every check holds" if passed else "failed: " + ", ".join(failed),
+            "checks": checks, "tests": tests, "candidate_ece": ece, "settings": asdict(settings)}  # fmt: skip
+
+
+def summary_markdown(task: str, candidate: str, served: str, decision: dict, promoted: bool) -> str:
+    """The readable comparison report written beside gate.json."""
+    lines = [f"# {task}: {candidate} against {served}", "",
+             f"**Decision: {'promoted' if promoted else 'not promoted'}** ({decision['why']}).", "",
+             "| check | passed | detail |", "|---|---|---|"]  # fmt: skip
+    lines += [f"| {c['check']} | {'yes' if c['passed'] else 'no'} | {c['detail']} |" for c in decision["checks"]]
+    return "\n".join(lines) + "\n"

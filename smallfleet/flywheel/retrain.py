@@ -1,0 +1,152 @@
+"""`smallfleet retrain`: train a candidate version of a task on its training data plus its
+labelled traffic, gate it against the served version, and promote it when the gate passes.
+
+- The **frozen evaluation set** is never trained on: the task's test file, or else a seeded
+  slice of its original training data (then the served v1 has seen it, which can only
+  favour the served version).
+- A seeded fifth of the **new** labelled traffic is held back as a fresh evaluation slice
+  (when there are at least 10 new rows); the rest, with the traffic earlier versions
+  used, joins the training data.
+- The candidate trains into its own version folder through the kind's usual (crash-safe)
+  recipe; fleet.json changes only when the version is registered, and the served pointer
+  only on promotion, so a crash or Ctrl-C leaves the served version untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from rich.console import Console
+
+from smallfleet.data import read_rows
+from smallfleet.data.split import holdout_split
+from smallfleet.errors import ConfigError
+from smallfleet.fleet import cascade_threshold, fleet_index, headline
+from smallfleet.flywheel.gate import GateSettings, decide, summary_markdown
+from smallfleet.flywheel.traffic import labelled_traffic
+from smallfleet.flywheel.versions import add_version, list_versions, promote, served_version, version_folder
+from smallfleet.settings import build
+from smallfleet.store import Database
+from smallfleet.tasks import FieldMap, SavedTask, TaskSpec
+from smallfleet.training.artifacts import write_json
+
+TRAFFIC_IDS = "traffic_ids.json"
+"""In a version folder: the request ids of the labelled traffic it was trained on."""
+FRESH_SHARE, FRESH_MIN = 0.2, 10
+FROZEN_SHARE, SEED = 0.2, 20261201
+
+
+def task_spec(fleet: Path, name: str, entry: dict, saved: SavedTask) -> TaskSpec:
+    """The served version's TaskSpec: its data files (fleet.json) and its settings, fields and base (manifest)."""
+    data = entry.get("data")
+    if not data or not data.get("train"):
+        raise ConfigError(f"fleet.json of {fleet} does not name task {name!r}'s data files (trained before retraining "
+                          "existed): train the fleet again with `smallfleet train`")  # fmt: skip
+    m, kind = saved.manifest, saved.kind
+    paths = {k: Path(v) if v else None for k, v in data.items()}
+    for split, path in paths.items():
+        if path is not None and not path.is_file():
+            raise ConfigError(f"task {name!r}: its {split} file {path} is gone")
+    cascade = m.get("cascade") or {}
+    return TaskSpec(name=name, kind=kind.name, train=paths["train"], valid=paths.get("valid"), test=paths.get("test"),
+                    fields=FieldMap(**m["fields"]), base=m["base"]["ref"] or "",
+                    settings=build(kind.settings_class, m[kind.settings_key], f"{name}: manifest"),
+                    target=cascade.get("target", 0.95), delta=cascade.get("delta", 0.05))  # fmt: skip
+
+
+def retrain(fleet: Path, task: str, db: Database, console: Console, promote_when_passed: bool = True,
+            settings: GateSettings | None = None) -> dict:  # fmt: skip
+    """Train, gate and (when it passes) promote a new version of `task`; returns what `--json` writes."""
+    settings = settings or GateSettings()
+    fleet = Path(fleet)
+    index = fleet_index(fleet)
+    entry = index["tasks"].get(task)
+    if entry is None:
+        raise ConfigError(f"no task {task!r} in {fleet} (tasks: {', '.join(index['tasks'])})")
+    served_name = served_version(entry)
+    served = SavedTask.open(fleet / entry["folder"])
+    spec = task_spec(fleet, task, entry, served)
+
+    traffic = labelled_traffic(db, served)
+    used = set()
+    for v in list_versions(fleet, task)[task]:
+        ids = fleet / v["folder"] / TRAFFIC_IDS
+        if ids.is_file():
+            used |= set(json.loads(ids.read_text()))
+    new = [r for r in traffic.rows if r.request_id not in used]
+    if not new:
+        console.print(f"{task}: no new labelled rows in the request log ({len(traffic.rows)} already used); "
+                      "nothing changed")  # fmt: skip
+        return {"candidate": None, "promoted": False, "added_rows": 0, "served": served_name,
+                "message": "no new labelled rows"}  # fmt: skip
+    fresh: list = []
+    if len(new) >= FRESH_MIN:
+        _, fresh, _ = holdout_split(new, FRESH_SHARE, SEED)
+    fresh_ids = {r.request_id for r in fresh}
+    train_traffic = [r for r in traffic.rows if r.request_id not in fresh_ids]
+    console.print(f"{task}: {len(new)} new labelled row(s) ({traffic.by_source}); {len(train_traffic)} join the "
+                  f"training data, {len(fresh)} held back for the gate")  # fmt: skip
+
+    work = Path(tempfile.mkdtemp(prefix=f".retrain-{task}-", dir=fleet))
+    try:
+        original = [row for _, row in read_rows(spec.train)]
+        frozen_note = f"the task's test file {spec.test}"
+        frozen = spec.test
+        if frozen is None:  # a seeded slice of the original data, never trained on by a candidate
+            original, held, _ = holdout_split(original, FROZEN_SHARE, SEED)
+            frozen = _jsonl(work / "frozen.jsonl", held)
+            frozen_note = f"a seeded {FROZEN_SHARE:.0%} slice (seed {SEED}) of {spec.train}, which v1 trained on"
+        combined = _jsonl(work / "train.jsonl", original + [served.training_row(r.text, r.answer) for r in train_traffic])
+        candidate_spec = replace(spec, train=combined, test=frozen)
+        version = f"v{1 + max(int(v['version'][1:]) for v in list_versions(fleet, task)[task])}"
+        out = version_folder(fleet, task, version)
+        metrics = spec.task_kind.train(candidate_spec, out, force=False, console=console)
+        candidate = SavedTask.open(out)
+        sets = {"frozen set": _paired(served, candidate, frozen, console)}
+        if fresh:
+            fresh_file = _jsonl(work / "fresh.jsonl", [served.training_row(r.text, r.answer) for r in fresh])
+            sets["fresh traffic"] = _paired(served, candidate, fresh_file, console)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    cascade = cascade_threshold(out, spec.target, spec.delta)
+    served_cascade = entry.get("cascade") or cascade_threshold(fleet / entry["folder"], spec.target, spec.delta)
+    frozen_answers = sets["frozen set"]["candidate_answers"]
+    decision = decide({k: {"served": v["served"], "candidate": v["candidate"]} for k, v in sets.items()},
+                      frozen_answers["confidence"], frozen_answers["correct"], served_cascade.get("coverage", 0.0),
+                      cascade["coverage"], settings)  # fmt: skip
+    promoted = decision["passed"] and promote_when_passed
+    report = {"task": task, "candidate": version, "served": served_name, "decision": decision, "promoted": promoted,
+              "frozen_set": frozen_note, "added_rows": len(new), "traffic": traffic.summary()}  # fmt: skip
+    write_json(out / "gate.json", report)
+    (out / "GATE.md").write_text(summary_markdown(task, version, served_name, decision, promoted), encoding="utf-8")
+    (out / TRAFFIC_IDS).write_text(json.dumps(sorted(r.request_id for r in train_traffic)), encoding="utf-8")
+    add_version(fleet, task, out, {split: headline(m) for split, m in metrics.items()}, cascade,
+                {"gate": {"passed": decision["passed"], "why": decision["why"], "against": served_name}})  # fmt: skip
+    if promoted:
+        promote(fleet, task, version)
+    verdict = "promoted" if promoted else ("gate passed, not promoted (--no-promote)" if decision["passed"] else
+                                           f"not promoted ({decision['why']})")  # fmt: skip
+    console.print(f"{task}: {version} {verdict}; report in {out / 'GATE.md'}")
+    return {"candidate": version, "promoted": promoted, "added_rows": len(new), "served": served_name if not promoted
+            else version, "gate": decision, "report": str(out / "gate.json")}  # fmt: skip
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return path
+
+
+def _paired(served: SavedTask, candidate: SavedTask, data: Path, console: Console) -> dict:
+    """Both versions' right/wrong answers on `data`, row for row."""
+    quiet = Console(quiet=True)
+    served_answers = served.kind.evaluate(served.load(), data, quiet, {})["answers"]
+    candidate_answers = candidate.kind.evaluate(candidate.load(), data, quiet, {})["answers"]
+    console.print(f"gate: scored both versions on {data.name} ({len(served_answers['correct'])} rows)")
+    return {"served": served_answers["correct"], "candidate": candidate_answers["correct"],
+            "candidate_answers": candidate_answers}  # fmt: skip
