@@ -100,3 +100,25 @@ def test_a_running_gateway_switches_versions_under_load_without_an_error(fleet, 
     assert "support_ticket: now serving v2 (was v1)" in output and "now serving v1 (was v2)" in output
     logged = Counter(v for (v,) in sqlite3.connect(db).execute("select version from requests"))
     assert logged == counts and rolled > promoted
+
+
+def test_a_shadow_version_answers_live_requests_after_the_response(fleet, tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    bad = cli("serve", str(fleet), "--db", url, "--shadow", "support_ticket=v7", check=False)
+    assert bad.returncode == 1 and "has no version 'v7' (versions: v1, v2)" in bad.stderr
+    with GatewayProcess(fleet, "--db", url, "--threshold", "support_ticket=0", "--shadow", "support_ticket=v2") as gw:
+        assert "shadow: support_ticket v2 answers live requests after v1" in " ".join(gw.output().split())
+        client = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
+        answers = [client.chat.completions.create(model="fleet/support_ticket", messages=[
+            {"role": "user", "content": text}]) for text in (TICKET, "my parcel never arrived", "reset my password")]
+        assert all(a.model_extra["smallfleet"]["version"] == "v1" for a in answers)  # v2 only shadows
+        db = sqlite3.connect(tmp_path / "s.db")
+        deadline = time.monotonic() + 60
+        while db.execute("select count(*) from shadow").fetchone()[0] < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    rows = db.execute("select request_id, version, served_version, answer, agrees_served from shadow").fetchall()
+    assert sorted(rows) == sorted((a.id, "v2", "v1", a.choices[0].message.content, 1) for a in answers)  # a copy of v1
+    listed = json.loads(cli("versions", str(fleet), "--task", "support_ticket", "--json", "--db", url).stdout)
+    assert listed[1]["shadow"] == {"requests": 3, "agrees_served": 1.0, "escalated": 0, "agrees_final": None}
+    assert "shadow" not in listed[0]

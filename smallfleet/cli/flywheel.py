@@ -92,20 +92,30 @@ def traffic_command(fleet, task, out, since, as_json, db_url):
 @fleet_argument
 @click.option("--task", help="Only this task.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON: task -> list of {version, served, metrics, ...}.")
-def versions_command(fleet, task, as_json):
+@db_option
+def versions_command(fleet, task, as_json, db_url):
     """List the versions of FLEET's tasks and which one each serves.
 
     `v1` is what `smallfleet train` wrote; later versions come from retraining. A running
     gateway serves what `promote` and `rollback` point to, switching within seconds.
     """
     from smallfleet.flywheel.versions import list_versions
+    from smallfleet.store import database_url
+    from smallfleet.store.shadow import agreement
 
     found = list_versions(fleet, task)
+    url = database_url(fleet, db_url)
+    if db_url or not url.startswith("sqlite:///") or Path(url.removeprefix("sqlite:///")).is_file():
+        shadowed = agreement(open_database(fleet, db_url), task)
+        for name, versions in found.items():
+            for v in versions:
+                if (name, v["version"]) in shadowed:
+                    v["shadow"] = shadowed[(name, v["version"])]
     if as_json:
         click.echo(json.dumps(found[task] if task else found, indent=2, ensure_ascii=False))
         return
     table = Table(title="versions")
-    for col in ("task", "version", "served", "created", "test", "threshold", "coverage", "folder"):
+    for col in ("task", "version", "served", "created", "test", "threshold", "coverage", "shadow", "gate"):
         table.add_column(col)
     for name, versions in found.items():
         for v in versions:
@@ -114,8 +124,22 @@ def versions_command(fleet, task, as_json):
             cascade = v.get("cascade") or {}
             table.add_row(name, v["version"], "yes" if v["served"] else "", str(v.get("created") or "")[:19], score,
                           f"{cascade['threshold']:.3f}" if cascade.get("supported") else "escalate all",
-                          f"{cascade.get('coverage', 0):.0%}", v["folder"])  # fmt: skip
+                          f"{cascade.get('coverage', 0):.0%}", _shadow_cell(v.get("shadow")),
+                          _gate_cell(v.get("gate")))  # fmt: skip
     Console().print(table)
+
+
+def _shadow_cell(shadow: dict | None) -> str:
+    if not shadow:
+        return ""
+    final = "" if shadow["agrees_final"] is None else f", {shadow['agrees_final']:.0%} of {shadow['escalated']} escalated"
+    return f"{shadow['agrees_served']:.0%} of {shadow['requests']}{final}"
+
+
+def _gate_cell(gate: dict | None) -> str:
+    if not gate:
+        return ""
+    return f"{'passed' if gate['passed'] else 'failed'} vs {gate['against']}"
 
 
 @click.command("promote")

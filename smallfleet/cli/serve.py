@@ -21,6 +21,9 @@ from smallfleet.cli.options import runtime_option, use_runtime
               "fleet's; default 0.05): each task's threshold is guaranteed at 1 - delta.")
 @click.option("--threshold", "thresholds", multiple=True, metavar="TASK=VALUE",
               help="Set a task's confidence threshold by hand (repeatable); above 1 escalates every request.")
+@click.option("--shadow", "shadows", multiple=True, metavar="TASK=VERSION",
+              help="Run VERSION of TASK on live requests in the background, after each response, and log how often "
+              "it agrees with the served version (repeatable; see `smallfleet versions --db`).")
 @click.option("--escalate-to", "escalate_url", help="Add an OpenAI-compatible tier at this base URL (e.g. https://api.openai.com/v1).")
 @click.option("--escalate-model", help="Model name for --escalate-to.")
 @click.option("--escalate-key-env", default="OPENAI_API_KEY", show_default=True, help="Environment variable with the --escalate-to API key.")
@@ -33,7 +36,7 @@ from smallfleet.cli.options import runtime_option, use_runtime
               "upstream tier after the response, to check live quality against the guarantee (replaces the fleet's).")
 @runtime_option
 @click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
-def command(fleet, host, port, db_url, target, delta, thresholds, escalate_url, escalate_model, escalate_key_env, escalate_input_price,
+def command(fleet, host, port, db_url, target, delta, thresholds, shadows, escalate_url, escalate_model, escalate_key_env, escalate_input_price,
             escalate_output_price, escalate_timeout, escalate_retries, cpu_hour_usd, audit_rate, runtime, log_level):  # fmt: skip
     """Serve FLEET (a folder made by `smallfleet train`, or one specialist folder) over HTTP.
 
@@ -75,6 +78,12 @@ def command(fleet, host, port, db_url, target, delta, thresholds, escalate_url, 
         raise click.BadParameter("must be in (0, 1)", param_hint="--delta")
     with console.status("loading the fleet"):
         served = ServedFleet.load(fleet, target=target, thresholds=manual, delta=delta)
+    for item in shadows:
+        task, sep, version = item.partition("=")
+        if not sep or not version:
+            raise click.BadParameter(f"{item!r}: expected TASK=VERSION, e.g. tickets=v2", param_hint="--shadow")
+        with console.status(f"loading the shadow {task} {version}"):
+            served.add_shadow(task, version)
     if escalate_url:
         served.tiers.insert(0, TierSpec(name="escalate", kind="openai", base_url=escalate_url, model=escalate_model,
                                         api_key_env=escalate_key_env, input_price=escalate_input_price,
@@ -90,6 +99,8 @@ def command(fleet, host, port, db_url, target, delta, thresholds, escalate_url, 
                    f"accept confidence >= {task.threshold:.3f} (set by hand; {task.coverage:.0%} of validation)")
         note = task.specialist.serving_note()
         console.print(f"task [bold]{task.name}[/] ({task.specialist.kind}{', ' + note if note else ''}): {promise}")
+    for name, shadow in served.shadows.items():
+        console.print(f"shadow: {name} {shadow.version} answers live requests after {served.tasks[name].version}")
     if served.router:
         console.print(f"router: {len(served.tasks)} tasks, route confidence >= {served.router.threshold:.3f}")
     for t in served.tiers:

@@ -88,6 +88,7 @@ def create_app(fleet: ServedFleet, db: Database) -> FastAPI:
         finally:
             watcher.cancel()
             await gateway.auditor.close()
+            await gateway.shadow.close()
             await client.aclose()
             ledger.close()
             fleet.close()

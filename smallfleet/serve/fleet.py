@@ -16,7 +16,7 @@ from smallfleet.serve.batching import Batcher
 from smallfleet.tasks import Specialist, load_specialist
 from smallfleet.tiers.base import TierSpec
 from smallfleet.fleet import fleet_index
-from smallfleet.flywheel.versions import served_version
+from smallfleet.flywheel.versions import list_versions, served_version
 
 DEFAULT_TARGET = 0.95
 
@@ -66,6 +66,8 @@ class ServedFleet:
         self.router_batcher = router_batcher
         self.tiers = tiers
         self.serving = serving
+        self.shadows: dict[str, ServedTask] = {}
+        """Task -> a candidate version answering live requests in the background (`serve --shadow`)."""
         self.overrides: dict = {"target": None, "delta": None, "thresholds": {}}
         """Serve-time target, delta and hand-set thresholds, kept for versions loaded later."""
 
@@ -100,6 +102,17 @@ class ServedFleet:
         fleet.overrides = {"target": target, "delta": delta, "thresholds": dict(manual)}
         return fleet
 
+    def add_shadow(self, name: str, version: str) -> ServedTask:
+        """Load `version` of task `name` as its shadow."""
+        if name not in self.tasks:
+            raise SpecialistError(f"--shadow names unknown task {name!r} (tasks: {', '.join(self.tasks)})")
+        found = {v["version"]: v for v in list_versions(self.folder, name)[name]}
+        if version not in found:
+            raise SpecialistError(f"--shadow: task {name!r} has no version {version!r} (versions: {', '.join(found)})")
+        entry = {"folder": found[version]["folder"], "cascade": found[version].get("cascade"), "served": version}
+        self.shadows[name] = self.reload_task(name, entry)
+        return self.shadows[name]
+
     def reload_task(self, name: str, entry: dict) -> ServedTask:
         """Load the version of task `name` that fleet.json `entry` names, with the serve-time overrides (no swap)."""
         o = self.overrides
@@ -112,7 +125,7 @@ class ServedFleet:
         return seconds * torch.get_num_threads() * self.serving.cpu_hour_usd / 3600
 
     def close(self) -> None:
-        for task in self.tasks.values():
+        for task in [*self.tasks.values(), *self.shadows.values()]:
             task.batcher.close()
         if self.router_batcher:
             self.router_batcher.close()

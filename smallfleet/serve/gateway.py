@@ -14,6 +14,7 @@ from smallfleet.flywheel.feedback import FeedbackError, give_feedback
 from smallfleet.serve.audit import Auditor
 from smallfleet.serve.fleet import ServedFleet, ServedTask
 from smallfleet.serve.metrics import GatewayMetrics
+from smallfleet.serve.shadow import Shadow
 from smallfleet.serve.protocol import ChatCompletionRequest, Completion, FeedbackRequest
 from smallfleet.store.ledger import Ledger, new_row
 from smallfleet.tasks import SavedTask, get_kind
@@ -48,6 +49,7 @@ class Gateway:
         self.ledger = ledger
         self.metrics = metrics
         self.upstreams = [t for t in tiers if t.model]
+        self.shadow = Shadow(fleet.shadows, ledger.db)
         self.auditor = Auditor(fleet.serving.audit_rate, self.upstreams[0] if self.upstreams else None, ledger.db,
                                metrics)  # fmt: skip
 
@@ -189,6 +191,12 @@ class Gateway:
         return await self._passthrough(request, text, self.upstreams[:1], escalated=False)
 
     async def _answer(self, task: ServedTask, request: ChatCompletionRequest, text: str) -> Completion:
+        """The task's cascade answers; a shadow version of the task then answers too, in the background."""
+        completion = await self._cascade(task, request, text)
+        self.shadow.follow(task, text, request.options(), completion)
+        return completion
+
+    async def _cascade(self, task: ServedTask, request: ChatCompletionRequest, text: str) -> Completion:
         """The specialist answers; below the threshold (or invalid), the tiers are tried in order."""
         answer, seconds = await task.batcher.submit(text, request.options())
         own_cost = self.fleet.compute_cost(seconds)
@@ -196,7 +204,8 @@ class Gateway:
         frontier = self._frontier_cost(escalation.messages, answer.content)
         accepted = answer.valid and answer.confidence >= task.threshold
         result = Completion(content=answer.content, tier=SPECIALIST_TIER, task=task.name, confidence=answer.confidence,
-                            version=task.version, accepted=accepted, cost_usd=own_cost, frontier_cost_usd=frontier,
+                            version=task.version, guess=answer.content, accepted=accepted, cost_usd=own_cost,
+                            frontier_cost_usd=frontier,
                             prompt_tokens=estimate_prompt_tokens([{"content": text}]),
                             completion_tokens=answer.detail.get("tokens") or estimate_tokens(answer.content))  # fmt: skip
         if accepted and self.auditor.draw():  # checked on live traffic, in the background

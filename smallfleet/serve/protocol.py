@@ -165,6 +165,8 @@ class Completion:
     finish_reason: str = "stop"
     version: str | None = None
     """The served task's version that answered (None when no task did)."""
+    guess: str | None = None
+    """The specialist's own answer, kept when a tier's answer replaced it (not sent to the client)."""
     request_id: str = field(default_factory=lambda: "chatcmpl-" + uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
 

@@ -40,11 +40,12 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.applied_now = migrate(self.engine)
         meta = MetaData()
-        meta.reflect(self.engine, only=["requests", "api_keys", "reviews", "judgements"])
+        meta.reflect(self.engine, only=["requests", "api_keys", "reviews", "judgements", "shadow"])
         self.requests = meta.tables["requests"]
         self.api_keys = meta.tables["api_keys"]
         self.reviews = meta.tables["reviews"]
         self.judgements = meta.tables["judgements"]
+        self.shadow = meta.tables["shadow"]
 
     def close(self) -> None:
         self.engine.dispose()

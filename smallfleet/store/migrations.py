@@ -151,6 +151,28 @@ def _roles(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX ix_requests_request_id ON requests (request_id)"))
 
 
+@migration(6, "shadow answers of candidate versions")
+def _shadow(conn: Connection) -> None:
+    meta = MetaData()
+    table = Table(
+        "shadow",
+        meta,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("request_id", String(64), nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("day", String(10), nullable=False),
+        Column("task", String(100), nullable=False),
+        Column("version", String(20), nullable=False),
+        Column("served_version", String(20)),
+        Column("answer", Text),
+        Column("confidence", Float),
+        Column("agrees_served", Boolean),
+        Column("agrees_final", Boolean),
+    )
+    Index("ix_shadow_task_version", table.c.task, table.c.version)
+    meta.create_all(conn)
+
+
 def applied(engine: Engine) -> list[int]:
     """Versions already applied to the database behind `engine`."""
     meta = MetaData()
