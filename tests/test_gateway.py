@@ -180,6 +180,39 @@ def test_bad_requests_get_a_4xx_with_the_reason(gateway, client):
     assert "support_ticket" in err.value.message and "review_sentiment" in err.value.message
 
 
+def test_refused_requests_are_logged_with_their_status_and_reason(gateway, client):
+    url = gateway.base_url + "/chat/completions"
+    marker = "refused-request-marker"
+    sent = [
+        (httpx.post(url, content=b'{"model": "fleet/support_ticket", "messages": [' + marker.encode()), 400),
+        (httpx.post(url, json={"model": "fleet/support_ticket", "messages": [{"role": "user", "content": marker}],
+                               "max_tokens": 10**6}), 400),  # fmt: skip
+        (httpx.post(url, json={"model": "fleet/nope", "messages": [{"role": "user", "content": marker}]}), 404),
+        (httpx.post(url, content=b"x" * 2_000_000), 413),
+    ]
+    assert [r.status_code for r, _ in sent] == [status for _, status in sent]
+    deadline = time.monotonic() + 10
+    while True:
+        with sqlite3.connect(gateway.db) as con:
+            rows = con.execute("select model, status, http_status, error, input, tier from requests "
+                               "where http_status in (400, 404, 413) order by id").fetchall()  # fmt: skip
+        ours = [r for r in rows if r[2] == 413 or (r[4] and marker in r[4])]
+        if len(ours) >= 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    by_status = {}
+    for model, status, http_status, error, text, _tier in ours:
+        assert status == "error" and error
+        by_status.setdefault(http_status, []).append((model, error, text))
+    bad_json, over_limit = by_status[400][-2:]
+    assert bad_json[0] is None and "not valid JSON" in bad_json[1] and marker in bad_json[2]
+    assert over_limit[0] == "fleet/support_ticket" and "max_tokens" in over_limit[1] and marker in over_limit[2]
+    assert by_status[404][-1][0] == "fleet/nope" and "no task 'nope'" in by_status[404][-1][1]
+    assert "byte limit" in by_status[413][-1][1] and not by_status[413][-1][2]  # an oversized body is not kept
+    metrics = httpx.get(gateway.base_url[:-3] + "/metrics").text
+    assert 'smallfleet_requests_total{status="error",task="none",tier="error"}' in metrics
+
+
 def test_a_lone_surrogate_is_answered_and_the_log_keeps_every_request(gateway):
     url = gateway.base_url + "/chat/completions"
     raw = b'{"model":"fleet/support_ticket","messages":[{"role":"user","content":"refund me x \\ud800"}]}'
@@ -282,7 +315,10 @@ def test_keys_auth_and_restart_keep_the_log(fleet_dir, tmp_path):
             good = openai.OpenAI(base_url=gw.base_url, api_key=key, max_retries=0)
             assert ask(good, "fleet/support_ticket", TICKET).choices[0].message.content == "billing"
         con = sqlite3.connect(tmp_path / "auth.db")
-        assert con.execute("select count(*), min(api_key), max(api_key) from requests").fetchone() == (round_, "ci", "ci")
+        answered = "select count(*), min(api_key), max(api_key) from requests where http_status = 200"
+        assert con.execute(answered).fetchone() == (round_, "ci", "ci")
+        refused = con.execute("select api_key, model, input, status, error from requests where http_status = 401")
+        assert refused.fetchall() == [(None, None, None, "error", "invalid or revoked API key")] * round_  # no body
         assert not con.execute("select count(*) from api_keys where key_hash = ?", (key,)).fetchone()[0]
         assert key not in gw.output()
     subprocess.run([*cli, "revoke", str(fleet_dir), "ci", "--db", db], check=True, capture_output=True)

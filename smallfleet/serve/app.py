@@ -35,6 +35,7 @@ from smallfleet.tiers.base import TierContext, build_tiers
 
 KEY_REFRESH_SECONDS = 2.0
 STREAM_PIECE = 16  # characters per streamed chunk of an answer computed whole
+REFUSED_INPUT_BYTES = 2000  # of a refused body, kept in the request log to show what the client sent
 
 
 class KeyCheck:
@@ -103,8 +104,13 @@ def create_app(fleet: ServedFleet, db: Database) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         gateway: Gateway = request.app.state.gateway
-        key_name = request.app.state.keys.check(request.headers.get("authorization"))
-        chat = await _parse(request, gateway.fleet.serving)
+        key_name = None
+        try:
+            key_name = request.app.state.keys.check(request.headers.get("authorization"))
+            chat = await _parse(request, gateway.fleet.serving)
+        except GatewayError as exc:  # refused before the engine saw it: logged all the same
+            gateway.refused(exc, key_name)
+            raise
         live = gateway.live_stream_task(chat)
         if live is not None:
             return StreamingResponse(_live_events(gateway, live, chat, key_name), media_type="text/event-stream")
@@ -169,12 +175,22 @@ async def _live_events(gateway: Gateway, task, chat: ChatCompletionRequest, key_
 
 async def _read_json(request: Request, serving) -> dict:
     """The request body as a JSON object, or a 4xx that says what is wrong."""
+    return _json(await _read_body(request, serving))
+
+
+async def _read_body(request: Request, serving) -> bytes:
+    """The raw request body; GatewayError(413) over `serving.max_request_bytes`."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > serving.max_request_bytes:
         raise GatewayError(413, f"request body over the {serving.max_request_bytes}-byte limit")
     body = await request.body()
     if len(body) > serving.max_request_bytes:
         raise GatewayError(413, f"request body over the {serving.max_request_bytes}-byte limit")
+    return body
+
+
+def _json(body: bytes) -> dict:
+    """The JSON object in `body`; GatewayError(400) with the reason when it is not one."""
     try:
         return read_body(body)
     except BodyError as exc:
@@ -182,15 +198,24 @@ async def _read_json(request: Request, serving) -> dict:
 
 
 async def _parse(request: Request, serving) -> ChatCompletionRequest:
-    """The request body as a validated ChatCompletionRequest, or a 4xx that says what is wrong."""
-    data = await _read_json(request, serving)
-    if not data.get("messages"):
-        raise GatewayError(400, "request has no messages: send at least one user message")
+    """The request body as a validated ChatCompletionRequest, or a 4xx that says what is wrong and carries
+    what could be read of the request (its model and the start of its body) for the request log."""
+    data: dict = {}
+    body = await _read_body(request, serving)
     try:
-        chat = ChatCompletionRequest.model_validate(data)
-    except ValidationError as exc:
-        raise GatewayError(400, validation_message(exc)) from None
-    limit = chat.max_completion_tokens or chat.max_tokens
-    if limit and limit > serving.max_tokens:
-        raise GatewayError(400, f"max_tokens={limit} is over this gateway's limit of {serving.max_tokens}")
+        data = _json(body)
+        if not data.get("messages"):
+            raise GatewayError(400, "request has no messages: send at least one user message")
+        try:
+            chat = ChatCompletionRequest.model_validate(data)
+        except ValidationError as exc:
+            raise GatewayError(400, validation_message(exc)) from None
+        limit = chat.max_completion_tokens or chat.max_tokens
+        if limit and limit > serving.max_tokens:
+            raise GatewayError(400, f"max_tokens={limit} is over this gateway's limit of {serving.max_tokens}")
+    except GatewayError as exc:
+        model = data.get("model")
+        exc.model = model if isinstance(model, str) else None
+        exc.input = body[:REFUSED_INPUT_BYTES].decode("utf-8", "replace")
+        raise
     return chat

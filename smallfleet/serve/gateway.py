@@ -37,6 +37,11 @@ class GatewayError(Exception):
         self.tried = tried or []
         self.code = code
         self.task = task
+        self.model: str | None = None
+        """The model the request asked for, when it was read (set for requests refused before the engine)."""
+        self.input: str | None = None
+        """What the request log keeps of a refused request's body; None when it was not read."""
+
 
 
 class Gateway:
@@ -89,6 +94,19 @@ class Gateway:
         self.metrics.observe(completion.task, completion.tier, completion.status, completion.escalated,
                              completion.latency_ms / 1000)  # fmt: skip
         return completion
+
+    def refused(self, error: GatewayError, api_key: str | None = None) -> None:
+        """Log a request refused before it reached the engine (no or bad key, unreadable or oversized body).
+
+        Args:
+            error: The refusal the client gets; its `model` and `input` are what could be read of the request
+                (nothing for a 401: the body of an unauthenticated caller is never read or stored).
+            api_key: The caller's key name, when the key was accepted.
+        """
+        self.ledger.record(new_row(model=error.model, api_key=api_key, input=error.input, status="error",
+                                   request_id="chatcmpl-" + uuid.uuid4().hex, http_status=error.status,
+                                   error=error.message))  # fmt: skip
+        self.metrics.observe(None, "error", "error", False, 0.0)
 
     async def feedback(self, body: FeedbackRequest, key: str | None, role: str | None) -> dict:
         """Record feedback on a logged request (see `flywheel/feedback.py`); GatewayError 400/403/404 when refused."""
