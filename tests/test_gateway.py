@@ -145,6 +145,63 @@ def test_upstream_timeouts_are_retried_then_the_next_tier_answers(fleet_dir, ups
     assert len(upstream.calls) == 2
 
 
+def fleet_with_tiers(fleet_dir, folder, tiers: list[dict]):
+    """The test fleet with these tiers in place of its own (its specialists linked, not copied)."""
+    folder.mkdir()
+    for item in fleet_dir.iterdir():
+        if item.name != "fleet.json" and not item.name.endswith(".db"):
+            (folder / item.name).symlink_to(item)
+    index = json.loads((fleet_dir / "fleet.json").read_text())
+    (folder / "fleet.json").write_text(json.dumps({**index, "tiers": tiers}))
+    return folder
+
+
+def timed(call):
+    started = time.monotonic()
+    result = call()
+    return result, time.monotonic() - started
+
+
+def test_a_hanging_tier_stops_at_its_deadline_and_is_skipped_while_its_circuit_is_open(fleet_dir, upstream, tmp_path):
+    upstream.mode = "slow"  # each call hangs for 3 s
+    upstream.calls.clear()
+    frontier = {"name": "frontier", "kind": "openai", "base_url": upstream.base_url, "model": "frontier-model",
+                "timeout": 1.0, "retries": 5, "deadline": 1.5, "breaker_failures": 2, "breaker_seconds": 2}  # fmt: skip
+    folder = fleet_with_tiers(fleet_dir, tmp_path / "fleet", [frontier, {"name": "human", "kind": "review"}])
+    args = ["--db", f"sqlite:///{tmp_path / 'b.db'}", "--threshold", "review_sentiment=2"]
+    try:
+        with GatewayProcess(folder, *args) as gw:
+            c = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
+            root = gw.base_url[:-3]
+            for _ in range(2):  # 1 s, 0.25 s of backoff, 0.25 s: the deadline, not 6 attempts of 1 s plus backoff
+                r, took = timed(lambda: ask(c, "fleet/review_sentiment", REVIEW))
+                assert extra(r)["tier"] == "human" and 1.4 < took < 2.5, took
+                (tried,) = extra(r)["tried"]  # the second attempt had what was left of the deadline, about 0.25 s
+                assert tried.startswith("frontier: timed out after 0.2") and tried.endswith("(2 attempts, 1.5s deadline reached)")
+            assert len(upstream.calls) == 4
+            assert httpx.get(root + "/healthz").json()["circuits"] == {"frontier": "open", "human": "closed"}
+            assert 'smallfleet_tier_circuit_open{tier="frontier"} 1.0' in httpx.get(root + "/metrics").text
+            r, took = timed(lambda: ask(c, "fleet/review_sentiment", REVIEW))  # open: skipped, no upstream call
+            assert extra(r)["tier"] == "human" and took < 0.5, took
+            assert "frontier: circuit open after 2 failed requests in a row" in extra(r)["tried"][0]
+            with pytest.raises(openai.APIStatusError) as err:  # passthrough has no other tier: 503, at once
+                timed(lambda: ask(c, "frontier-model", "hello"))
+            assert err.value.status_code == 503 and "circuit open" in err.value.message
+            assert len(upstream.calls) == 4
+            time.sleep(2.1)  # cool-down over: one trial goes through, fails, and the circuit opens again
+            r, took = timed(lambda: ask(c, "fleet/review_sentiment", REVIEW))
+            assert "deadline reached" in extra(r)["tried"][0] and len(upstream.calls) == 6
+            assert "circuit open" in extra(ask(c, "fleet/review_sentiment", REVIEW))["tried"][0]
+            upstream.mode = "reply:Negative."
+            time.sleep(2.1)  # the next trial succeeds: the circuit closes
+            r = ask(c, "fleet/review_sentiment", REVIEW)
+            assert extra(r)["tier"] == "frontier" and r.choices[0].message.content == "negative"
+            assert httpx.get(root + "/healthz").json()["circuits"] == {"frontier": "closed", "human": "closed"}
+            assert 'smallfleet_tier_circuit_open{tier="frontier"} 0.0' in httpx.get(root + "/metrics").text
+    finally:
+        upstream.mode = "echo"
+
+
 def test_passthrough_with_a_failing_upstream_is_a_502_that_says_what_was_tried(client, upstream):
     upstream.mode = "fail"
     with pytest.raises(openai.APIStatusError) as err:

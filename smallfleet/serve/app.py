@@ -143,7 +143,8 @@ def create_app(fleet: ServedFleet, db: Database) -> FastAPI:
     async def healthz(request: Request):
         gateway: Gateway = request.app.state.gateway
         return {"status": "ok", "fleet": gateway.fleet.name, "tasks": list(gateway.fleet.tasks),
-                "router": gateway.fleet.router is not None, "tiers": [t.name for t in gateway.tiers]}  # fmt: skip
+                "router": gateway.fleet.router is not None, "tiers": [t.name for t in gateway.tiers],
+                "circuits": gateway.circuits()}  # fmt: skip
 
     @app.get("/metrics")
     async def metrics(request: Request):

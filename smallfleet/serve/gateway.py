@@ -43,7 +43,6 @@ class GatewayError(Exception):
         """What the request log keeps of a refused request's body; None when it was not read."""
 
 
-
 class Gateway:
     """Answers chat-completion requests with the fleet and its tiers, logging each one."""
 
@@ -53,8 +52,14 @@ class Gateway:
         self.ledger = ledger
         self.metrics = metrics
         self.upstreams = [t for t in tiers if t.model]
+        for tier in tiers:
+            metrics.watch_circuit(tier.name, tier.breaker)
         self.auditor = Auditor(fleet.serving.audit_rate, self.upstreams[0] if self.upstreams else None, ledger.db,
                                metrics)  # fmt: skip
+
+    def circuits(self) -> dict[str, str]:
+        """Each tier's circuit: `closed`, `open` (skipped for a cool-down) or `half-open` (next request is a trial)."""
+        return {t.name: t.breaker.state for t in self.tiers}
 
     def models(self) -> list[str]:
         """Model names clients may ask for."""
@@ -222,12 +227,13 @@ class Gateway:
         if accepted or not self.tiers:
             return result
         tier_request = self._tier_request(escalation, task, request, text, result, answer)
-        tried = []
+        tried, unavailable = [], False
         for tier in self.tiers:
             try:
-                reply = await tier.answer(tier_request)
+                reply = await tier.ask(tier_request)
             except TierFailure as exc:
                 tried.append(str(exc))
+                unavailable |= exc.kind == TierFailure.UNAVAILABLE
                 continue
             result.cost_usd += reply.cost_usd
             if reply.pending_review is not None:
@@ -238,8 +244,7 @@ class Gateway:
                 continue
             result.frontier_cost_usd = max(frontier, reply.cost_usd)
             return self._escalated(result, tier.name, mapped.content, reply, tried)
-        raise GatewayError(502, "every escalation tier failed: " + "; ".join(tried), tried, code="upstream_failed",
-                           task=task.name)  # fmt: skip
+        raise _no_tier_answered(tried, unavailable, task.name)
 
     @staticmethod
     def _tier_request(escalation: EscalationRequest, task: ServedTask, request: ChatCompletionRequest, text: str,
@@ -259,12 +264,13 @@ class Gateway:
         body = request.model_dump(exclude_none=True, exclude={"stream"})
         messages = body["messages"]
         tier_request = TierRequest(body=body, task=None, text=text, request_id="chatcmpl-" + uuid.uuid4().hex)
-        tried = []
+        tried, unavailable = [], False
         for tier in tiers:
             try:
-                reply = await tier.answer(tier_request)
+                reply = await tier.ask(tier_request)
             except TierFailure as exc:
                 tried.append(str(exc))
+                unavailable |= exc.kind == TierFailure.UNAVAILABLE
                 continue
             if reply.pending_review is not None:
                 result = Completion(content="", tier=SPECIALIST_TIER, confidence=None, accepted=False,
@@ -278,7 +284,7 @@ class Gateway:
         if not tried:
             raise GatewayError(404, "no specialist fits this request and no escalation tier is configured",
                                code="no_route")  # fmt: skip
-        raise GatewayError(502, "every upstream tier failed: " + "; ".join(tried), tried, code="upstream_failed")
+        raise _no_tier_answered(tried, unavailable)
 
     def _escalated(self, result: Completion, tier: str, content: str, reply: TierReply, tried: list[str],
                    escalated: bool = True) -> Completion:  # fmt: skip
@@ -304,3 +310,13 @@ class Gateway:
     def _frontier_cost(self, messages: list[dict], content: str) -> float:
         """What the most expensive configured upstream tier would charge for this request."""
         return max((t.estimate_cost(messages, content) for t in self.upstreams), default=0.0)
+
+
+def _no_tier_answered(tried: list[str], unavailable: bool, task: str | None = None) -> GatewayError:
+    """Every tier failed: a 502, or a 503 when some tier was not even asked (circuit open, review queue full)
+    and trying again later may work."""
+    if unavailable:
+        return GatewayError(503, "no escalation tier could take the request now: " + "; ".join(tried), tried,
+                            code="tiers_unavailable", task=task)  # fmt: skip
+    return GatewayError(502, "every escalation tier failed: " + "; ".join(tried), tried, code="upstream_failed",
+                        task=task)  # fmt: skip
