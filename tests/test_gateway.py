@@ -202,6 +202,35 @@ def test_a_hanging_tier_stops_at_its_deadline_and_is_skipped_while_its_circuit_i
         upstream.mode = "echo"
 
 
+def test_a_full_review_queue_passes_requests_to_the_next_tier_or_answers_503(fleet_dir, upstream, tmp_path):
+    upstream.mode = "reply:Negative."
+    frontier = {"name": "frontier", "kind": "openai", "base_url": upstream.base_url, "model": "frontier-model",
+                "retries": 0}  # fmt: skip
+    folder = fleet_with_tiers(fleet_dir, tmp_path / "fleet", [{"name": "human", "kind": "review"}, frontier])
+    db = tmp_path / "q.db"
+    args = ["--db", f"sqlite:///{db}", "--threshold", "review_sentiment=2", "--max-pending-reviews", "2"]
+    try:
+        with GatewayProcess(folder, *args) as gw:
+            c = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
+            assert [extra(ask(c, "fleet/review_sentiment", REVIEW))["tier"] for _ in range(2)] == ["human", "human"]
+            r = ask(c, "fleet/review_sentiment", REVIEW)  # the queue is full: the next tier answers
+            assert extra(r)["tier"] == "frontier" and r.choices[0].message.content == "negative"
+            assert extra(r)["tried"] == ["human: review queue full (2 items pending)"]
+            upstream.mode = "fail"
+            with pytest.raises(openai.APIStatusError) as err:
+                ask(c, "fleet/review_sentiment", REVIEW)
+            assert err.value.status_code == 503 and "review queue full" in err.value.message
+            cli = [sys.executable, "-m", "smallfleet", "review"]
+            subprocess.run([*cli, "answer", str(folder), "1", "negative", "--db", f"sqlite:///{db}"], check=True,
+                           capture_output=True)  # a person answers one: room for one more  # fmt: skip
+            assert extra(ask(c, "fleet/review_sentiment", REVIEW))["tier"] == "human"
+    finally:
+        upstream.mode = "echo"
+    with sqlite3.connect(db) as con:
+        assert con.execute("select status, count(*) from reviews group by status order by status").fetchall() == [
+            ("answered", 1), ("pending", 2)]
+
+
 def test_passthrough_with_a_failing_upstream_is_a_502_that_says_what_was_tried(client, upstream):
     upstream.mode = "fail"
     with pytest.raises(openai.APIStatusError) as err:

@@ -36,10 +36,13 @@ from smallfleet.errors import SmallfleetError
 @click.option("--cpu-hour-usd", type=float, help="Price of one CPU core-hour for costing specialist answers.")
 @click.option("--audit-rate", type=click.FloatRange(0, 1), help="Share of accepted answers also sent to the first "
               "upstream tier after the response, to check live quality against the guarantee (replaces the fleet's).")
+@click.option("--max-pending-reviews", type=click.IntRange(min=1), help="Most items the review queue holds "
+              "pending; past it a review tier is skipped (the next tier answers, or a 503) (replaces the fleet's).")
 @runtime_option
 @click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 def command(fleet, host, insecure, port, db_url, target, delta, thresholds, escalate_url, escalate_model, escalate_key_env, escalate_input_price,
-            escalate_output_price, escalate_timeout, escalate_retries, cpu_hour_usd, audit_rate, runtime, log_level):  # fmt: skip
+            escalate_output_price, escalate_timeout, escalate_retries, cpu_hour_usd, audit_rate, max_pending_reviews, runtime,
+            log_level):  # fmt: skip
     """Serve FLEET (a folder made by `smallfleet train`, or one specialist folder) over HTTP.
 
     \b
@@ -96,6 +99,8 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, esca
         served.serving = replace(served.serving, cpu_hour_usd=cpu_hour_usd)
     if audit_rate is not None:
         served.serving = replace(served.serving, audit_rate=audit_rate)
+    if max_pending_reviews is not None:
+        served.serving = replace(served.serving, max_pending_reviews=max_pending_reviews)
     for task in served.tasks.values():
         promise = (task.guarantee.describe() if task.guarantee else
                    f"accept confidence >= {task.threshold:.3f} (set by hand; {task.coverage:.0%} of validation)")

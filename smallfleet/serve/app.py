@@ -79,7 +79,7 @@ def create_app(fleet: ServedFleet, db: Database) -> FastAPI:
     async def lifespan(app: FastAPI):
         client = httpx.AsyncClient(limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
         ledger = Ledger(db)
-        tiers = build_tiers(fleet.tiers, TierContext(client=client, db=db))
+        tiers = build_tiers(fleet.tiers, TierContext(client, db, fleet.serving.max_pending_reviews))
         app.state.gateway = gateway = Gateway(fleet, tiers, ledger, GatewayMetrics())
         app.state.keys = KeyCheck(db)
         await gateway.auditor.start(list(fleet.tasks.values()))

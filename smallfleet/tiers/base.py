@@ -95,6 +95,8 @@ class TierContext:
     """The gateway's HTTP connection pool."""
     db: Database
     """The gateway's database (request log, review queue)."""
+    max_pending_reviews: int = 10_000
+    """Most items the review queue may hold pending (`serving.max_pending_reviews`)."""
 
 
 @dataclass
