@@ -60,12 +60,16 @@ class ServingSpec:
     """Largest `max_tokens` a client may ask for (400 above)."""
     audit_rate: float = 0.0
     """Share of accepted answers also sent to the first upstream tier, after the response, to check live quality."""
+    max_pending_reviews: int = 10_000
+    """Most items the review queue holds pending; past it a review tier is skipped (the next tier, or a 503)."""
 
     def __post_init__(self) -> None:
         if min(self.cpu_hour_usd, self.gpu_hour_usd) < 0 or self.max_request_bytes < 1024 or self.max_tokens < 1:
             raise ConfigError("serving: prices must not be negative, max_request_bytes >= 1024, max_tokens >= 1")
         if not 0 <= self.audit_rate <= 1:
             raise ConfigError(f"serving: audit_rate must be in [0, 1], got {self.audit_rate}")
+        if self.max_pending_reviews < 1:
+            raise ConfigError(f"serving: max_pending_reviews must be at least 1, got {self.max_pending_reviews}")
 
 
 @dataclass

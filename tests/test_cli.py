@@ -2,8 +2,10 @@
 
 import json
 
+import httpx
 import pytest
 from cli_process import run
+from gateway_process import GatewayProcess
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +110,23 @@ def test_revoking_every_key_keeps_the_gateway_closed_until_keys_open(tmp_path):
     assert "ci" in run("keys", "list", tmp_path, *db).stdout  # revoked, still on record: keys stay required
     assert "gateway open" in run("keys", "open", tmp_path, *db, "--yes").stdout
     assert "ci" not in run("keys", "list", tmp_path, *db).stdout
+
+
+def test_serve_on_a_public_address_without_keys_refuses_to_start(tmp_path):
+    db = ["--db", f"sqlite:///{tmp_path / 'open.db'}"]
+    for host in ("0.0.0.0", "::", "192.168.1.20", "gateway.example.com"):
+        refused = run("serve", tmp_path, "--host", host, *db, check=False)
+        assert refused.returncode == 1 and f"refusing to serve on {host} with no API key" in refused.stderr
+        assert "--insecure" in refused.stderr and "keys create" in refused.stderr
+    for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):  # loopback: on to loading the (missing) fleet
+        assert "refusing" not in run("serve", tmp_path, "--host", host, *db, check=False).stderr
+
+
+def test_serve_on_a_public_address_needs_a_key_or_insecure(fleet_dir, tmp_path):
+    db = ["--db", f"sqlite:///{tmp_path / 'public.db'}"]
+    with GatewayProcess(fleet_dir, "--host", "0.0.0.0", "--insecure", *db) as gw:  # open, as the operator asked
+        assert httpx.get(gw.base_url + "/models").status_code == 200
+    key = run("keys", "create", fleet_dir, "ops", *db).stdout.strip()
+    with GatewayProcess(fleet_dir, "--host", "0.0.0.0", *db) as gw:  # a key exists: starts, and asks for it
+        assert httpx.get(gw.base_url + "/models").status_code == 401
+        assert httpx.get(gw.base_url + "/models", headers={"Authorization": f"Bearer {key}"}).status_code == 200

@@ -50,6 +50,12 @@ def test_paths_resolve_relative_to_the_yaml_and_defaults_merge(tmp_path):
         ("name: f\ntasks:\n  - {name: a, train: x.jsonl}\n  - {name: a, train: y.jsonl}\n", "repeated: a"),
         ("tasks: [unclosed\n", "not valid YAML"),
         ("name: f\ntasks:\n  - {name: a, train: x.jsonl, training: {learning_rate: -1}}\n", "learning_rate"),
+        ("name: f\ntasks:\n  - {name: a, train: x.jsonl}\ntiers:\n  - {name: h, kind: review, deadline: 0}\n",
+         "deadline and breaker_seconds must be above 0"),
+        ("name: f\ntasks:\n  - {name: a, train: x.jsonl}\ntiers:\n  - {name: h, kind: review, breaker_failures: -1}\n",
+         "breaker_failures not negative"),
+        ("name: f\ntasks:\n  - {name: a, train: x.jsonl}\nserving: {max_pending_reviews: 0}\n",
+         "max_pending_reviews must be at least 1"),
     ],
 )
 def test_bad_fleet_files_name_the_file_and_key(tmp_path, body, expected):
@@ -63,3 +69,12 @@ def test_bad_fleet_files_name_the_file_and_key(tmp_path, body, expected):
 def test_settings_replace_ignores_none():
     s = TrainSettings().replace(epochs=2, seed=None)
     assert s.epochs == 2 and s.seed == TrainSettings().seed
+
+
+def test_tier_and_serving_reliability_settings_load_from_the_fleet_file(tmp_path):
+    fleet = FleetSpec.from_file(write(tmp_path, "name: f\ntasks:\n  - {name: a, train: x.jsonl}\ntiers:\n"
+                                      "  - {name: h, kind: review, deadline: 10, breaker_failures: 5, breaker_seconds: 60}\n"
+                                      "serving: {max_pending_reviews: 500}\n"))  # fmt: skip
+    (tier,) = fleet.tiers
+    assert (tier.deadline, tier.breaker_failures, tier.breaker_seconds) == (10, 5, 60)
+    assert fleet.serving.max_pending_reviews == 500

@@ -145,6 +145,92 @@ def test_upstream_timeouts_are_retried_then_the_next_tier_answers(fleet_dir, ups
     assert len(upstream.calls) == 2
 
 
+def fleet_with_tiers(fleet_dir, folder, tiers: list[dict]):
+    """The test fleet with these tiers in place of its own (its specialists linked, not copied)."""
+    folder.mkdir()
+    for item in fleet_dir.iterdir():
+        if item.name != "fleet.json" and not item.name.endswith(".db"):
+            (folder / item.name).symlink_to(item)
+    index = json.loads((fleet_dir / "fleet.json").read_text())
+    (folder / "fleet.json").write_text(json.dumps({**index, "tiers": tiers}))
+    return folder
+
+
+def timed(call):
+    started = time.monotonic()
+    result = call()
+    return result, time.monotonic() - started
+
+
+def test_a_hanging_tier_stops_at_its_deadline_and_is_skipped_while_its_circuit_is_open(fleet_dir, upstream, tmp_path):
+    upstream.mode = "slow"  # each call hangs for 3 s
+    upstream.calls.clear()
+    frontier = {"name": "frontier", "kind": "openai", "base_url": upstream.base_url, "model": "frontier-model",
+                "timeout": 1.0, "retries": 5, "deadline": 1.5, "breaker_failures": 2, "breaker_seconds": 2}  # fmt: skip
+    folder = fleet_with_tiers(fleet_dir, tmp_path / "fleet", [frontier, {"name": "human", "kind": "review"}])
+    args = ["--db", f"sqlite:///{tmp_path / 'b.db'}", "--threshold", "review_sentiment=2"]
+    try:
+        with GatewayProcess(folder, *args) as gw:
+            c = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
+            root = gw.base_url[:-3]
+            for _ in range(2):  # 1 s, 0.25 s of backoff, 0.25 s: the deadline, not 6 attempts of 1 s plus backoff
+                r, took = timed(lambda: ask(c, "fleet/review_sentiment", REVIEW))
+                assert extra(r)["tier"] == "human" and 1.4 < took < 2.5, took
+                (tried,) = extra(r)["tried"]  # the second attempt had what was left of the deadline, about 0.25 s
+                assert tried.startswith("frontier: timed out after 0.2") and tried.endswith("(2 attempts, 1.5s deadline reached)")
+            assert len(upstream.calls) == 4
+            assert httpx.get(root + "/healthz").json()["circuits"] == {"frontier": "open", "human": "closed"}
+            assert 'smallfleet_tier_circuit_open{tier="frontier"} 1.0' in httpx.get(root + "/metrics").text
+            r, took = timed(lambda: ask(c, "fleet/review_sentiment", REVIEW))  # open: skipped, no upstream call
+            assert extra(r)["tier"] == "human" and took < 0.5, took
+            assert "frontier: circuit open after 2 failed requests in a row" in extra(r)["tried"][0]
+            with pytest.raises(openai.APIStatusError) as err:  # passthrough has no other tier: 503, at once
+                timed(lambda: ask(c, "frontier-model", "hello"))
+            assert err.value.status_code == 503 and "circuit open" in err.value.message
+            assert len(upstream.calls) == 4
+            time.sleep(2.1)  # cool-down over: one trial goes through, fails, and the circuit opens again
+            r, took = timed(lambda: ask(c, "fleet/review_sentiment", REVIEW))
+            assert "deadline reached" in extra(r)["tried"][0] and len(upstream.calls) == 6
+            assert "circuit open" in extra(ask(c, "fleet/review_sentiment", REVIEW))["tried"][0]
+            upstream.mode = "reply:Negative."
+            time.sleep(2.1)  # the next trial succeeds: the circuit closes
+            r = ask(c, "fleet/review_sentiment", REVIEW)
+            assert extra(r)["tier"] == "frontier" and r.choices[0].message.content == "negative"
+            assert httpx.get(root + "/healthz").json()["circuits"] == {"frontier": "closed", "human": "closed"}
+            assert 'smallfleet_tier_circuit_open{tier="frontier"} 0.0' in httpx.get(root + "/metrics").text
+    finally:
+        upstream.mode = "echo"
+
+
+def test_a_full_review_queue_passes_requests_to_the_next_tier_or_answers_503(fleet_dir, upstream, tmp_path):
+    upstream.mode = "reply:Negative."
+    frontier = {"name": "frontier", "kind": "openai", "base_url": upstream.base_url, "model": "frontier-model",
+                "retries": 0}  # fmt: skip
+    folder = fleet_with_tiers(fleet_dir, tmp_path / "fleet", [{"name": "human", "kind": "review"}, frontier])
+    db = tmp_path / "q.db"
+    args = ["--db", f"sqlite:///{db}", "--threshold", "review_sentiment=2", "--max-pending-reviews", "2"]
+    try:
+        with GatewayProcess(folder, *args) as gw:
+            c = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
+            assert [extra(ask(c, "fleet/review_sentiment", REVIEW))["tier"] for _ in range(2)] == ["human", "human"]
+            r = ask(c, "fleet/review_sentiment", REVIEW)  # the queue is full: the next tier answers
+            assert extra(r)["tier"] == "frontier" and r.choices[0].message.content == "negative"
+            assert extra(r)["tried"] == ["human: review queue full (2 items pending)"]
+            upstream.mode = "fail"
+            with pytest.raises(openai.APIStatusError) as err:
+                ask(c, "fleet/review_sentiment", REVIEW)
+            assert err.value.status_code == 503 and "review queue full" in err.value.message
+            cli = [sys.executable, "-m", "smallfleet", "review"]
+            subprocess.run([*cli, "answer", str(folder), "1", "negative", "--db", f"sqlite:///{db}"], check=True,
+                           capture_output=True)  # a person answers one: room for one more  # fmt: skip
+            assert extra(ask(c, "fleet/review_sentiment", REVIEW))["tier"] == "human"
+    finally:
+        upstream.mode = "echo"
+    with sqlite3.connect(db) as con:
+        assert con.execute("select status, count(*) from reviews group by status order by status").fetchall() == [
+            ("answered", 1), ("pending", 2)]
+
+
 def test_passthrough_with_a_failing_upstream_is_a_502_that_says_what_was_tried(client, upstream):
     upstream.mode = "fail"
     with pytest.raises(openai.APIStatusError) as err:
@@ -178,6 +264,39 @@ def test_bad_requests_get_a_4xx_with_the_reason(gateway, client):
     with pytest.raises(openai.NotFoundError) as err:
         ask(client, "fleet/nope", "x")
     assert "support_ticket" in err.value.message and "review_sentiment" in err.value.message
+
+
+def test_refused_requests_are_logged_with_their_status_and_reason(gateway, client):
+    url = gateway.base_url + "/chat/completions"
+    marker = "refused-request-marker"
+    sent = [
+        (httpx.post(url, content=b'{"model": "fleet/support_ticket", "messages": [' + marker.encode()), 400),
+        (httpx.post(url, json={"model": "fleet/support_ticket", "messages": [{"role": "user", "content": marker}],
+                               "max_tokens": 10**6}), 400),  # fmt: skip
+        (httpx.post(url, json={"model": "fleet/nope", "messages": [{"role": "user", "content": marker}]}), 404),
+        (httpx.post(url, content=b"x" * 2_000_000), 413),
+    ]
+    assert [r.status_code for r, _ in sent] == [status for _, status in sent]
+    deadline = time.monotonic() + 10
+    while True:
+        with sqlite3.connect(gateway.db) as con:
+            rows = con.execute("select model, status, http_status, error, input, tier from requests "
+                               "where http_status in (400, 404, 413) order by id").fetchall()  # fmt: skip
+        ours = [r for r in rows if r[2] == 413 or (r[4] and marker in r[4])]
+        if len(ours) >= 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    by_status = {}
+    for model, status, http_status, error, text, _tier in ours:
+        assert status == "error" and error
+        by_status.setdefault(http_status, []).append((model, error, text))
+    bad_json, over_limit = by_status[400][-2:]
+    assert bad_json[0] is None and "not valid JSON" in bad_json[1] and marker in bad_json[2]
+    assert over_limit[0] == "fleet/support_ticket" and "max_tokens" in over_limit[1] and marker in over_limit[2]
+    assert by_status[404][-1][0] == "fleet/nope" and "no task 'nope'" in by_status[404][-1][1]
+    assert "byte limit" in by_status[413][-1][1] and not by_status[413][-1][2]  # an oversized body is not kept
+    metrics = httpx.get(gateway.base_url[:-3] + "/metrics").text
+    assert 'smallfleet_requests_total{status="error",task="none",tier="error"}' in metrics
 
 
 def test_a_lone_surrogate_is_answered_and_the_log_keeps_every_request(gateway):
@@ -282,7 +401,10 @@ def test_keys_auth_and_restart_keep_the_log(fleet_dir, tmp_path):
             good = openai.OpenAI(base_url=gw.base_url, api_key=key, max_retries=0)
             assert ask(good, "fleet/support_ticket", TICKET).choices[0].message.content == "billing"
         con = sqlite3.connect(tmp_path / "auth.db")
-        assert con.execute("select count(*), min(api_key), max(api_key) from requests").fetchone() == (round_, "ci", "ci")
+        answered = "select count(*), min(api_key), max(api_key) from requests where http_status = 200"
+        assert con.execute(answered).fetchone() == (round_, "ci", "ci")
+        refused = con.execute("select api_key, model, input, status, error from requests where http_status = 401")
+        assert refused.fetchall() == [(None, None, None, "error", "invalid or revoked API key")] * round_  # no body
         assert not con.execute("select count(*) from api_keys where key_hash = ?", (key,)).fetchone()[0]
         assert key not in gw.output()
     subprocess.run([*cli, "revoke", str(fleet_dir), "ci", "--db", db], check=True, capture_output=True)

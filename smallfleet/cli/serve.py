@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,11 +10,15 @@ import click
 from rich.console import Console
 
 from smallfleet.cli.options import runtime_option, use_runtime
+from smallfleet.errors import SmallfleetError
 
 
 @click.command("serve")
 @click.argument("fleet", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0 for all).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (0.0.0.0 for all; "
+              "any address but loopback needs an API key first, or --insecure).")
+@click.option("--insecure", is_flag=True, help="Serve on a non-loopback --host even though no API key exists "
+              "(anyone who reaches the address may use the gateway and its upstream tiers).")
 @click.option("--port", default=8000, show_default=True, help="TCP port.")
 @click.option("--db", "db_url", help="SQLAlchemy URL of the request log [default: $SMALLFLEET_DB or FLEET/smallfleet.db].")
 @click.option("--target", type=float, help="Quality target for every task's accepted answers (replaces the fleet's).")
@@ -34,10 +39,13 @@ from smallfleet.cli.options import runtime_option, use_runtime
 @click.option("--cpu-hour-usd", type=float, help="Price of one CPU core-hour for costing specialist answers.")
 @click.option("--audit-rate", type=click.FloatRange(0, 1), help="Share of accepted answers also sent to the first "
               "upstream tier after the response, to check live quality against the guarantee (replaces the fleet's).")
+@click.option("--max-pending-reviews", type=click.IntRange(min=1), help="Most items the review queue holds "
+              "pending; past it a review tier is skipped (the next tier answers, or a 503) (replaces the fleet's).")
 @runtime_option
 @click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
-def command(fleet, host, port, db_url, target, delta, thresholds, shadows, escalate_url, escalate_model, escalate_key_env, escalate_input_price,
-            escalate_output_price, escalate_timeout, escalate_retries, cpu_hour_usd, audit_rate, runtime, log_level):  # fmt: skip
+def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shadows, escalate_url, escalate_model, escalate_key_env, escalate_input_price,
+            escalate_output_price, escalate_timeout, escalate_retries, cpu_hour_usd, audit_rate, max_pending_reviews, runtime,
+            log_level):  # fmt: skip
     """Serve FLEET (a folder made by `smallfleet train`, or one specialist folder) over HTTP.
 
     \b
@@ -52,13 +60,15 @@ def command(fleet, host, port, db_url, target, delta, thresholds, shadows, escal
     The gateway follows FLEET/fleet.json: `smallfleet promote` and `rollback` switch a
     task's version within seconds, without a restart.
     Client keys (`smallfleet keys create`) are required once any key has been
-    created, even after all are revoked, until `smallfleet keys open`.
+    created, even after all are revoked, until `smallfleet keys open`. On any --host but
+    loopback, serve refuses to start until a key exists, unless --insecure is given.
     """
     import uvicorn
 
     from smallfleet.serve.app import create_app
     from smallfleet.serve.fleet import ServedFleet
     from smallfleet.store import Database, database_url
+    from smallfleet.store.keys import keys_required
     from smallfleet.tiers.base import TIERS, TierSpec
 
     if bool(escalate_url) != bool(escalate_model):
@@ -74,6 +84,11 @@ def command(fleet, host, port, db_url, target, delta, thresholds, shadows, escal
             raise click.BadParameter(f"{item!r}: expected TASK=VALUE with VALUE >= 0", param_hint="--threshold")
     use_runtime(runtime)
     console = Console(stderr=True)
+    db = Database(database_url(fleet, db_url))
+    if not (insecure or is_loopback(host) or keys_required(db)):
+        raise SmallfleetError(f"refusing to serve on {host} with no API key: anyone who can reach it could use the "
+                              f"gateway and its upstream tiers. Create a key first (smallfleet keys create {fleet} "
+                              "NAME), serve on 127.0.0.1, or pass --insecure to serve it open anyway.")  # fmt: skip
     if delta is not None and not 0 < delta < 1:
         raise click.BadParameter("must be in (0, 1)", param_hint="--delta")
     with console.status("loading the fleet"):
@@ -93,7 +108,8 @@ def command(fleet, host, port, db_url, target, delta, thresholds, shadows, escal
         served.serving = replace(served.serving, cpu_hour_usd=cpu_hour_usd)
     if audit_rate is not None:
         served.serving = replace(served.serving, audit_rate=audit_rate)
-    db = Database(database_url(fleet, db_url))
+    if max_pending_reviews is not None:
+        served.serving = replace(served.serving, max_pending_reviews=max_pending_reviews)
     for task in served.tasks.values():
         promise = (task.guarantee.describe() if task.guarantee else
                    f"accept confidence >= {task.threshold:.3f} (set by hand; {task.coverage:.0%} of validation)")
@@ -117,6 +133,16 @@ def command(fleet, host, port, db_url, target, delta, thresholds, shadows, escal
     console.print(f"[green]serving[/] http://{host}:{port}/v1 (Ctrl-C stops). Try:")
     click.echo(example_curl(host, port), err=True)  # not through rich: a wrapped curl cannot be pasted
     uvicorn.run(create_app(served, db), host=host, port=port, log_level=log_level, access_log=False)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host.rstrip(".").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name other than localhost may resolve to any interface
+        return False
 
 
 def example_curl(host: str, port: int) -> str:

@@ -35,6 +35,7 @@ from smallfleet.tiers.base import TierContext, build_tiers
 
 KEY_REFRESH_SECONDS = 2.0
 STREAM_PIECE = 16  # characters per streamed chunk of an answer computed whole
+REFUSED_INPUT_BYTES = 2000  # of a refused body, kept in the request log to show what the client sent
 
 
 class KeyCheck:
@@ -78,7 +79,7 @@ def create_app(fleet: ServedFleet, db: Database) -> FastAPI:
     async def lifespan(app: FastAPI):
         client = httpx.AsyncClient(limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
         ledger = Ledger(db)
-        tiers = build_tiers(fleet.tiers, TierContext(client=client, db=db))
+        tiers = build_tiers(fleet.tiers, TierContext(client, db, fleet.serving.max_pending_reviews))
         app.state.gateway = gateway = Gateway(fleet, tiers, ledger, GatewayMetrics())
         app.state.keys = KeyCheck(db)
         await gateway.auditor.start(list(fleet.tasks.values()))
@@ -104,8 +105,13 @@ def create_app(fleet: ServedFleet, db: Database) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         gateway: Gateway = request.app.state.gateway
-        key_name = request.app.state.keys.check(request.headers.get("authorization"))
-        chat = await _parse(request, gateway.fleet.serving)
+        key_name = None
+        try:
+            key_name = request.app.state.keys.check(request.headers.get("authorization"))
+            chat = await _parse(request, gateway.fleet.serving)
+        except GatewayError as exc:  # refused before the engine saw it: logged all the same
+            gateway.refused(exc, key_name)
+            raise
         live = gateway.live_stream_task(chat)
         if live is not None:
             return StreamingResponse(_live_events(gateway, live, chat, key_name), media_type="text/event-stream")
@@ -138,7 +144,8 @@ def create_app(fleet: ServedFleet, db: Database) -> FastAPI:
     async def healthz(request: Request):
         gateway: Gateway = request.app.state.gateway
         return {"status": "ok", "fleet": gateway.fleet.name, "tasks": list(gateway.fleet.tasks),
-                "router": gateway.fleet.router is not None, "tiers": [t.name for t in gateway.tiers]}  # fmt: skip
+                "router": gateway.fleet.router is not None, "tiers": [t.name for t in gateway.tiers],
+                "circuits": gateway.circuits()}  # fmt: skip
 
     @app.get("/metrics")
     async def metrics(request: Request):
@@ -170,12 +177,22 @@ async def _live_events(gateway: Gateway, task, chat: ChatCompletionRequest, key_
 
 async def _read_json(request: Request, serving) -> dict:
     """The request body as a JSON object, or a 4xx that says what is wrong."""
+    return _json(await _read_body(request, serving))
+
+
+async def _read_body(request: Request, serving) -> bytes:
+    """The raw request body; GatewayError(413) over `serving.max_request_bytes`."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > serving.max_request_bytes:
         raise GatewayError(413, f"request body over the {serving.max_request_bytes}-byte limit")
     body = await request.body()
     if len(body) > serving.max_request_bytes:
         raise GatewayError(413, f"request body over the {serving.max_request_bytes}-byte limit")
+    return body
+
+
+def _json(body: bytes) -> dict:
+    """The JSON object in `body`; GatewayError(400) with the reason when it is not one."""
     try:
         return read_body(body)
     except BodyError as exc:
@@ -183,15 +200,24 @@ async def _read_json(request: Request, serving) -> dict:
 
 
 async def _parse(request: Request, serving) -> ChatCompletionRequest:
-    """The request body as a validated ChatCompletionRequest, or a 4xx that says what is wrong."""
-    data = await _read_json(request, serving)
-    if not data.get("messages"):
-        raise GatewayError(400, "request has no messages: send at least one user message")
+    """The request body as a validated ChatCompletionRequest, or a 4xx that says what is wrong and carries
+    what could be read of the request (its model and the start of its body) for the request log."""
+    data: dict = {}
+    body = await _read_body(request, serving)
     try:
-        chat = ChatCompletionRequest.model_validate(data)
-    except ValidationError as exc:
-        raise GatewayError(400, validation_message(exc)) from None
-    limit = chat.max_completion_tokens or chat.max_tokens
-    if limit and limit > serving.max_tokens:
-        raise GatewayError(400, f"max_tokens={limit} is over this gateway's limit of {serving.max_tokens}")
+        data = _json(body)
+        if not data.get("messages"):
+            raise GatewayError(400, "request has no messages: send at least one user message")
+        try:
+            chat = ChatCompletionRequest.model_validate(data)
+        except ValidationError as exc:
+            raise GatewayError(400, validation_message(exc)) from None
+        limit = chat.max_completion_tokens or chat.max_tokens
+        if limit and limit > serving.max_tokens:
+            raise GatewayError(400, f"max_tokens={limit} is over this gateway's limit of {serving.max_tokens}")
+    except GatewayError as exc:
+        model = data.get("model")
+        exc.model = model if isinstance(model, str) else None
+        exc.input = body[:REFUSED_INPUT_BYTES].decode("utf-8", "replace")
+        raise
     return chat

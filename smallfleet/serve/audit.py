@@ -59,7 +59,7 @@ class Auditor:
 
     async def _audit(self, task: ServedTask, request: TierRequest, answer: str) -> None:
         try:
-            reply = await self.tier.answer(request)
+            reply = await self.tier.ask(request)
         except TierFailure as exc:
             log.warning("audit of %s request %s failed: %s", task.name, request.request_id, exc)
             self.metrics.audited(task.name, "failed")

@@ -38,6 +38,10 @@ class GatewayError(Exception):
         self.tried = tried or []
         self.code = code
         self.task = task
+        self.model: str | None = None
+        """The model the request asked for, when it was read (set for requests refused before the engine)."""
+        self.input: str | None = None
+        """What the request log keeps of a refused request's body; None when it was not read."""
 
 
 class Gateway:
@@ -50,8 +54,14 @@ class Gateway:
         self.metrics = metrics
         self.upstreams = [t for t in tiers if t.model]
         self.shadow = Shadow(fleet.shadows, ledger.db)
+        for tier in tiers:
+            metrics.watch_circuit(tier.name, tier.breaker)
         self.auditor = Auditor(fleet.serving.audit_rate, self.upstreams[0] if self.upstreams else None, ledger.db,
                                metrics)  # fmt: skip
+
+    def circuits(self) -> dict[str, str]:
+        """Each tier's circuit: `closed`, `open` (skipped for a cool-down) or `half-open` (next request is a trial)."""
+        return {t.name: t.breaker.state for t in self.tiers}
 
     def models(self) -> list[str]:
         """Model names clients may ask for."""
@@ -91,6 +101,19 @@ class Gateway:
         self.metrics.observe(completion.task, completion.tier, completion.status, completion.escalated,
                              completion.latency_ms / 1000)  # fmt: skip
         return completion
+
+    def refused(self, error: GatewayError, api_key: str | None = None) -> None:
+        """Log a request refused before it reached the engine (no or bad key, unreadable or oversized body).
+
+        Args:
+            error: The refusal the client gets; its `model` and `input` are what could be read of the request
+                (nothing for a 401: the body of an unauthenticated caller is never read or stored).
+            api_key: The caller's key name, when the key was accepted.
+        """
+        self.ledger.record(new_row(model=error.model, api_key=api_key, input=error.input, status="error",
+                                   request_id="chatcmpl-" + uuid.uuid4().hex, http_status=error.status,
+                                   error=error.message))  # fmt: skip
+        self.metrics.observe(None, "error", "error", False, 0.0)
 
     async def feedback(self, body: FeedbackRequest, key: str | None, role: str | None) -> dict:
         """Record feedback on a logged request (see `flywheel/feedback.py`); GatewayError 400/403/404 when refused."""
@@ -213,12 +236,13 @@ class Gateway:
         if accepted or not self.tiers:
             return result
         tier_request = self._tier_request(escalation, task, request, text, result, answer)
-        tried = []
+        tried, unavailable = [], False
         for tier in self.tiers:
             try:
-                reply = await tier.answer(tier_request)
+                reply = await tier.ask(tier_request)
             except TierFailure as exc:
                 tried.append(str(exc))
+                unavailable |= exc.kind == TierFailure.UNAVAILABLE
                 continue
             result.cost_usd += reply.cost_usd
             if reply.pending_review is not None:
@@ -229,8 +253,7 @@ class Gateway:
                 continue
             result.frontier_cost_usd = max(frontier, reply.cost_usd)
             return self._escalated(result, tier.name, mapped.content, reply, tried)
-        raise GatewayError(502, "every escalation tier failed: " + "; ".join(tried), tried, code="upstream_failed",
-                           task=task.name)  # fmt: skip
+        raise _no_tier_answered(tried, unavailable, task.name)
 
     @staticmethod
     def _tier_request(escalation: EscalationRequest, task: ServedTask, request: ChatCompletionRequest, text: str,
@@ -250,12 +273,13 @@ class Gateway:
         body = request.model_dump(exclude_none=True, exclude={"stream"})
         messages = body["messages"]
         tier_request = TierRequest(body=body, task=None, text=text, request_id="chatcmpl-" + uuid.uuid4().hex)
-        tried = []
+        tried, unavailable = [], False
         for tier in tiers:
             try:
-                reply = await tier.answer(tier_request)
+                reply = await tier.ask(tier_request)
             except TierFailure as exc:
                 tried.append(str(exc))
+                unavailable |= exc.kind == TierFailure.UNAVAILABLE
                 continue
             if reply.pending_review is not None:
                 result = Completion(content="", tier=SPECIALIST_TIER, confidence=None, accepted=False,
@@ -269,7 +293,7 @@ class Gateway:
         if not tried:
             raise GatewayError(404, "no specialist fits this request and no escalation tier is configured",
                                code="no_route")  # fmt: skip
-        raise GatewayError(502, "every upstream tier failed: " + "; ".join(tried), tried, code="upstream_failed")
+        raise _no_tier_answered(tried, unavailable)
 
     def _escalated(self, result: Completion, tier: str, content: str, reply: TierReply, tried: list[str],
                    escalated: bool = True) -> Completion:  # fmt: skip
@@ -295,3 +319,13 @@ class Gateway:
     def _frontier_cost(self, messages: list[dict], content: str) -> float:
         """What the most expensive configured upstream tier would charge for this request."""
         return max((t.estimate_cost(messages, content) for t in self.upstreams), default=0.0)
+
+
+def _no_tier_answered(tried: list[str], unavailable: bool, task: str | None = None) -> GatewayError:
+    """Every tier failed: a 502, or a 503 when some tier was not even asked (circuit open, review queue full)
+    and trying again later may work."""
+    if unavailable:
+        return GatewayError(503, "no escalation tier could take the request now: " + "; ".join(tried), tried,
+                            code="tiers_unavailable", task=task)  # fmt: skip
+    return GatewayError(502, "every escalation tier failed: " + "; ".join(tried), tried, code="upstream_failed",
+                        task=task)  # fmt: skip

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from smallfleet.tiers.breaker import OPEN
+
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -26,6 +28,12 @@ class GatewayMetrics:
                             "feedback).", ("task",), registry=self.registry)  # fmt: skip
         self.alert = Gauge("smallfleet_live_quality_alert", "1 when live accepted quality is below the task's "
                            "guaranteed bound with significance.", ("task",), registry=self.registry)  # fmt: skip
+        self.circuit = Gauge("smallfleet_tier_circuit_open", "1 while the tier's circuit breaker is open (requests "
+                             "skip the tier), else 0.", ("tier",), registry=self.registry)  # fmt: skip
+
+    def watch_circuit(self, tier: str, breaker) -> None:
+        """Show `breaker`'s state (see `tiers/breaker.py`) as `smallfleet_tier_circuit_open{tier}`, read at scrape."""
+        self.circuit.labels(tier).set_function(lambda: float(breaker.state == OPEN))
 
     def observe(self, task: str | None, tier: str, status: str, escalated: bool, seconds: float) -> None:
         task = task or "none"

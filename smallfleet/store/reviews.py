@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from smallfleet.errors import ConfigError
 from smallfleet.store.db import Database
@@ -13,12 +13,33 @@ from smallfleet.store.judgements import new_judgement
 PENDING, ANSWERED = "pending", "answered"
 
 
+class QueueFull(Exception):
+    """The review queue holds its maximum of pending items."""
+
+    def __init__(self, pending: int):
+        super().__init__(f"review queue full ({pending} items pending)")
+        self.pending = pending
+
+
 def enqueue(db: Database, request_id: str, task: str | None, text: str, guess: str | None,
-            confidence: float | None) -> int:  # fmt: skip
-    """Store a request for review; returns its review id."""
+            confidence: float | None, max_pending: int | None = None) -> int:  # fmt: skip
+    """Store a request for review; returns its review id.
+
+    Args:
+        max_pending: Most pending items the queue may hold (None: no bound). Gateways sharing one database
+            may overshoot it by the few items they insert at the same moment.
+
+    Raises:
+        QueueFull: `max_pending` items are already pending.
+    """
     row = {"request_id": request_id, "created_at": datetime.now(UTC), "task": task, "input": text,
            "guess": guess, "confidence": confidence, "status": PENDING}  # fmt: skip
     with db.engine.begin() as conn:
+        if max_pending is not None:
+            v = db.reviews
+            pending = conn.execute(select(func.count()).select_from(v).where(v.c.status == PENDING)).scalar_one()
+            if pending >= max_pending:
+                raise QueueFull(pending)
         return int(conn.execute(db.reviews.insert().values(**row)).inserted_primary_key[0])
 
 

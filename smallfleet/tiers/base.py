@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from smallfleet.errors import ConfigError
 from smallfleet.registry import Registry
+from smallfleet.tiers.breaker import Breaker
 
 if TYPE_CHECKING:
     import httpx
@@ -44,6 +45,12 @@ class TierSpec:
     """Seconds before an upstream attempt is abandoned."""
     retries: int = 2
     """Retries after a timeout, connection error or 5xx, with exponential backoff."""
+    deadline: float = 45.0
+    """Seconds one request may spend on this tier, all attempts and backoff included; no retry starts past it."""
+    breaker_failures: int = 3
+    """Consecutive failed requests (timeouts, connection errors, 5xx) that open the tier's circuit; 0 = never."""
+    breaker_seconds: float = 30.0
+    """How long an open circuit skips the tier before one trial request is let through."""
 
     def __post_init__(self) -> None:
         where = f"tier {self.name!r}"
@@ -54,6 +61,8 @@ class TierSpec:
         TIERS.get(self.kind).check_spec(self)
         if min(self.input_price, self.output_price, self.hour_usd) < 0 or self.timeout <= 0 or self.retries < 0:
             raise ConfigError(f"{where}: prices, timeout and retries must not be negative")
+        if self.deadline <= 0 or self.breaker_failures < 0 or self.breaker_seconds <= 0:
+            raise ConfigError(f"{where}: deadline and breaker_seconds must be above 0, breaker_failures not negative")
 
     def token_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """USD for a request of this size at this tier's token prices."""
@@ -61,12 +70,21 @@ class TierSpec:
 
 
 class TierFailure(Exception):
-    """A tier could not answer; the message says what happened (never a secret)."""
+    """A tier could not answer; the message says what happened (never a secret).
 
-    def __init__(self, tier: str, reason: str):
+    Its `kind` tells the gateway and the tier's circuit breaker what the failure says about the tier:
+    DOWN, it did not answer (timeout, connection error, 5xx: counts towards opening its circuit);
+    REFUSED, it answered with an error about this request (e.g. a 4xx: it is up); UNAVAILABLE, it was
+    not asked (its circuit is open, its queue is full), so trying again later may work.
+    """
+
+    DOWN, REFUSED, UNAVAILABLE = "down", "refused", "unavailable"
+
+    def __init__(self, tier: str, reason: str, kind: str = DOWN):
         super().__init__(f"{tier}: {reason}")
         self.tier = tier
         self.reason = reason
+        self.kind = kind
 
 
 @dataclass
@@ -77,6 +95,8 @@ class TierContext:
     """The gateway's HTTP connection pool."""
     db: Database
     """The gateway's database (request log, review queue)."""
+    max_pending_reviews: int = 10_000
+    """Most items the review queue may hold pending (`serving.max_pending_reviews`)."""
 
 
 @dataclass
@@ -121,6 +141,7 @@ class Tier(ABC):
         self.spec = spec
         self.name = spec.name
         self.context = context
+        self.breaker = Breaker(spec.breaker_failures, spec.breaker_seconds)
 
     @classmethod
     def check_spec(cls, spec: TierSpec) -> None:
@@ -142,6 +163,32 @@ class Tier(ABC):
         Raises:
             TierFailure: the tier could not answer; the gateway tries the next one.
         """
+
+    async def ask(self, request: TierRequest) -> TierReply:
+        """`answer(request)` through the tier's circuit breaker (see `breaker.py`): what callers use.
+
+        Raises:
+            TierFailure: the tier could not answer, or at once (UNAVAILABLE) while its circuit is open.
+        """
+        wait = self.breaker.admit()
+        if wait is not None:
+            raise TierFailure(self.name, f"circuit open after {self.breaker.consecutive} failed requests in a row "
+                              f"(next trial in {wait:.0f}s)", TierFailure.UNAVAILABLE)  # fmt: skip
+        try:
+            reply = await self.answer(request)
+        except TierFailure as exc:
+            if exc.kind == TierFailure.DOWN:
+                self.breaker.failed()
+            elif exc.kind == TierFailure.REFUSED:
+                self.breaker.succeeded()
+            else:
+                self.breaker.abandoned()
+            raise
+        except BaseException:  # cancelled or crashed: says nothing about the tier; re-raised as it is
+            self.breaker.abandoned()
+            raise
+        self.breaker.succeeded()
+        return reply
 
 
 TIERS: Registry[type[Tier]] = Registry("smallfleet.tiers", "tier kind")

@@ -1,4 +1,8 @@
-"""The `openai` tier: any OpenAI-compatible chat-completions endpoint, with bounded retries."""
+"""The `openai` tier: any OpenAI-compatible chat-completions endpoint, with bounded retries.
+
+A hanging upstream would otherwise cost each request timeout x (retries + 1) plus backoff
+(90 s with the defaults); the tier's `deadline` caps the whole (45 s by default), and its
+circuit breaker (see `breaker.py`) skips it altogether once it keeps failing."""
 
 from __future__ import annotations
 
@@ -56,22 +60,34 @@ class OpenAITier(Tier):
         return self.spec.token_cost(estimate_prompt_tokens(messages), estimate_tokens(content))
 
     async def answer(self, request: TierRequest) -> TierReply:
-        """Send the request's body (its `model` replaced by the tier's), retrying transient failures.
+        """Send the request's body (its `model` replaced by the tier's), retrying transient failures while the
+        tier's `deadline` allows: each attempt gets at most what is left of it, and no retry starts past it.
 
         Raises:
-            TierFailure: after the last retry, or at once for a 4xx that retrying cannot fix.
+            TierFailure: after the last retry or at the deadline (DOWN), or at once for a 4xx that retrying
+                cannot fix (REFUSED).
         """
         body = {**request.body, "model": self.spec.model, "stream": False}
-        attempts = self.spec.retries + 1
-        last = ""
-        for attempt in range(attempts):
+        deadline = time.monotonic() + self.spec.deadline
+        attempts, last, cut = 0, "", False
+        for attempt in range(self.spec.retries + 1):
             if attempt:
-                await asyncio.sleep(min(BACKOFF_CAP, BACKOFF_SECONDS * 2 ** (attempt - 1)))
+                pause = min(BACKOFF_CAP, BACKOFF_SECONDS * 2 ** (attempt - 1))
+                if time.monotonic() + pause >= deadline:
+                    cut = True
+                    break
+                await asyncio.sleep(pause)
+            limit = min(self.spec.timeout, deadline - time.monotonic())
+            if limit <= 0:
+                cut = True
+                break
+            attempts += 1
             started = time.perf_counter()
             try:
-                resp = await self.client.post(self.url, json=body, headers=self._headers, timeout=self.spec.timeout)
-            except httpx.TimeoutException:
-                last = f"timed out after {self.spec.timeout:g}s"
+                async with asyncio.timeout(limit):  # httpx's timeout bounds each read, not the whole attempt
+                    resp = await self.client.post(self.url, json=body, headers=self._headers, timeout=limit)
+            except (httpx.TimeoutException, TimeoutError):
+                last = f"timed out after {limit:.3g}s"
                 continue
             except httpx.TransportError as exc:
                 last = f"connection failed ({type(exc).__name__})"
@@ -81,9 +97,12 @@ class OpenAITier(Tier):
                 last = f"HTTP {resp.status_code}"
                 continue
             if resp.status_code >= 400:
-                raise TierFailure(self.name, f"HTTP {resp.status_code}: {self._error_text(resp)}")
+                raise TierFailure(self.name, f"HTTP {resp.status_code}: {self._error_text(resp)}", TierFailure.REFUSED)
             return self._reply(resp, seconds)
-        raise TierFailure(self.name, f"{last} ({attempts} attempt{'s' if attempts > 1 else ''})")
+        tries = f"{attempts} attempt{'s' if attempts > 1 else ''}"
+        if cut:
+            tries += f", {self.spec.deadline:g}s deadline reached"
+        raise TierFailure(self.name, f"{last} ({tries})")
 
     def _reply(self, resp: httpx.Response, seconds: float) -> TierReply:
         try:
