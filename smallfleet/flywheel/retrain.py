@@ -15,6 +15,7 @@ labelled traffic, gate it against the served version, and promote it when the ga
 from __future__ import annotations
 
 import json
+from collections import Counter
 import shutil
 import tempfile
 from dataclasses import replace
@@ -35,7 +36,7 @@ from smallfleet.tasks import FieldMap, SavedTask, TaskSpec
 from smallfleet.training.artifacts import write_json
 
 TRAFFIC_IDS = "traffic_ids.json"
-"""In a version folder: the request ids of the labelled traffic it was trained on."""
+"""In a version folder: the request ids of the labelled traffic it has seen (trained on or held back for its gate)."""
 FRESH_SHARE, FRESH_MIN = 0.2, 10
 FROZEN_SHARE, SEED = 0.2, 20261201
 
@@ -88,7 +89,8 @@ def retrain(fleet: Path, task: str, db: Database, console: Console, promote_when
         _, fresh, _ = holdout_split(new, FRESH_SHARE, SEED)
     fresh_ids = {r.request_id for r in fresh}
     train_traffic = [r for r in traffic.rows if r.request_id not in fresh_ids]
-    console.print(f"{task}: {len(new)} new labelled row(s) ({traffic.by_source}); {len(train_traffic)} join the "
+    sources = dict(Counter(r.source for r in new))
+    console.print(f"{task}: {len(new)} new labelled row(s) ({sources}); {len(train_traffic)} join the "
                   f"training data, {len(fresh)} held back for the gate")  # fmt: skip
 
     work = Path(tempfile.mkdtemp(prefix=f".retrain-{task}-", dir=fleet))
@@ -123,7 +125,8 @@ def retrain(fleet: Path, task: str, db: Database, console: Console, promote_when
               "frozen_set": frozen_note, "added_rows": len(new), "traffic": traffic.summary()}  # fmt: skip
     write_json(out / "gate.json", report)
     (out / "GATE.md").write_text(summary_markdown(task, version, served_name, decision, promoted), encoding="utf-8")
-    (out / TRAFFIC_IDS).write_text(json.dumps(sorted(r.request_id for r in train_traffic)), encoding="utf-8")
+    # every row this version has seen, trained on or held back (held-back rows join the next version's training)
+    (out / TRAFFIC_IDS).write_text(json.dumps(sorted(r.request_id for r in traffic.rows)), encoding="utf-8")
     add_version(fleet, task, out, {split: headline(m) for split, m in metrics.items()}, cascade,
                 {"gate": {"passed": decision["passed"], "why": decision["why"], "against": served_name}})  # fmt: skip
     if promoted:
