@@ -120,14 +120,8 @@ def _print_live(console: Console, summary: dict) -> None:
 
 
 def _export(db, fleet: Path, task: str, out: Path) -> None:
-    from sqlalchemy import select
+    from smallfleet.flywheel.traffic import upstream_answers
 
-    r = db.requests
-    query = select(r.c.input, r.c.output).where(
-        r.c.task == task, r.c.escalated.is_(True), r.c.status == "ok", r.c.tier != "specialist"
-    )
-    saved = saved_task(fleet, task)
-    with db.engine.connect() as conn:
-        rows = conn.execute(query.order_by(r.c.id)).all()
-    write_training_rows(saved, [(text, answer) for text, answer in rows], out)
+    rows = [(text, answer) for _, (_, text, answer) in upstream_answers(db, task)]
+    write_training_rows(saved_task(fleet, task), rows, out)
     click.echo(f"wrote {len(rows)} upstream-answered example(s) of {task} to {out}")

@@ -16,9 +16,9 @@ from sqlalchemy import select
 from smallfleet.errors import DataError, SmallfleetError
 from smallfleet.store import Database
 from smallfleet.store.judgements import new_judgement, record
+from smallfleet.store.ledger import SPECIALIST_TIER
 from smallfleet.tasks import SavedTask
 
-SPECIALIST_TIER = "specialist"
 
 
 class FeedbackError(SmallfleetError):

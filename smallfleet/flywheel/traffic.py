@@ -20,12 +20,12 @@ from sqlalchemy import select
 
 from smallfleet.errors import DataError
 from smallfleet.store import Database
+from smallfleet.store.ledger import SPECIALIST_TIER
 from smallfleet.store.reviews import ANSWERED
 from smallfleet.tasks import SavedTask
 
 SOURCES = ("human", "feedback", "upstream")
 """Sources of labelled traffic, strongest first."""
-SPECIALIST_TIER = "specialist"
 
 
 @dataclass
@@ -60,7 +60,7 @@ class LabelledTraffic:
 def labelled_traffic(db: Database, task: SavedTask, since: str | None = None) -> LabelledTraffic:
     """The labelled examples of `task` in the gateway database `db` (from day `since` on)."""
     found: list[tuple[int, int, LabelledRow]] = []  # (source rank, order, row)
-    gathered = (_human(db, task.name, since), _feedback(db, task.name, since), _upstream(db, task.name, since))
+    gathered = (_human(db, task.name, since), _feedback(db, task.name, since), upstream_answers(db, task.name, since))
     for rank, (source, items) in enumerate(zip(SOURCES, gathered)):
         for order, (request_id, text, answer) in items:
             found.append((rank, order, LabelledRow(text, answer, source, request_id)))
@@ -113,7 +113,8 @@ def _feedback(db: Database, task: str, since: str | None):
         return [(row.id, (row.request_id, row.input, row.reference)) for row in conn.execute(query.order_by(j.c.id))]
 
 
-def _upstream(db: Database, task: str, since: str | None):
+def upstream_answers(db: Database, task: str, since: str | None = None) -> list[tuple[int, tuple[str, str, str]]]:
+    """(log row id, (request id, input, answer)) of the task's escalated requests an upstream tier answered."""
     r = db.requests
     query = select(r.c.id, r.c.request_id, r.c.input, r.c.output).where(
         r.c.task == task, r.c.escalated.is_(True), r.c.status == "ok", r.c.tier != SPECIALIST_TIER

@@ -15,12 +15,11 @@ from smallfleet.fleet import fleet_index
 from smallfleet.report.live import live_quality
 from smallfleet.store import Database
 from smallfleet.store.judgements import pairs
-from smallfleet.store.ledger import rollup
+from smallfleet.store.ledger import SPECIALIST_TIER, rollup
 from smallfleet.tasks import SavedTask
 from smallfleet.tasks.kind import QualityTable
 from smallfleet.training.artifacts import CALIBRATION, METRICS, read_json
 
-SPECIALIST_TIER = "specialist"
 HOURLY_SPAN = timedelta(days=3)
 """Traffic spanning less than this is bucketed by hour, longer by day."""
 

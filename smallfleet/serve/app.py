@@ -30,7 +30,7 @@ from smallfleet.serve.protocol import (
 )
 from smallfleet.store import Database
 from smallfleet.store.keys import active_roles, hash_key, keys_required
-from smallfleet.store.ledger import Ledger
+from smallfleet.store.ledger import SPECIALIST_TIER, Ledger
 from smallfleet.tiers.base import TierContext, build_tiers
 
 KEY_REFRESH_SECONDS = 2.0
@@ -156,7 +156,7 @@ def create_app(fleet: ServedFleet, db: Database) -> FastAPI:
 
 async def _live_events(gateway: Gateway, task, chat: ChatCompletionRequest, key_name: str | None):
     """SSE events of a token-by-token answer: role, one chunk per piece, the finish (with smallfleet), [DONE]."""
-    head = Completion(content="", tier="specialist", task=task.name, confidence=None)
+    head = Completion(content="", tier=SPECIALIST_TIER, task=task.name, confidence=None)
     first = head.chunks(chat.model, [])[0]
     yield f"data: {json.dumps(first)}\n\n"
     done = head

@@ -16,7 +16,7 @@ from smallfleet.serve.fleet import ServedFleet, ServedTask
 from smallfleet.serve.metrics import GatewayMetrics
 from smallfleet.serve.shadow import Shadow
 from smallfleet.serve.protocol import ChatCompletionRequest, Completion, FeedbackRequest
-from smallfleet.store.ledger import Ledger, new_row
+from smallfleet.store.ledger import SPECIALIST_TIER, Ledger, new_row
 from smallfleet.tasks import SavedTask, get_kind
 from smallfleet.tasks.specialist import Answer, EscalationRequest
 from smallfleet.tokens import estimate_prompt_tokens, estimate_tokens
@@ -24,7 +24,6 @@ from smallfleet.tiers.base import Tier, TierFailure, TierReply, TierRequest
 
 log = logging.getLogger("smallfleet.gateway")
 FLEET_MODEL = "fleet"
-SPECIALIST_TIER = "specialist"
 
 
 class GatewayError(Exception):

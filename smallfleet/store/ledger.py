@@ -28,6 +28,8 @@ from smallfleet.store.db import Database
 log = logging.getLogger("smallfleet.ledger")
 BATCH = 512
 RETRY_SECONDS = 0.5
+SPECIALIST_TIER = "specialist"
+"""The `tier` of a logged request that a specialist answered (other tiers go by their names)."""
 RECENT = 10_000  # rows kept in memory for `find`
 CLOSE_RETRY = 30.0  # at shutdown, how long to keep retrying an unreachable database
 
