@@ -317,11 +317,11 @@ def test_transformers_batches_concurrent_calls_of_different_adapters(summary_spe
             threading.Event().wait(0.005)
         raise AssertionError("the generation worker did not pick up the queued call")
 
-    before = base.batches
+    before, taken = base.batches, base.taken
     threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
     with base._lock:  # the model is busy: the worker takes job 0 and waits, jobs 1 and 2 queue up
         threads[0].start()
-        wait_for(lambda: not base._pending and 0 not in results)
+        wait_for(lambda: base.taken == taken + 1)  # job 0 is queued and taken (not merely not yet queued)
         threads[1].start()
         threads[2].start()
         wait_for(lambda: len(base._pending) == 2)

@@ -154,6 +154,8 @@ class SharedBase(AdapterRuntime):
         self.adapters: dict[str, str] = {}
         self.batches = 0
         """Forward-pass batches run so far (tests read it to see calls merged)."""
+        self.taken = 0
+        """Calls the worker has taken off the queue so far."""
         self._lock = threading.Lock()  # guards the model while adapters are added
         self._pending: list[_Job] = []
         self._wake = threading.Condition()
@@ -197,6 +199,7 @@ class SharedBase(AdapterRuntime):
                         self._pending.remove(job)
                         jobs.append(job)
                         rows += len(job.prompts)
+            self.taken += len(jobs)
             return jobs
 
     def _work(self) -> None:
