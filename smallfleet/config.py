@@ -62,6 +62,8 @@ class ServingSpec:
     """Share of accepted answers also sent to the first upstream tier, after the response, to check live quality."""
     max_pending_reviews: int = 10_000
     """Most items the review queue holds pending; past it a review tier is skipped (the next tier, or a 503)."""
+    journal_fsync: bool = False
+    """Sync each request-log row to the disk before its response (survives power loss, not only a crashed process)."""
 
     def __post_init__(self) -> None:
         if min(self.cpu_hour_usd, self.gpu_hour_usd) < 0 or self.max_request_bytes < 1024 or self.max_tokens < 1:

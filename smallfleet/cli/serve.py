@@ -11,6 +11,7 @@ from rich.console import Console
 
 from smallfleet.cli.options import runtime_option, use_runtime
 from smallfleet.errors import SmallfleetError
+from smallfleet.store.journal import JOURNAL_FOLDER
 
 
 @click.command("serve")
@@ -41,11 +42,13 @@ from smallfleet.errors import SmallfleetError
               "upstream tier after the response, to check live quality against the guarantee (replaces the fleet's).")
 @click.option("--max-pending-reviews", type=click.IntRange(min=1), help="Most items the review queue holds "
               "pending; past it a review tier is skipped (the next tier answers, or a 503) (replaces the fleet's).")
+@click.option("--journal-fsync/--no-journal-fsync", default=None, help="Sync each request-log row to the disk "
+              "before its response: survives power loss, not only a crashed gateway (replaces the fleet's).")
 @runtime_option
 @click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shadows, escalate_url, escalate_model, escalate_key_env, escalate_input_price,
-            escalate_output_price, escalate_timeout, escalate_retries, cpu_hour_usd, audit_rate, max_pending_reviews, runtime,
-            log_level):  # fmt: skip
+            escalate_output_price, escalate_timeout, escalate_retries, cpu_hour_usd, audit_rate, max_pending_reviews,
+            journal_fsync, runtime, log_level):  # fmt: skip
     """Serve FLEET (a folder made by `smallfleet train`, or one specialist folder) over HTTP.
 
     \b
@@ -110,6 +113,8 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
         served.serving = replace(served.serving, audit_rate=audit_rate)
     if max_pending_reviews is not None:
         served.serving = replace(served.serving, max_pending_reviews=max_pending_reviews)
+    if journal_fsync is not None:
+        served.serving = replace(served.serving, journal_fsync=journal_fsync)
     for task in served.tasks.values():
         promise = (task.guarantee.describe() if task.guarantee else
                    f"accept confidence >= {task.threshold:.3f} (set by hand; {task.coverage:.0%} of validation)")
@@ -129,7 +134,8 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
         audit_tier = next((t.name for t in served.tiers if t.model), None)
         console.print(f"live audits: {served.serving.audit_rate:.1%} of accepted answers also go to " +
                       (f"tier {audit_tier}" if audit_tier else "[yellow]no tier: none has a model, audits are off[/]"))
-    console.print(f"request log: {db}")
+    console.print(f"request log: {db} (journaled in {served.folder / JOURNAL_FOLDER}"
+                  f"{', synced to disk per row' if served.serving.journal_fsync else ''})")
     console.print(f"[green]serving[/] http://{host}:{port}/v1 (Ctrl-C stops). Try:")
     click.echo(example_curl(host, port), err=True)  # not through rich: a wrapped curl cannot be pasted
     uvicorn.run(create_app(served, db), host=host, port=port, log_level=log_level, access_log=False)

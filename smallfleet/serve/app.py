@@ -30,6 +30,7 @@ from smallfleet.serve.protocol import (
 )
 from smallfleet.store import Database
 from smallfleet.store.keys import active_roles, hash_key, keys_required
+from smallfleet.store.journal import JOURNAL_FOLDER, Journal
 from smallfleet.store.ledger import SPECIALIST_TIER, Ledger
 from smallfleet.tiers.base import TierContext, build_tiers
 
@@ -78,7 +79,7 @@ def create_app(fleet: ServedFleet, db: Database) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         client = httpx.AsyncClient(limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
-        ledger = Ledger(db)
+        ledger = Ledger(db, Journal(fleet.folder / JOURNAL_FOLDER, db.url, fleet.serving.journal_fsync))
         tiers = build_tiers(fleet.tiers, TierContext(client, db, fleet.serving.max_pending_reviews))
         app.state.gateway = gateway = Gateway(fleet, tiers, ledger, GatewayMetrics())
         app.state.keys = KeyCheck(db)
