@@ -3,16 +3,10 @@ same log shared by two gateway processes on a real PostgreSQL server."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import openai
 import pytest
-from fake_upstream import free_port
 from gateway_process import GatewayProcess
 from sqlalchemy import inspect
 
@@ -72,30 +66,6 @@ def test_revoking_the_last_key_keeps_keys_required_until_the_gateway_is_opened(t
     assert not keys_required(db) and list_keys(db) == []
     create_key(db, "a")  # a revoked key's name can be used again after the opening
     assert keys_required(db)
-
-
-@pytest.fixture
-def postgres():
-    """A throwaway PostgreSQL server on a loopback port (skipped where PostgreSQL is not installed)."""
-    initdb = shutil.which("initdb")
-    if initdb is None:
-        pytest.skip("PostgreSQL server binaries (initdb) not installed")
-    pytest.importorskip("psycopg")
-    # PostgreSQL refuses to run as root: as root, run it as the `postgres` user in a folder it can reach
-    tmp_path = Path(tempfile.mkdtemp(prefix="smallfleet-pg-"))
-    data = tmp_path / "pg"
-    data.mkdir()
-    runas = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if runas:
-        shutil.chown(data, "postgres")
-        shutil.chown(tmp_path, "postgres")
-    port = free_port()
-    subprocess.run([*runas, initdb, "-D", str(data), "-U", "postgres", "--auth=trust"], check=True, capture_output=True)
-    subprocess.run([*runas, shutil.which("pg_ctl"), "-D", str(data), "-o", f"-p {port} -k {tmp_path} -h 127.0.0.1",
-                    "-l", str(tmp_path / "pg.log"), "-w", "start"], check=True, capture_output=True)  # fmt: skip
-    yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    subprocess.run([*runas, shutil.which("pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
-    shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 REFUSED = {  # request id -> values some database or driver refuses as they are
