@@ -69,7 +69,8 @@ def test_fuzzing_from_the_openapi_schema_finds_no_5xx_and_every_4xx_has_a_reason
     before, chats = logged(fuzz_gateway.db), 0
     for (method, path), examples in CASES.items():
         operation = schema[path][method]
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+        # a route without a body or parameters has no invalid request to make
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE) if method == "POST" else (GenerationMode.POSITIVE,):
 
             @settings(max_examples=examples, deadline=None, database=None, suppress_health_check=list(HealthCheck))
             @given(case=operation.as_strategy(generation_mode=mode), model=st.sampled_from(MODELS))

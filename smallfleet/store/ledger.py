@@ -81,6 +81,9 @@ class Ledger:
                     break
             stop = batch[-1] is None
             rows = [r for r in batch if r is not None]
+            if not rows:  # the close marker alone
+                self._queue.task_done()
+                continue
             try:
                 self._write(rows, give_up=time.monotonic() + (CLOSE_RETRY if stop else 1e12))
             except Exception:  # the writer must outlive any bug: report the rows in full and go on
