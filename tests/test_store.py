@@ -133,3 +133,12 @@ def test_rows_of_one_batch_keep_every_field_they_carry(tmp_path):
     ledger.close()
     rows = {r["request_id"]: r for r in recent(db)}
     assert (rows["ok"]["output"], rows["failed"]["error"]) == ("billing", "generation failed")
+
+
+def test_closing_an_idle_ledger_reports_no_failure(tmp_path, caplog):
+    ledger = Ledger(Database(f"sqlite:///{tmp_path / 'idle.db'}"))
+    ledger.record(new_row(request_id="one", status="ok", http_status=200))
+    time.sleep(0.5)  # written: the queue is empty when the close marker comes
+    ledger.close()
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert rollup(ledger.db)["requests"] == 1
