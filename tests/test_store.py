@@ -14,6 +14,7 @@ from smallfleet.errors import ConfigError
 from smallfleet.store import Database
 from smallfleet.store.keys import active_keys, create_key, hash_key, keys_required, list_keys, open_gateway, revoke_key
 from smallfleet.store.ledger import Ledger, new_row, recent, rollup
+from smallfleet.store.limits import KeyLimits
 from smallfleet.store.migrations import MIGRATIONS
 
 
@@ -102,15 +103,27 @@ def test_rows_the_database_refuses_are_stored_in_a_safe_form_postgresql(postgres
     assert rows["nul"]["input"] == "a\\x00b" and len(rows["long-model"]["model"]) == 200
 
 
-def test_two_gateways_share_one_postgresql_log(postgres, fleet_dir):
+def test_two_gateways_share_one_postgresql_log_and_one_rate_limit(postgres, fleet_dir):
     db = Database(postgres)
     assert db.applied_now == [n for n, _, _ in MIGRATIONS]
+    key = create_key(db, "shared", limits=KeyLimits(rpm=3))  # rpm windows are UTC minutes: all in one
     with GatewayProcess(fleet_dir, "--db", postgres) as a, GatewayProcess(fleet_dir, "--db", postgres) as b:
-        for gw in (a, b, a):
-            client = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
-            client.chat.completions.create(model="fleet/support_ticket", messages=[{"role": "user", "content": "refund me"}])
+        left = 60 - time.time() % 60
+        if left < 25:
+            time.sleep(left + 0.1)
+        answered, refused = 0, []
+        for gw in (a, b, a, b, a, b):
+            client = openai.OpenAI(base_url=gw.base_url, api_key=key, max_retries=0)
+            try:
+                client.chat.completions.create(model="fleet/support_ticket", messages=[{"role": "user", "content": "refund me"}])
+                answered += 1
+            except openai.RateLimitError as err:
+                refused.append(err.message)
+    assert answered == 3 and len(refused) == 3  # one limit across both gateways
+    assert all("3 requests per minute (rpm)" in m for m in refused)
     totals = rollup(db)
-    assert totals["requests"] == 3 and totals["by_task"]["support_ticket"]["requests"] == 3
+    assert totals["requests"] == 6 and totals["errors"] == 3  # both gateways' rows, the refused ones included
+    assert totals["by_task"]["support_ticket"]["requests"] == 3
 
 
 def test_a_row_the_database_refuses_does_not_block_the_others(tmp_path, caplog):
