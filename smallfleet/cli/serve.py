@@ -62,7 +62,9 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
     The gateway follows FLEET/fleet.json: `smallfleet promote` and `rollback` switch a
     task's version within seconds, without a restart.
     Client keys (`smallfleet keys create`) are required once any key has been
-    created, even after all are revoked, until `smallfleet keys open`. On any --host but
+    created, even after all are revoked, until `smallfleet keys open`. A key created with
+    --budget-usd, --rpm or --tpm gets HTTP 429 naming the limit, with Retry-After, past it
+    (counted in the database: gateways sharing it share the limit). On any --host but
     loopback, serve refuses to start until a key exists, unless --insecure is given.
     """
     import uvicorn
