@@ -46,6 +46,9 @@ class RouterSpec:
             raise ConfigError("router: target must be in (0, 1] and max_per_task >= 10")
 
 
+LOG_INPUTS = ("full", "redacted", "none")
+
+
 @dataclass
 class ServingSpec:
     """Gateway settings stored with the fleet; `smallfleet serve` flags override them."""
@@ -64,6 +67,9 @@ class ServingSpec:
     """Most items the review queue holds pending; past it a review tier is skipped (the next tier, or a 503)."""
     journal_fsync: bool = False
     """Sync each request-log row to the disk before its response (survives power loss, not only a crashed process)."""
+    log_inputs: str = "full"
+    """What the request log keeps of each input: `full`, `redacted` (personal data replaced by typed placeholders,
+    see smallfleet/pii.py) or `none`."""
 
     def __post_init__(self) -> None:
         if min(self.cpu_hour_usd, self.gpu_hour_usd) < 0 or self.max_request_bytes < 1024 or self.max_tokens < 1:
@@ -72,6 +78,8 @@ class ServingSpec:
             raise ConfigError(f"serving: audit_rate must be in [0, 1], got {self.audit_rate}")
         if self.max_pending_reviews < 1:
             raise ConfigError(f"serving: max_pending_reviews must be at least 1, got {self.max_pending_reviews}")
+        if self.log_inputs not in LOG_INPUTS:
+            raise ConfigError(f"serving: log_inputs must be one of {', '.join(LOG_INPUTS)}, got {self.log_inputs!r}")
 
 
 @dataclass

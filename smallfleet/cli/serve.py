@@ -44,11 +44,13 @@ from smallfleet.store.journal import JOURNAL_FOLDER
               "pending; past it a review tier is skipped (the next tier answers, or a 503) (replaces the fleet's).")
 @click.option("--journal-fsync/--no-journal-fsync", default=None, help="Sync each request-log row to the disk "
               "before its response: survives power loss, not only a crashed gateway (replaces the fleet's).")
+@click.option("--log-inputs", type=click.Choice(["full", "redacted", "none"]), help="What the request log keeps of "
+              "each input: all of it, with personal data replaced by typed placeholders, or nothing (replaces the fleet's).")
 @runtime_option
 @click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shadows, escalate_url, escalate_model, escalate_key_env, escalate_input_price,
             escalate_output_price, escalate_timeout, escalate_retries, cpu_hour_usd, audit_rate, max_pending_reviews,
-            journal_fsync, runtime, log_level):  # fmt: skip
+            journal_fsync, log_inputs, runtime, log_level):  # fmt: skip
     """Serve FLEET (a folder made by `smallfleet train`, or one specialist folder) over HTTP.
 
     \b
@@ -63,7 +65,9 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
     The gateway follows FLEET/fleet.json: `smallfleet promote` and `rollback` switch a
     task's version within seconds, without a restart.
     Client keys (`smallfleet keys create`) are required once any key has been
-    created, even after all are revoked, until `smallfleet keys open`. On any --host but
+    created, even after all are revoked, until `smallfleet keys open`. A key created with
+    --budget-usd, --rpm or --tpm gets HTTP 429 naming the limit, with Retry-After, past it
+    (counted in the database: gateways sharing it share the limit). On any --host but
     loopback, serve refuses to start until a key exists, unless --insecure is given.
     """
     import uvicorn
@@ -115,6 +119,8 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
         served.serving = replace(served.serving, max_pending_reviews=max_pending_reviews)
     if journal_fsync is not None:
         served.serving = replace(served.serving, journal_fsync=journal_fsync)
+    if log_inputs is not None:
+        served.serving = replace(served.serving, log_inputs=log_inputs)
     for task in served.tasks.values():
         promise = (task.guarantee.describe() if task.guarantee else
                    f"accept confidence >= {task.threshold:.3f} (set by hand; {task.coverage:.0%} of validation)")

@@ -11,8 +11,10 @@ import time
 import uuid
 
 from smallfleet.flywheel.feedback import FeedbackError, give_feedback
+from smallfleet.pii import redact
 from smallfleet.serve.audit import Auditor
 from smallfleet.serve.fleet import ServedFleet, ServedTask
+from smallfleet.serve.limits import KeyLimiter
 from smallfleet.serve.metrics import GatewayMetrics
 from smallfleet.serve.shadow import Shadow
 from smallfleet.serve.protocol import ChatCompletionRequest, Completion, FeedbackRequest
@@ -30,8 +32,10 @@ class GatewayError(Exception):
     """A request the gateway could not answer: HTTP status, reason, and the tiers tried."""
 
     def __init__(self, status: int, message: str, tried: list[str] | None = None, code: str | None = None,
-                 task: str | None = None):  # fmt: skip
+                 task: str | None = None, retry_after: int | None = None):  # fmt: skip
         super().__init__(message)
+        self.retry_after = retry_after
+        """Seconds after which trying again may work (the Retry-After header); None when it will not help."""
         self.status = status
         self.message = message
         self.tried = tried or []
@@ -53,6 +57,7 @@ class Gateway:
         self.metrics = metrics
         self.upstreams = [t for t in tiers if t.model]
         self.shadow = Shadow(fleet.shadows, ledger.db)
+        self.limiter = KeyLimiter(ledger.db)
         for tier in tiers:
             metrics.watch_circuit(tier.name, tier.breaker)
         self.auditor = Auditor(fleet.serving.audit_rate, self.upstreams[0] if self.upstreams else None, ledger.db,
@@ -67,11 +72,20 @@ class Gateway:
         names = [FLEET_MODEL] + [f"{FLEET_MODEL}/{t}" for t in self.fleet.tasks]
         return names + sorted({t.model for t in self.upstreams} - set(names))
 
+    async def admit(self, request: ChatCompletionRequest, api_key: str | None) -> None:
+        """Take the request from its key's budget and rate limits; GatewayError(429) naming the limit when one is
+        reached, with the seconds until it resets."""
+        refusal = await self.limiter.admit(api_key, request.input_text())
+        if refusal is not None:
+            error = GatewayError(429, refusal.message, code="rate_limit_exceeded", retry_after=refusal.retry_after)
+            error.model = request.model
+            raise error
+
     async def complete(self, request: ChatCompletionRequest, api_key: str | None = None) -> Completion:
         """Answer one request; raises GatewayError with the status to return. Always logs the request."""
         started = time.perf_counter()
         text = request.input_text()
-        row = {"model": request.model, "api_key": api_key, "input": text}
+        row = {"model": request.model, "api_key": api_key, "input": self._logged_input(text)}
         try:
             try:
                 completion = await self._dispatch(request, text)
@@ -92,13 +106,15 @@ class Gateway:
             new_row(**row, request_id=completion.request_id, task=completion.task, tier=completion.tier,
                     route_confidence=completion.route_confidence, confidence=completion.confidence,
                     escalated=completion.escalated, status=completion.status, http_status=200,
-                    output=completion.content, prompt_tokens=completion.prompt_tokens,
+                    output=self._logged_output(completion.content), prompt_tokens=completion.prompt_tokens,
                     completion_tokens=completion.completion_tokens, latency_ms=completion.latency_ms,
                     cost_usd=completion.cost_usd, frontier_cost_usd=completion.frontier_cost_usd,
                     tried=completion.tried, version=completion.version)  # fmt: skip
         )
         self.metrics.observe(completion.task, completion.tier, completion.status, completion.escalated,
                              completion.latency_ms / 1000)  # fmt: skip
+        await self.limiter.charge(api_key, text, completion.prompt_tokens, completion.completion_tokens,
+                                  completion.cost_usd)  # fmt: skip
         return completion
 
     def refused(self, error: GatewayError, api_key: str | None = None) -> None:
@@ -109,10 +125,22 @@ class Gateway:
                 (nothing for a 401: the body of an unauthenticated caller is never read or stored).
             api_key: The caller's key name, when the key was accepted.
         """
-        self.ledger.record(new_row(model=error.model, api_key=api_key, input=error.input, status="error",
+        self.ledger.record(new_row(model=error.model, api_key=api_key, input=self._logged_input(error.input), status="error",
                                    request_id="chatcmpl-" + uuid.uuid4().hex, http_status=error.status,
                                    error=error.message))  # fmt: skip
         self.metrics.observe(None, "error", "error", False, 0.0)
+
+    def _logged_input(self, text: str | None) -> str | None:
+        """What the request log keeps of an input: all of it, redacted or nothing (`serving.log_inputs`)."""
+        mode = self.fleet.serving.log_inputs
+        if text is None or mode == "full":
+            return text
+        return redact(text) if mode == "redacted" else None
+
+    def _logged_output(self, text: str) -> str:
+        """What the request log keeps of an answer: redacted with `log_inputs: redacted` (an answer an upstream
+        wrote from a redacted request carries the personal data put back), else all of it."""
+        return redact(text) if self.fleet.serving.log_inputs == "redacted" else text
 
     async def feedback(self, body: FeedbackRequest, key: str | None, role: str | None) -> dict:
         """Record feedback on a logged request (see `flywheel/feedback.py`); GatewayError 400/403/404 when refused."""
@@ -176,14 +204,17 @@ class Gateway:
                                 prompt_tokens=estimate_prompt_tokens([{"content": text}]),
                                 completion_tokens=estimate_tokens(answer))  # fmt: skip
         self.ledger.record(
-            new_row(model=request.model, api_key=api_key, input=text, request_id=completion.request_id, task=task.name,
+            new_row(model=request.model, api_key=api_key, input=self._logged_input(text), request_id=completion.request_id,
+                    task=task.name,
                     version=task.version,
-                    tier=SPECIALIST_TIER, status="error" if error else "ok", http_status=200, output=answer,
+                    tier=SPECIALIST_TIER, status="error" if error else "ok", http_status=200, output=self._logged_output(answer),
                     prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
                     latency_ms=completion.latency_ms, cost_usd=completion.cost_usd,
                     frontier_cost_usd=completion.frontier_cost_usd, error=error)  # fmt: skip
         )
         self.metrics.observe(task.name, SPECIALIST_TIER, "error" if error else "ok", False, seconds)
+        await self.limiter.charge(api_key, text, completion.prompt_tokens, completion.completion_tokens,
+                                  completion.cost_usd)  # fmt: skip
         if error:
             raise GatewayError(500, f"generation failed: {error}", code="internal_error", task=task.name)
         yield completion
