@@ -41,11 +41,16 @@ from smallfleet.errors import SmallfleetError
               "upstream tier after the response, to check live quality against the guarantee (replaces the fleet's).")
 @click.option("--max-pending-reviews", type=click.IntRange(min=1), help="Most items the review queue holds "
               "pending; past it a review tier is skipped (the next tier answers, or a 503) (replaces the fleet's).")
+@click.option("--triage", "triage", type=click.Path(exists=True, file_okay=False),
+              help="Triage model folder (`smallfleet triage train`): requests no task owns, and requests for model "
+              "`auto`, go to the cheapest tier predicted good enough (replaces the fleet's serving.triage).")
+@click.option("--willingness-to-pay", type=click.FloatRange(0, 1), help="Predicted quality a cheaper tier needs "
+              "to be chosen by triage; higher pays for stronger tiers more often (replaces the fleet's).")
 @runtime_option
 @click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shadows, escalate_url, escalate_model, escalate_key_env, escalate_input_price,
-            escalate_output_price, escalate_timeout, escalate_retries, cpu_hour_usd, audit_rate, max_pending_reviews, runtime,
-            log_level):  # fmt: skip
+            escalate_output_price, escalate_timeout, escalate_retries, cpu_hour_usd, audit_rate, max_pending_reviews, triage,
+            willingness_to_pay, runtime, log_level):  # fmt: skip
     """Serve FLEET (a folder made by `smallfleet train`, or one specialist folder) over HTTP.
 
     \b
@@ -110,6 +115,11 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
         served.serving = replace(served.serving, audit_rate=audit_rate)
     if max_pending_reviews is not None:
         served.serving = replace(served.serving, max_pending_reviews=max_pending_reviews)
+    if willingness_to_pay is not None:
+        served.serving = replace(served.serving, willingness_to_pay=willingness_to_pay)
+    if triage:
+        with console.status("loading the triage model"):
+            served.use_triage(Path(triage).resolve())
     for task in served.tasks.values():
         promise = (task.guarantee.describe() if task.guarantee else
                    f"accept confidence >= {task.threshold:.3f} (set by hand; {task.coverage:.0%} of validation)")
@@ -125,6 +135,10 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
                           "(set input_price/output_price, or hour_usd for a self-hosted endpoint)")  # fmt: skip
     tiers = ", ".join(f"{t.name} ({t.kind})" for t in served.tiers) or "none (low-confidence answers are returned as is)"
     console.print(f"escalation tiers: {tiers}")
+    if served.triage:
+        heads = ", ".join(served.triage.heads) or "none (tier order)"
+        console.print(f"triage: free-form and `auto` requests go to the cheapest tier predicted good enough at "
+                      f"willingness_to_pay {served.serving.willingness_to_pay} (heads: {heads})")  # fmt: skip
     if served.serving.audit_rate:
         audit_tier = next((t.name for t in served.tiers if t.model), None)
         console.print(f"live audits: {served.serving.audit_rate:.1%} of accepted answers also go to " +
