@@ -117,7 +117,7 @@ def test_the_sweep_cuts_scores_at_routellm_quantiles_and_picks_the_cheapest_tier
     # three tiers: a row goes to the cheapest tier whose predicted quality clears the bar 1 - cut
     quality = np.array([[0, 1, 1], [1, 1, 1], [0, 0, 1]], dtype=float)
     probs = np.array([[0.3, 0.9], [0.95, 0.9], [0.1, 0.2]])
-    (mid,) = [p for p in sweep(quality, probs, 1 - probs.max(1), num_results=2) if p["strong_share"] == pytest.approx(1 / 3)]
+    (mid,) = [p for p in sweep(quality, probs, 1 - probs.max(1), num_results=3) if p["strong_share"] == pytest.approx(1 / 3)]
     assert mid["quality"] == 1.0 and mid["tier_shares"] == pytest.approx([1 / 3, 1 / 3, 1 / 3])
     assert oracle_curve(quality)[0]["quality"] == pytest.approx(2 / 3)
 
