@@ -165,4 +165,35 @@ def test_gateway_sends_easy_requests_to_the_cheap_tier_and_hard_ones_to_the_fron
                                                          ("fleet", "frontier", "frontier"), ("auto", "frontier", "cheap")]  # fmt: skip
         assert json.loads(rows[0][3])["willingness_to_pay"] == 0.5
         costs = json.loads(run("costs", folder, "--db", f"sqlite:///{db}", "--json").stdout)
-        assert costs["saving_usd"] > 0
+        assert {t: g["requests"] for t, g in costs["by_triage"].items()} == {"cheap": 2, "frontier": 2}
+        assert costs["by_triage"]["cheap"]["saving_usd"] > 0  # counted for free-form traffic too
+
+
+def test_rows_from_the_log_score_the_tiers_that_answered_against_reviews_and_feedback(tmp_path):
+    from smallfleet.store import Database
+    from smallfleet.store.judgements import new_judgement, record
+    from smallfleet.store.ledger import new_row
+    from smallfleet.triage.from_log import rows_from_log
+
+    db = Database(f"sqlite:///{tmp_path / 'log.db'}")
+    requests = [
+        new_row(request_id="r1", input="refund please", output="billing", tier="cheap", task="t", status="ok",
+                escalated=True),  # a person's review says billing: cheap was right
+        new_row(request_id="r2", input="what is a group", output="delivery", tier="frontier", task="t", status="ok",
+                escalated=True, tried=["cheap: reply could not be used for task t"]),  # feedback: billing
+        new_row(request_id="r3", input="accepted locally", output="billing", tier="specialist", task="t", status="ok"),
+        new_row(request_id="r4", input="never judged", output="billing", tier="cheap", task="t", status="ok", escalated=True),
+    ]  # fmt: skip
+    with db.engine.begin() as conn:
+        conn.execute(db.requests.insert(), [{"tried": None, "http_status": 200, **r} for r in requests])
+    record(db, new_judgement("r1", "t", "review", accepted=False, agrees=False, reference="Billing"))
+    record(db, new_judgement("r2", "t", "feedback", accepted=False, agrees=None, reference="billing"))
+    record(db, new_judgement("r3", "t", "audit", accepted=True, agrees=True, reference="shipping", tier="frontier"))
+    record(db, new_judgement("r3", "t", "review", accepted=True, agrees=True, reference="billing"))
+    rows = rows_from_log(db, "fleet")
+    assert [(r.text, r.scores) for r in rows] == [
+        ("refund please", {"cheap": 1.0}),
+        ("what is a group", {"cheap": 0.0, "frontier": 0.0}),
+        ("accepted locally", {"frontier": 0.0}),  # the audit's frontier answer was wrong by the review
+    ]
+    assert rows[0].where == "fleet request r1"
