@@ -119,6 +119,8 @@ def main() -> None:
         "logistic head, C=0.1": timed("c01", lambda: 1 - out_of_fold(lambda a, b: logistic(a, b, 0.1), X, weak_ok, fold)),
         "logistic head, C=10": timed("c10", lambda: 1 - out_of_fold(lambda a, b: logistic(a, b, 10), X, weak_ok, fold)),
         "gap head: P(GPT-4 right, Mixtral wrong)": timed("gap", lambda: out_of_fold(logistic, X, gap, fold)),
+        "two heads: P(GPT-4 right) - P(Mixtral right)": timed("diff", lambda: out_of_fold(logistic, X, quality[:, 1], fold)
+                                                             - out_of_fold(logistic, X, weak_ok, fold)),
         "kNN (k=50, cosine)": timed("knn", lambda: 1 - out_of_fold(knn, X, weak_ok, fold)),
         "MLP (256 hidden)": timed("mlp", lambda: 1 - out_of_fold(mlp, X, weak_ok, fold)),
         "subject prior only": timed("subject", lambda: 1 - out_of_fold(

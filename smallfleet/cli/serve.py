@@ -56,12 +56,15 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
     \b
     Endpoints (OpenAI protocol; the official clients work unchanged):
       POST /v1/chat/completions   model "fleet" routes; "fleet/<task>" picks a task;
-                                  any other model name goes to the first openai tier
+                                  "auto" (with --triage) goes to the cheapest tier
+                                  predicted good enough; any other model name goes
+                                  to the first openai tier
       POST /v1/feedback           {"request_id", "answer"} or {"request_id", "correct"}
       GET  /v1/models   /healthz   /metrics (Prometheus)
 
     Each answer carries a `smallfleet` object (request_id, task, version, tier, confidence,
-    escalated, latency_ms, cost_usd, frontier_cost_usd) and is logged to the request log.
+    escalated, latency_ms, cost_usd, frontier_cost_usd; `triage` when triage chose the tier)
+    and is logged to the request log.
     The gateway follows FLEET/fleet.json: `smallfleet promote` and `rollback` switch a
     task's version within seconds, without a restart.
     Client keys (`smallfleet keys create`) are required once any key has been
