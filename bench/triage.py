@@ -41,6 +41,7 @@ SIZES = (500, 2000, 10_000)
 RANDOM_SEEDS = 20
 ROUTELLM_PUBLISHED = 0.55  # RouteLLM: 95 % of GPT-4's MMLU quality at a 45 % cost cut, i.e. ~55 % GPT-4 calls
 GOAL = 0.45
+DIFF = "two heads: P(GPT-4 right) - P(Mixtral right)"
 
 
 def load() -> tuple[list[dict], np.ndarray]:
@@ -73,7 +74,7 @@ def knn(X, y, k=50):
 def mlp(X, y):
     from sklearn.neural_network import MLPClassifier
 
-    clf = MLPClassifier(hidden_layer_sizes=(256,), alpha=1e-3, early_stopping=True, random_state=SEED, max_iter=200)
+    clf = MLPClassifier(hidden_layer_sizes=(256,), alpha=1e-3, early_stopping=True, random_state=SEED, max_iter=100)
     clf.fit(X, y.astype(int))
     return lambda Z: clf.predict_proba(Z)[:, 1]
 
@@ -119,7 +120,7 @@ def main() -> None:
         "logistic head, C=0.1": timed("c01", lambda: 1 - out_of_fold(lambda a, b: logistic(a, b, 0.1), X, weak_ok, fold)),
         "logistic head, C=10": timed("c10", lambda: 1 - out_of_fold(lambda a, b: logistic(a, b, 10), X, weak_ok, fold)),
         "gap head: P(GPT-4 right, Mixtral wrong)": timed("gap", lambda: out_of_fold(logistic, X, gap, fold)),
-        "two heads: P(GPT-4 right) - P(Mixtral right)": timed("diff", lambda: out_of_fold(logistic, X, quality[:, 1], fold)
+        DIFF: timed("diff", lambda: out_of_fold(logistic, X, quality[:, 1], fold)
                                                              - out_of_fold(logistic, X, weak_ok, fold)),
         "kNN (k=50, cosine)": timed("knn", lambda: 1 - out_of_fold(knn, X, weak_ok, fold)),
         "MLP (256 hidden)": timed("mlp", lambda: 1 - out_of_fold(mlp, X, weak_ok, fold)),
@@ -213,6 +214,16 @@ def section(payload, results, curve, full, random_mean, main_name, best) -> None
         f"Goal: at most {pct(GOAL)} GPT-4 calls at 95% of GPT-4 quality. smallfleet's triage: "
         f"{pct(ours['strong_share_at_95'])}; best variant ({best}): {pct(results[best]['strong_share_at_95'])}; "
         f"random {pct(random_mean['strong_share_at_95'])} (mean of 20 seeds). Plot: `bench/results/triage.png`.",
+        "",
+        "Reading: the goal is not reached by the decision rule smallfleet ships (the cheapest tier whose predicted "
+        "quality clears the bar), which here asks only whether Mixtral will be right: a question both models get "
+        "wrong then goes to GPT-4 for nothing. Scoring by the predicted gain instead (P(GPT-4 right) - "
+        f"P(Mixtral right), from the two heads the model already has) needs {pct(results[DIFF]['strong_share_at_95'])} "
+        "GPT-4 calls for the same quality: that is the change to the decision worth making next. Everything read "
+        "from the question alone (L2 strength, kNN, an MLP, the subject one-hot) lands within a point or two of "
+        "the subject's prior: MMLU difficulty is hard to read from the text with a frozen MiniLM, and the learning "
+        "curve is flat past 2,000 rows. The oracle's APGR is above 1 because it beats GPT-4 alone (Mixtral is right "
+        "on questions GPT-4 misses).",
         "",
         f"Machine: {m['cpu_count']} CPU cores, torch {m['torch']} ({m['threads']} threads), Python {m['python']}, "
         f"{m['date']}. Fit times (s, all 5 folds): {payload['fit_seconds']}.",

@@ -197,3 +197,16 @@ def test_rows_from_the_log_score_the_tiers_that_answered_against_reviews_and_fee
         ("accepted locally", {"frontier": 0.0}),  # the audit's frontier answer was wrong by the review
     ]
     assert rows[0].where == "fleet request r1"
+
+
+def test_triage_settings_load_from_the_fleet_file_and_are_checked(tmp_path):
+    from smallfleet.config import FleetSpec
+    from smallfleet.errors import ConfigError
+
+    path = tmp_path / "fleet.yaml"
+    path.write_text("name: f\ntasks:\n  - {name: a, train: x.jsonl}\nserving: {triage: _triage, willingness_to_pay: 0.7}\n")
+    serving = FleetSpec.from_file(path).serving
+    assert (serving.triage, serving.willingness_to_pay) == ("_triage", 0.7)
+    path.write_text("name: f\ntasks:\n  - {name: a, train: x.jsonl}\nserving: {willingness_to_pay: 1.5}\n")
+    with pytest.raises(ConfigError, match="willingness_to_pay must be in \\[0, 1\\], got 1.5"):
+        FleetSpec.from_file(path)

@@ -145,8 +145,8 @@ def plot_curves(result: dict, path, title: str, tiers: list[str]) -> None:
         ys = [100 * p["quality"] for p in part["curve"]]
         ax.plot(xs, ys, marker=".", label=f"{name} (APGR {part['apgr']:.3f})")
     ax.axhline(100 * result["weak_quality"], color="grey", linestyle="--", label=f"{tiers[0]} alone")
-    ax.axhline(100 * result["strong_quality"], color="red", linestyle="--", label=f"{tiers[-1]} alone")
-    ax.axhline(95 * result["strong_quality"], color="red", linestyle=":", linewidth=0.8,
+    ax.axhline(100 * result["strong_quality"], color="black", linestyle="--", label=f"{tiers[-1]} alone")
+    ax.axhline(95 * result["strong_quality"], color="black", linestyle=":", linewidth=0.8,
                label=f"95% of {tiers[-1]}")  # fmt: skip
     ax.set_xlabel(f"calls to {tiers[-1]} (%)")
     ax.set_ylabel("quality (%)")
