@@ -70,6 +70,12 @@ class ServingSpec:
     log_inputs: str = "full"
     """What the request log keeps of each input: `full`, `redacted` (personal data replaced by typed placeholders,
     see smallfleet/pii.py) or `none`."""
+    triage: str = ""
+    """Triage model folder (`smallfleet triage train`), absolute or relative to the fleet folder; empty = no triage.
+    With one, requests no task owns and requests for model `auto` go to the cheapest tier predicted good enough."""
+    willingness_to_pay: float = 0.5
+    """Predicted probability of a good-enough answer a cheaper tier needs to be chosen by triage; higher pays for
+    stronger tiers more often (0 = always the cheapest, 1 = always the most expensive)."""
 
     def __post_init__(self) -> None:
         if min(self.cpu_hour_usd, self.gpu_hour_usd) < 0 or self.max_request_bytes < 1024 or self.max_tokens < 1:
@@ -80,6 +86,8 @@ class ServingSpec:
             raise ConfigError(f"serving: max_pending_reviews must be at least 1, got {self.max_pending_reviews}")
         if self.log_inputs not in LOG_INPUTS:
             raise ConfigError(f"serving: log_inputs must be one of {', '.join(LOG_INPUTS)}, got {self.log_inputs!r}")
+        if not 0 <= self.willingness_to_pay <= 1:
+            raise ConfigError(f"serving: willingness_to_pay must be in [0, 1], got {self.willingness_to_pay}")
 
 
 @dataclass

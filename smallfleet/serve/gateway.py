@@ -5,6 +5,7 @@ or failed, becomes one row of the request log."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -26,6 +27,8 @@ from smallfleet.tiers.base import Tier, TierFailure, TierReply, TierRequest
 
 log = logging.getLogger("smallfleet.gateway")
 FLEET_MODEL = "fleet"
+AUTO_MODEL = "auto"
+"""Model alias whose requests triage sends to the cheapest tier predicted good enough."""
 
 
 class GatewayError(Exception):
@@ -70,6 +73,7 @@ class Gateway:
     def models(self) -> list[str]:
         """Model names clients may ask for."""
         names = [FLEET_MODEL] + [f"{FLEET_MODEL}/{t}" for t in self.fleet.tasks]
+        names += [AUTO_MODEL] if self.fleet.triage else []
         return names + sorted({t.model for t in self.upstreams} - set(names))
 
     async def admit(self, request: ChatCompletionRequest, api_key: str | None) -> None:
@@ -109,7 +113,7 @@ class Gateway:
                     output=self._logged_output(completion.content), prompt_tokens=completion.prompt_tokens,
                     completion_tokens=completion.completion_tokens, latency_ms=completion.latency_ms,
                     cost_usd=completion.cost_usd, frontier_cost_usd=completion.frontier_cost_usd,
-                    tried=completion.tried, version=completion.version)  # fmt: skip
+                    tried=completion.tried, version=completion.version, **_triage_columns(completion))  # fmt: skip
         )
         self.metrics.observe(completion.task, completion.tier, completion.status, completion.escalated,
                              completion.latency_ms / 1000)  # fmt: skip
@@ -225,7 +229,9 @@ class Gateway:
             if len(self.fleet.tasks) == 1:
                 return await self._answer(next(iter(self.fleet.tasks.values())), request, text)
             route, seconds = await self.fleet.router_batcher.submit(text)
-            if route.task is None:
+            if route.task is None and self.fleet.triage:
+                completion = await self._triaged(request, text, escalated=True)
+            elif route.task is None:
                 completion = await self._passthrough(request, text, self.tiers, escalated=True)
             else:
                 completion = await self._answer(self.fleet.tasks[route.task], request, text)
@@ -238,6 +244,8 @@ class Gateway:
                 raise GatewayError(404, f"no task {name!r} in this fleet (tasks: {', '.join(self.fleet.tasks)})",
                                    code="model_not_found")  # fmt: skip
             return await self._answer(self.fleet.tasks[name], request, text)
+        if model == AUTO_MODEL and self.fleet.triage:
+            return await self._triaged(request, text, escalated=False)
         if not self.upstreams:
             raise GatewayError(404, f"unknown model {model!r}: this gateway serves {', '.join(self.models())}",
                                code="model_not_found")  # fmt: skip
@@ -298,6 +306,21 @@ class Gateway:
         return TierRequest(body=body, task=task.name, text=text, request_id=result.request_id,
                            guess=answer.content, guess_confidence=answer.confidence)  # fmt: skip
 
+    async def _triaged(self, request: ChatCompletionRequest, text: str, escalated: bool) -> Completion:
+        """Triage picks the tier to ask first (the cheapest predicted good enough); the others follow in order
+        if it fails. `escalated`: the request left the specialist fleet (router `none`), whichever tier answers."""
+        predicted, seconds = await self.fleet.triage_batcher.submit(text)
+        messages = request.model_dump(include={"messages"})["messages"]
+        by_price = sorted(self.tiers, key=lambda t: (t.estimate_cost(messages, text), self.tiers.index(t)))
+        decision = self.fleet.triage.decide(predicted, [t.name for t in by_price], self.fleet.serving.willingness_to_pay)
+        first = [t for t in self.tiers if t.name == decision.tier]
+        order = first + [t for t in self.tiers if t.name != decision.tier]
+        completion = await self._passthrough(request, text, order, escalated=escalated)
+        completion.escalated = escalated or (decision.tier is not None and completion.tier != decision.tier)
+        completion.triage = decision.as_dict()
+        completion.cost_usd += self.fleet.compute_cost(seconds)
+        return completion
+
     async def _passthrough(self, request: ChatCompletionRequest, text: str, tiers: list, escalated: bool) -> Completion:
         """No specialist fits: the client's own messages go to the tiers as they are."""
         body = request.model_dump(exclude_none=True, exclude={"stream"})
@@ -349,6 +372,13 @@ class Gateway:
     def _frontier_cost(self, messages: list[dict], content: str) -> float:
         """What the most expensive configured upstream tier would charge for this request."""
         return max((t.estimate_cost(messages, content) for t in self.upstreams), default=0.0)
+
+
+def _triage_columns(completion: Completion) -> dict:
+    """The request-log columns of a triage decision (none when triage did not see the request)."""
+    if not completion.triage:
+        return {}
+    return {"triage_tier": completion.triage["tier"], "triage": json.dumps(completion.triage)}
 
 
 def _no_tier_answered(tried: list[str], unavailable: bool, task: str | None = None) -> GatewayError:

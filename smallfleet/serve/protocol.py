@@ -184,6 +184,8 @@ class Completion:
     """The served task's version that answered (None when no task did)."""
     guess: str | None = None
     """The specialist's own answer, kept when a tier's answer replaced it (not sent to the client)."""
+    triage: dict | None = None
+    """The triage decision for a free-form request: chosen tier, per-tier predicted quality, bar, fallback."""
     request_id: str = field(default_factory=lambda: "chatcmpl-" + uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -206,6 +208,8 @@ class Completion:
             out["tried"] = self.tried
         if self.review:
             out["review"] = self.review
+        if self.triage:
+            out["triage"] = self.triage
         return out
 
     def usage(self) -> dict:

@@ -208,7 +208,8 @@ def _reason(exc: Exception) -> str:
 
 
 def rollup(db: Database, since: str | None = None) -> dict:
-    """Totals, and the same by task and by day: requests, escalations, spend, all-frontier spend, saving."""
+    """Totals, and the same by task, by day and by triage decision (the tier triage chose for free-form
+    requests): requests, escalations, spend, all-frontier spend, saving."""
     r = db.requests
 
     def summarize(row) -> dict:
@@ -243,12 +244,17 @@ def rollup(db: Database, since: str | None = None) -> dict:
             row.day: summarize(row)
             for row in conn.execute(select(r.c.day, *columns).where(*where).group_by(r.c.day).order_by(r.c.day))
         }
+        triaged = select(r.c.triage_tier, *columns).where(*where, r.c.triage.is_not(None))
+        by_triage = {
+            (row.triage_tier or "(tier order)"): summarize(row)
+            for row in conn.execute(triaged.group_by(r.c.triage_tier).order_by(r.c.triage_tier))
+        }
         latencies = sorted(x for (x,) in conn.execute(select(r.c.latency_ms).where(*where)) if x is not None)
     if latencies:
         total["p50_latency_ms"] = round(latencies[len(latencies) // 2], 2)
-    for part in [*by_task.values(), *by_day.values()]:
+    for part in [*by_task.values(), *by_day.values(), *by_triage.values()]:
         part.pop("p50_latency_ms")
-    return {**total, "by_task": by_task, "by_day": by_day}
+    return {**total, "by_task": by_task, "by_day": by_day, "by_triage": by_triage}
 
 
 def recent(db: Database, limit: int = 20, task: str | None = None, tier: str | None = None,

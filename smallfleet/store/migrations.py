@@ -189,6 +189,12 @@ def _limits(conn: Connection) -> None:
     meta.create_all(conn)
 
 
+@migration(8, "the triage decision of free-form requests")
+def _triage(conn: Connection) -> None:
+    conn.execute(text("ALTER TABLE requests ADD COLUMN triage_tier VARCHAR(100)"))
+    conn.execute(text("ALTER TABLE requests ADD COLUMN triage TEXT"))
+
+
 def applied(engine: Engine) -> list[int]:
     """Versions already applied to the database behind `engine`."""
     meta = MetaData()
