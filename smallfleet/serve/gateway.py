@@ -228,6 +228,9 @@ class Gateway:
         if model == FLEET_MODEL:
             if len(self.fleet.tasks) == 1:
                 return await self._answer(next(iter(self.fleet.tasks.values())), request, text)
+            if self.fleet.router_batcher is None:  # trained without a `router:` section
+                raise GatewayError(400, "this fleet has no router, so model 'fleet' cannot pick a task: name one with "
+                                   f"model 'fleet/<task>' (tasks: {', '.join(self.fleet.tasks)})", code="model_not_found")
             route, seconds = await self.fleet.router_batcher.submit(text)
             if route.task is None and self.fleet.triage:
                 completion = await self._triaged(request, text, escalated=True)
