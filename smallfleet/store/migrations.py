@@ -173,6 +173,12 @@ def _shadow(conn: Connection) -> None:
     meta.create_all(conn)
 
 
+@migration(7, "indexes for the console: requests by time, review items by request")
+def _console_indexes(conn: Connection) -> None:
+    conn.execute(text("CREATE INDEX ix_requests_created_at ON requests (created_at)"))
+    conn.execute(text("CREATE INDEX ix_reviews_request_id ON reviews (request_id)"))
+
+
 def applied(engine: Engine) -> list[int]:
     """Versions already applied to the database behind `engine`."""
     meta = MetaData()
