@@ -1,16 +1,18 @@
 """The request log over time, for the console: totals over a window, buckets by hour and by
 day, a filtered page of requests and one request with everything known about it.
 
-Every figure is aggregated by the database (GROUP BY, indexed WHERE on `created_at` and
-`day`, LIMIT on lists), so a page costs a few milliseconds whatever the log's size, and no
-row is read into Python that the page does not show.
+Figures come from `requests_hourly`, the per-hour, per-task sums the ledger adds to in the
+same transaction as each batch of rows (`ledger.write_requests`), so a week of traffic is
+168 rows per task whatever the number of requests; only the part of a window's first hour
+is counted from the log itself, on the `created_at` index. Lists are indexed and LIMITed,
+and no row is read into Python that a page does not show.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Integer, String, case, cast, func, select
+from sqlalchemy import Integer, case, func, select
 
 from smallfleet.store.db import Database
 from smallfleet.store.ledger import SPECIALIST_TIER
@@ -19,7 +21,7 @@ LIST_INPUT_CHARS = 160
 """Characters of each request's input a list shows."""
 
 
-def _columns(r):
+def _raw_columns(r):
     return [
         func.count().label("requests"),
         func.sum(case((r.c.tier == SPECIALIST_TIER, 1), else_=0)).label("local"),
@@ -30,16 +32,24 @@ def _columns(r):
     ]
 
 
-def _summary(row) -> dict:
-    n = int(row.requests or 0)
-    cost, frontier = float(row.cost_usd or 0), float(row.frontier_cost_usd or 0)
+def _hourly_columns(h):
+    return [func.sum(h.c[name]).label(name) for name in FIGURES]
+
+
+FIGURES = ("requests", "local", "escalated", "errors", "cost_usd", "frontier_cost_usd")
+
+
+def _summary(sums) -> dict:
+    """The figures of a mapping of FIGURES sums, with the shares and the saving."""
+    n, local, escalated = (int(sums[k] or 0) for k in ("requests", "local", "escalated"))
+    cost, frontier = float(sums["cost_usd"] or 0), float(sums["frontier_cost_usd"] or 0)
     return {
         "requests": n,
-        "local": int(row.local or 0),
-        "escalated": int(row.escalated or 0),
-        "errors": int(row.errors or 0),
-        "local_share": (row.local or 0) / n if n else None,
-        "escalation_rate": (row.escalated or 0) / n if n else None,
+        "local": local,
+        "escalated": escalated,
+        "errors": int(sums["errors"] or 0),
+        "local_share": local / n if n else None,
+        "escalation_rate": escalated / n if n else None,
         "cost_usd": cost,
         "frontier_cost_usd": frontier,
         "saving_usd": frontier - cost,
@@ -47,32 +57,49 @@ def _summary(row) -> dict:
     }
 
 
+def hour_key(moment: datetime) -> str:
+    """`YYYY-MM-DD HH` of a moment, in UTC: the rollup's bucket."""
+    return (moment.astimezone(UTC) if moment.tzinfo else moment).strftime("%Y-%m-%d %H")
+
+
 def totals(db: Database, since: datetime | None = None) -> dict:
-    """Requests, answered locally, escalated, errors, spend, all-frontier spend and saving since `since` (None: all)."""
-    r = db.requests
-    query = select(*_columns(r))
+    """Requests, answered locally, escalated, errors, spend, all-frontier spend and saving since `since` (None: all).
+
+    Whole hours are summed from the hourly rollup; the part of `since`'s hour after it is counted from the log
+    itself (an indexed range of at most an hour of rows).
+    """
+    h, r = db.requests_hourly, db.requests
+    hourly = select(*_hourly_columns(h))
+    partial = None
     if since is not None:
-        query = query.where(r.c.created_at >= since)
+        since = since if since.tzinfo else since.replace(tzinfo=UTC)
+        next_hour = since.astimezone(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        hourly = hourly.where(h.c.hour >= hour_key(next_hour))
+        partial = select(*_raw_columns(r)).where(r.c.created_at >= since, r.c.created_at < next_hour)
     with db.engine.connect() as conn:
-        return _summary(conn.execute(query).one())
+        whole = conn.execute(hourly).one()
+        part = conn.execute(partial).one() if partial is not None else None
+    return _summary({k: (whole._mapping[k] or 0) + (part._mapping[k] or 0 if part is not None else 0) for k in FIGURES})
 
 
 def by_hour(db: Database, since: datetime) -> list[dict]:
-    """The same figures per hour since `since`, oldest first; `start` is `YYYY-MM-DD HH` (UTC)."""
-    r = db.requests
-    hour = func.substr(cast(r.c.created_at, String), 1, 13).label("start")
-    query = select(hour, *_columns(r)).where(r.c.created_at >= since).group_by(hour).order_by(hour)
+    """The same figures per hour from `since`'s hour on, oldest first; `start` is `YYYY-MM-DD HH` (UTC)."""
+    h = db.requests_hourly
+    query = (select(h.c.hour, *_hourly_columns(h)).where(h.c.hour >= hour_key(since)).group_by(h.c.hour)
+             .order_by(h.c.hour))  # fmt: skip
     with db.engine.connect() as conn:
-        return [{"start": row.start.replace("T", " "), **_summary(row)} for row in conn.execute(query)]
+        return [{"start": row.hour, **_summary(row._mapping)} for row in conn.execute(query)]
 
 
 def by_day(db: Database, since_day: str, task: bool = False) -> list[dict]:
-    """The same figures per day (and per task when `task`) from `since_day` (`YYYY-MM-DD`) on, oldest first."""
-    r = db.requests
-    keys = [r.c.day, r.c.task] if task else [r.c.day]
-    query = select(*keys, *_columns(r)).where(r.c.day >= since_day).group_by(*keys).order_by(*keys)
+    """The same figures per day (UTC; and per task when `task`) from `since_day` (`YYYY-MM-DD`) on, oldest first."""
+    h = db.requests_hourly
+    day = func.substr(h.c.hour, 1, 10).label("day")
+    keys = [day, h.c.task] if task else [day]
+    query = select(*keys, *_hourly_columns(h)).where(h.c.hour >= since_day).group_by(*keys).order_by(*keys)
     with db.engine.connect() as conn:
-        return [{"day": row.day, **({"task": row.task} if task else {}), **_summary(row)} for row in conn.execute(query)]
+        return [{"day": row.day, **({"task": row.task or None} if task else {}), **_summary(row._mapping)}
+                for row in conn.execute(query)]  # fmt: skip
 
 
 def page(db: Database, limit: int = 50, before: int | None = None, task: str | None = None, tier: str | None = None,
