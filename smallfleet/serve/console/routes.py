@@ -5,6 +5,7 @@ worker thread, so rendering a page never holds up the gateway's event loop.
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from urllib.parse import parse_qsl, quote
 
@@ -133,7 +134,7 @@ async def signin_form(request: Request):
         return _error(pages, exc.status, str(exc))
     if session is not None:
         return _redirect("/ui", cookies=[(COOKIE, new_token, request)] if new_token else None)
-    token = request.cookies.get(SIGNIN_COOKIE) or Session(None, "").csrf
+    token = request.cookies.get(SIGNIN_COOKIE) or secrets.token_urlsafe(24)
     body = pages.render("signin.html.j2", session=None, csrf=token, next=request.query_params.get("next", "/ui"),
                         message=None)  # fmt: skip
     return _html(body, cookies=[(SIGNIN_COOKIE, token, request)])
