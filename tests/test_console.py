@@ -22,6 +22,7 @@ from conftest import ROOT
 from gateway_process import GatewayProcess
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.wait import WebDriverWait
 
 TICKETS = ["I was charged twice for order 88412", "Where is my parcel? It has been a week.",
            "How do I reset my password?"]  # fmt: skip
@@ -93,7 +94,14 @@ def served(console_fleet, tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser():
     with chromium() as driver:
+        driver.implicitly_wait(10)  # find_element waits for the next page to load
         yield driver
+
+
+def notice(driver, words: str) -> str:
+    """The page's notice once it says `words` (a form post redirects to a page that says what was done)."""
+    WebDriverWait(driver, 20).until(lambda d: words in d.find_element(By.CLASS_NAME, "notice").text)
+    return driver.find_element(By.CLASS_NAME, "notice").text
 
 
 def count(db_file, sql: str) -> int:
@@ -110,6 +118,8 @@ def sign_in(driver, gw, key: str) -> None:
     assert driver.current_url.startswith(url(gw, "/ui/signin"))
     driver.find_element(By.ID, "key").send_keys(key)
     driver.find_element(By.ID, "signin").click()
+    signed = "return !!(document.getElementById('who') || document.getElementById('error'))"  # the next page is in
+    WebDriverWait(driver, 20).until(lambda d: d.execute_script(signed))
 
 
 def test_sign_in_and_the_overview_shows_the_ledger(served, browser, tmp_path):
@@ -121,7 +131,7 @@ def test_sign_in_and_the_overview_shows_the_ledger(served, browser, tmp_path):
     assert "only calls the API" in driver.find_element(By.ID, "error").text
     assert len(console_errors(driver)) == 2  # the refused sign-ins answer 401 and 403, which the browser reports
     sign_in(driver, gw, keys["reviewer"])
-    assert driver.current_url == url(gw, "/ui") and "reviewer" in driver.find_element(By.ID, "who").text
+    assert "reviewer" in driver.find_element(By.ID, "who").text and driver.current_url == url(gw, "/ui")
     cookie = driver.get_cookie("smallfleet_console")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and keys["reviewer"] not in cookie["value"]
     assert driver.execute_script("return document.cookie") == ""  # not readable by scripts
@@ -155,13 +165,17 @@ def test_answering_reviews_in_the_browser_feeds_review_export(served, browser, c
     labels = [b.get_attribute("value") for b in first.find_elements(By.CSS_SELECTOR, "button.choice")]
     item = first.get_attribute("id").split("-")[1]
     driver.find_element(By.TAG_NAME, "body").send_keys("2")  # keyboard shortcut: the second label
-    assert f"review #{item}: recorded {labels[1]}" in driver.find_element(By.CLASS_NAME, "notice").text
-    driver.switch_to.active_element.send_keys(Keys.ENTER)  # the next item: its guess, as pre-selected
-    assert "recorded" in driver.find_element(By.CLASS_NAME, "notice").text
+    notice(driver, f"review #{item}: recorded {labels[1]}")
+    second = driver.find_element(By.CSS_SELECTOR, "article.review")
+    second_id, second_guess = second.get_attribute("id").split("-")[1], second.find_element(By.CSS_SELECTOR, "button[data-guess]")
+    assert driver.switch_to.active_element == second_guess
+    second_guess.send_keys(Keys.ENTER)  # the next item: its guess, as pre-selected
+    notice(driver, f"review #{second_id}: recorded")
     assert driver.find_element(By.ID, "empty")  # both review_sentiment items answered
 
     driver.get(url(gw, "/ui/reviews?task=orders"))
     form = driver.find_element(By.CSS_SELECTOR, "article.review form[data-record]")
+    order_item = driver.find_element(By.CSS_SELECTOR, "article.review").get_attribute("id").split("-")[1]
     order = form.find_element(By.NAME, "field.order_id")
     order.clear()
     order.send_keys("4455667")
@@ -169,7 +183,7 @@ def test_answering_reviews_in_the_browser_feeds_review_export(served, browser, c
         form.find_element(By.NAME, f"field.{name}").clear()
     form.find_element(By.CSS_SELECTOR, "select[name='field.account_type'] option[value='']").click()
     form.find_element(By.CLASS_NAME, "send").click()
-    assert "recorded" in driver.find_element(By.CLASS_NAME, "notice").text
+    notice(driver, f"review #{order_item}: recorded")
     assert console_errors(driver) == []
 
     sentiment, orders = tmp_path / "sentiment.jsonl", tmp_path / "orders.jsonl"
@@ -189,7 +203,8 @@ def test_a_reviewer_cannot_promote_and_an_admin_can(served, browser, console_fle
     driver = browser
     sign_in(driver, gw, keys["reviewer"])
     driver.get(url(gw, "/ui/versions"))
-    assert driver.find_elements(By.CSS_SELECTOR, "button.promote") == []
+    assert "need an admin key" in driver.find_element(By.ID, "versions-review_sentiment").text
+    assert driver.find_elements(By.CSS_SELECTOR, "button.promote, button.rollback") == []
     csrf = driver.find_element(By.CSS_SELECTOR, "form.who input[name=csrf]").get_attribute("value")
     status = driver.execute_script(
         "return fetch('/ui/versions/promote', {method: 'POST', headers: {'Content-Type': 'application/x-www-form-urlencoded'},"
@@ -208,7 +223,7 @@ def test_a_reviewer_cannot_promote_and_an_admin_can(served, browser, console_fle
     driver.get(url(gw, "/ui/versions"))
     driver.find_element(By.CSS_SELECTOR, "button.promote[data-task=review_sentiment][data-version=v2]").click()
     driver.find_element(By.ID, "confirm").click()  # the confirmation page
-    assert "v2 promoted" in driver.find_element(By.CLASS_NAME, "notice").text
+    notice(driver, "v2 promoted")
     deadline = time.monotonic() + 60
     while "serving v2" not in driver.find_element(By.ID, "versions-review_sentiment").text:  # the gateway reloads
         assert time.monotonic() < deadline, "the gateway did not switch to v2"
