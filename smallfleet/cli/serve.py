@@ -159,9 +159,9 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
                       (f"tier {audit_tier}" if audit_tier else "[yellow]no tier: none has a model, audits are off[/]"))
     console.print(f"request log: {db} (journaled in {served.folder / JOURNAL_FOLDER}"
                   f"{', synced to disk per row' if served.serving.journal_fsync else ''})")
-    console.print(f"[green]serving[/] http://{host}:{port}/v1 (Ctrl-C stops). Try:")
+    console.print(f"[green]serving[/] http://{host}:{port}/v1, console at http://{host}:{port}/ui (Ctrl-C stops). Try:")
     click.echo(example_curl(host, port), err=True)  # not through rich: a wrapped curl cannot be pasted
-    uvicorn.run(create_app(served, db), host=host, port=port, log_level=log_level, access_log=False)
+    uvicorn.run(create_app(served, db, loopback=is_loopback(host)), host=host, port=port, log_level=log_level, access_log=False)
 
 
 def is_loopback(host: str) -> bool:
