@@ -39,12 +39,14 @@ from smallfleet.errors import SmallfleetError
 @click.option("--cpu-hour-usd", type=float, help="Price of one CPU core-hour for costing specialist answers.")
 @click.option("--audit-rate", type=click.FloatRange(0, 1), help="Share of accepted answers also sent to the first "
               "upstream tier after the response, to check live quality against the guarantee (replaces the fleet's).")
+@click.option("--drift-every", type=click.FloatRange(min=0), help="Seconds between the gateway's drift checks "
+              "(signals on /metrics, computed in the background); 0 = none [default: the fleet's serving.drift_every, 300].")
 @click.option("--max-pending-reviews", type=click.IntRange(min=1), help="Most items the review queue holds "
               "pending; past it a review tier is skipped (the next tier answers, or a 503) (replaces the fleet's).")
 @runtime_option
 @click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shadows, escalate_url, escalate_model, escalate_key_env, escalate_input_price,
-            escalate_output_price, escalate_timeout, escalate_retries, cpu_hour_usd, audit_rate, max_pending_reviews, runtime,
+            escalate_output_price, escalate_timeout, escalate_retries, cpu_hour_usd, audit_rate, max_pending_reviews, drift_every, runtime,
             log_level):  # fmt: skip
     """Serve FLEET (a folder made by `smallfleet train`, or one specialist folder) over HTTP.
 
@@ -110,6 +112,8 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
         served.serving = replace(served.serving, audit_rate=audit_rate)
     if max_pending_reviews is not None:
         served.serving = replace(served.serving, max_pending_reviews=max_pending_reviews)
+    if drift_every is not None:
+        served.serving = replace(served.serving, drift_every=drift_every)
     for task in served.tasks.values():
         promise = (task.guarantee.describe() if task.guarantee else
                    f"accept confidence >= {task.threshold:.3f} (set by hand; {task.coverage:.0%} of validation)")

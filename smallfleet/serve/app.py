@@ -15,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
+from smallfleet.serve.drift import DriftMonitor
 from smallfleet.serve.fleet import ServedFleet
 from smallfleet.serve.reload import FleetWatcher
 from smallfleet.serve.gateway import Gateway, GatewayError
@@ -84,10 +85,16 @@ def create_app(fleet: ServedFleet, db: Database) -> FastAPI:
         app.state.keys = KeyCheck(db)
         await gateway.auditor.start(list(fleet.tasks.values()))
         watcher = asyncio.get_running_loop().create_task(FleetWatcher(fleet).run())
+        drift = None
+        if fleet.serving.drift_every > 0:
+            app.state.drift = DriftMonitor(fleet, db, gateway.metrics)
+            drift = asyncio.get_running_loop().create_task(app.state.drift.run())
         try:
             yield
         finally:
             watcher.cancel()
+            if drift is not None:
+                drift.cancel()
             await gateway.auditor.close()
             await gateway.shadow.close()
             await client.aclose()

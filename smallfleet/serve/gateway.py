@@ -95,7 +95,8 @@ class Gateway:
                     output=completion.content, prompt_tokens=completion.prompt_tokens,
                     completion_tokens=completion.completion_tokens, latency_ms=completion.latency_ms,
                     cost_usd=completion.cost_usd, frontier_cost_usd=completion.frontier_cost_usd,
-                    tried=completion.tried, version=completion.version)  # fmt: skip
+                    tried=completion.tried, version=completion.version,
+                    guess=completion.guess if completion.tier != SPECIALIST_TIER else None)  # fmt: skip
         )
         self.metrics.observe(completion.task, completion.tier, completion.status, completion.escalated,
                              completion.latency_ms / 1000)  # fmt: skip

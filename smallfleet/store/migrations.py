@@ -173,6 +173,12 @@ def _shadow(conn: Connection) -> None:
     meta.create_all(conn)
 
 
+
+@migration(7, "the specialist's own answer on requests another tier answered")
+def _guess(conn: Connection) -> None:
+    # the predicted-answer mix of drift checks needs the specialist's answer even where a tier replaced it
+    conn.execute(text("ALTER TABLE requests ADD COLUMN guess TEXT"))
+
 def applied(engine: Engine) -> list[int]:
     """Versions already applied to the database behind `engine`."""
     meta = MetaData()

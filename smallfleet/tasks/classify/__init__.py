@@ -51,6 +51,9 @@ class ClassifyKind(TaskKind):
             raise DataError(f"{answer!r} is not a label of task {manifest['name']!r} (labels: {', '.join(labels)})")
         return answer
 
+    def answer_mix(self, manifest: dict) -> dict[str, int] | None:
+        return dict(manifest.get("data", {}).get("label_counts") or {}) or None
+
     def quality_table(self, metrics: dict) -> QualityTable:
         pairs = metrics.get("confused", [])[:10]
         return QualityTable("most confused label pairs", ["true label", "predicted", "count"],
