@@ -37,6 +37,7 @@ from gateway import free_port, wait_up  # noqa: E402
 
 from smallfleet.data import read_rows  # noqa: E402
 from smallfleet.settings import datasets_dir  # noqa: E402
+from smallfleet.tokens import estimate_prompt_tokens, estimate_tokens  # noqa: E402
 
 SEED = 13
 PER_INTENT = 10
@@ -56,12 +57,13 @@ def stand_in_upstream(gold: dict[str, str], labels: list[str], accuracy: float, 
         body = await request.json()
         text = body["messages"][-1]["content"]
         label = gold.get(text, labels[0])
+        prompt, answer = estimate_prompt_tokens(body["messages"]), estimate_tokens(label)  # billed like a real API
         rng = random.Random(f"{SEED}:{text}")
         if rng.random() >= accuracy:
             label = rng.choice([x for x in labels if x != label])
         return {"id": "up", "object": "chat.completion", "created": 0, "model": body.get("model", "oracle"),
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": label}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}  # fmt: skip
+                "usage": {"prompt_tokens": prompt, "completion_tokens": answer, "total_tokens": prompt + answer}}  # fmt: skip
 
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False))
     threading.Thread(target=server.run, daemon=True).start()
