@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from smallfleet.serve.console.access import ConsoleAccess
 from smallfleet.serve.console.pages import ConsolePages
 from smallfleet.serve.console.routes import router as console_router
+from smallfleet.serve.drift import DriftMonitor
 from smallfleet.serve.fleet import ServedFleet
 from smallfleet.serve.reload import FleetWatcher
 from smallfleet.serve.gateway import Gateway, GatewayError
@@ -60,10 +61,16 @@ def create_app(fleet: ServedFleet, db: Database, loopback: bool = False) -> Fast
         app.state.console_access = ConsoleAccess(app.state.keys, open_without_keys=loopback)
         await gateway.auditor.start(list(fleet.tasks.values()))
         watcher = asyncio.get_running_loop().create_task(FleetWatcher(fleet).run())
+        drift = None
+        if fleet.serving.drift_every > 0:
+            app.state.drift = DriftMonitor(fleet, db, gateway.metrics)
+            drift = asyncio.get_running_loop().create_task(app.state.drift.run())
         try:
             yield
         finally:
             watcher.cancel()
+            if drift is not None:
+                drift.cancel()
             await gateway.auditor.close()
             await gateway.shadow.close()
             await client.aclose()

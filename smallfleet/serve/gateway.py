@@ -113,7 +113,8 @@ class Gateway:
                     output=self._logged_output(completion.content), prompt_tokens=completion.prompt_tokens,
                     completion_tokens=completion.completion_tokens, latency_ms=completion.latency_ms,
                     cost_usd=completion.cost_usd, frontier_cost_usd=completion.frontier_cost_usd,
-                    tried=completion.tried, version=completion.version, **_triage_columns(completion))  # fmt: skip
+                    tried=completion.tried, version=completion.version, **_triage_columns(completion),
+                    guess=completion.guess if completion.tier != SPECIALIST_TIER else None)  # fmt: skip
         )
         self.metrics.observe(completion.task, completion.tier, completion.status, completion.escalated,
                              completion.latency_ms / 1000)  # fmt: skip

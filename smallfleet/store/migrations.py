@@ -223,6 +223,11 @@ def _console(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX ix_reviews_request_id ON reviews (request_id)"))
 
 
+@migration(10, "the specialist's own answer on requests another tier answered")
+def _guess(conn: Connection) -> None:
+    # the predicted-answer mix of drift checks needs the specialist's answer even where a tier replaced it
+    conn.execute(text("ALTER TABLE requests ADD COLUMN guess TEXT"))
+
 def applied(engine: Engine) -> list[int]:
     """Versions already applied to the database behind `engine`."""
     meta = MetaData()

@@ -140,6 +140,11 @@ class TaskKind(ABC):
         except DataError:
             return False
 
+    def answer_mix(self, manifest: dict) -> dict[str, int] | None:
+        """How often each answer occurs in the training data, for kinds whose answers fall in a few categories
+        (the predicted-answer mix of drift checks); None for kinds with free-form answers."""
+        return None
+
     def input_texts(self, spec) -> list[str]:
         """The input texts of a task's training file (the router learns from them)."""
         from smallfleet.data import read_rows
@@ -211,6 +216,10 @@ class SavedTask:
 
     def confidence_curve(self) -> ConfidenceCurve:
         return confidence_curve(self.folder)
+
+    def answer_mix(self) -> dict[str, int] | None:
+        """Training answers by category, or None (see `TaskKind.answer_mix`)."""
+        return self.kind.answer_mix(self.manifest)
 
 
 def load_specialist(folder: str | Path) -> Specialist:

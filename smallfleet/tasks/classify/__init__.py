@@ -55,6 +55,9 @@ class ClassifyKind(TaskKind):
         """One button per label, the guess pre-selected."""
         return AnswerForm("choice", options=list(manifest["labels"]), value=guess or "")
 
+    def answer_mix(self, manifest: dict) -> dict[str, int] | None:
+        return dict(manifest.get("data", {}).get("label_counts") or {}) or None
+
     def quality_table(self, metrics: dict) -> QualityTable:
         pairs = metrics.get("confused", [])[:10]
         return QualityTable("most confused label pairs", ["true label", "predicted", "count"],
