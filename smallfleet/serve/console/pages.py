@@ -15,7 +15,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from smallfleet.errors import ConfigError
 from smallfleet.flywheel.review import answer_review
 from smallfleet.flywheel.versions import list_versions, promote, rollback
-from smallfleet.report.drift import escalation_drift
+from smallfleet.flywheel.drift import rate_test
 from smallfleet.report.live import live_quality
 from smallfleet.serve.console import charts
 from smallfleet.serve.fleet import ServedFleet
@@ -120,7 +120,7 @@ class ConsolePages:
                 "promise": task.guarantee.describe() if task.guarantee else
                 f"accept confidence >= {task.threshold:.3f} (set by hand)",
                 "live": live.get(name), "pending": pending.get(name, 0),
-                "drift": escalation_drift(last["escalated"], last["requests"], expected),
+                "drift": escalation_drift(last["escalated"], last["requests"], expected),  # quick; `smallfleet drift`: all
                 "today": last, "week": {k: sum(d.get(k, 0) for d in days.values()) for k in ("requests", "escalated")},
                 "chart": charts.lines(f"{name}: escalation rate per day", [d[5:] for d in day_labels],
                                       [("escalation rate", charts.ORANGE, rates)], height=120, top=1.0,
@@ -185,3 +185,24 @@ class ConsolePages:
     def rollback(self, task: str) -> str:
         version = rollback(self.fleet.folder, task)
         return f"{task}: rolled back to {version}; the gateway switches to it within seconds"
+
+
+DRIFT_LEVEL = 0.01
+"""Significance at which today's escalation rate counts as drift (as `smallfleet drift`'s default alpha)."""
+MIN_REQUESTS = 20
+"""Fewer requests today than this give no verdict."""
+
+
+def escalation_drift(escalated: int, requests: int, expected: float) -> dict:
+    """Today's escalation rate against validation's (`smallfleet drift`'s escalation signal, on today's requests).
+
+    Returns:
+        {verdict: "drifting" | "steady" | "too few requests" | "escalates everything", rate, expected, p_value}.
+    """
+    out = {"rate": escalated / requests if requests else None, "expected": expected, "p_value": None}
+    if expected >= 1:
+        return {**out, "verdict": "escalates everything"}
+    if requests < MIN_REQUESTS:
+        return {**out, "verdict": "too few requests"}
+    signal = rate_test("escalation_rate", escalated, requests, expected, DRIFT_LEVEL)
+    return {**out, "p_value": signal.p_value, "verdict": "drifting" if signal.drift else "steady"}
