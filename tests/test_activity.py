@@ -59,7 +59,8 @@ def test_the_rollup_migration_counts_the_rows_logged_before_it(tmp_path):
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = create_engine(url)
     saved = list(MIGRATIONS)
-    MIGRATIONS[:] = [m for m in saved if m[0] < 7]  # a database as an older smallfleet left it
+    rollup = next(number for number, name, _ in saved if name.startswith("console: hourly request rollup"))
+    MIGRATIONS[:] = [m for m in saved if m[0] < rollup]  # a database as an older smallfleet left it
     try:
         migrate(engine)
     finally:
@@ -69,7 +70,7 @@ def test_the_rollup_migration_counts_the_rows_logged_before_it(tmp_path):
     with engine.begin() as conn:
         conn.execute(meta.tables["requests"].insert(), rows())
     db = Database(url)
-    assert db.applied_now == [7]
+    assert db.applied_now == [m[0] for m in saved if m[0] >= rollup]
     check(db)
     with db.engine.begin() as conn:  # and new rows add to the same buckets
         write_requests(db, conn, rows(5))
