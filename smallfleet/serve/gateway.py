@@ -196,9 +196,11 @@ class Gateway:
             route, seconds = await self.fleet.router_batcher.submit(text)
             if route.task is None:
                 completion = await self._passthrough(request, text, self.tiers, escalated=True)
+                completion.escalation_reason = [f"route {test}" for test in route.failed]
             else:
                 completion = await self._answer(self.fleet.tasks[route.task], request, text)
             completion.route_confidence = route.confidence
+            completion.route_novelty = route.novelty
             completion.cost_usd += self.fleet.compute_cost(seconds)
             return completion
         if model.startswith(FLEET_MODEL + "/"):
@@ -224,8 +226,10 @@ class Gateway:
         own_cost = self.fleet.compute_cost(seconds)
         escalation = task.specialist.escalation_request(text)
         frontier = self._frontier_cost(escalation.messages, answer.content)
-        accepted = answer.valid and answer.confidence >= task.threshold
+        failed = failed_tests(task, answer)
+        accepted = not failed
         result = Completion(content=answer.content, tier=SPECIALIST_TIER, task=task.name, confidence=answer.confidence,
+                            novelty=answer.novelty, escalation_reason=failed,
                             version=task.version, guess=answer.content, accepted=accepted, cost_usd=own_cost,
                             frontier_cost_usd=frontier,
                             prompt_tokens=estimate_prompt_tokens([{"content": text}]),
@@ -318,6 +322,17 @@ class Gateway:
     def _frontier_cost(self, messages: list[dict], content: str) -> float:
         """What the most expensive configured upstream tier would charge for this request."""
         return max((t.estimate_cost(messages, content) for t in self.upstreams), default=0.0)
+
+
+def failed_tests(task: ServedTask, answer: Answer) -> list[str]:
+    """The acceptance tests `answer` fails (empty = accepted): `valid` (an unusable answer), `confidence` (below the
+    task's threshold), `novelty` (the input lies farther from the training data than the task's novelty threshold)."""
+    failed = [] if answer.valid else ["valid"]
+    if answer.confidence < task.threshold:
+        failed.append("confidence")
+    if task.specialist.novelty and not task.specialist.novelty.accepts(answer.novelty):
+        failed.append("novelty")
+    return failed
 
 
 def _no_tier_answered(tried: list[str], unavailable: bool, task: str | None = None) -> GatewayError:
