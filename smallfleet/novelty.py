@@ -182,3 +182,48 @@ def fpr_at_tpr(in_scores: np.ndarray, out_scores: np.ndarray, tpr: float = 0.95)
         return None
     cut = np.quantile(b, 1 - tpr, method="lower")
     return float((a >= cut).mean())
+
+
+def ood_report(novelty_in: list, novelty_ood: list, confidence_in: list, confidence_ood: list,
+               confidence_threshold: float, novelty_threshold: float | None) -> dict:  # fmt: skip
+    """How well novelty (and, for comparison, 1 - confidence) tells in-distribution rows from out-of-scope ones,
+    and what share of each group the served thresholds escalate (`smallfleet eval --ood`).
+
+    Args:
+        novelty_in, novelty_ood: novelty of each in-distribution / out-of-scope row (None when not measured).
+        confidence_in, confidence_ood: the specialist's confidence on each.
+        confidence_threshold: the served confidence threshold.
+        novelty_threshold: the served novelty threshold; None = no novelty test.
+    """
+    c_in, c_ood = np.asarray(confidence_in, dtype=float), np.asarray(confidence_ood, dtype=float)
+    measured = novelty_threshold is not None and None not in novelty_in and None not in novelty_ood
+    n_in = np.asarray(novelty_in, dtype=float) if measured else np.zeros(len(c_in))
+    n_ood = np.asarray(novelty_ood, dtype=float) if measured else np.zeros(len(c_ood))
+    low_in, low_ood = c_in < confidence_threshold, c_ood < confidence_threshold
+    far_in = n_in > novelty_threshold if measured else np.zeros(len(c_in), dtype=bool)
+    far_ood = n_ood > novelty_threshold if measured else np.zeros(len(c_ood), dtype=bool)
+
+    def share(mask: np.ndarray) -> float | None:
+        return round(float(mask.mean()), 4) if len(mask) else None
+
+    def rounded(value: float | None) -> float | None:
+        return None if value is None else round(value, 4)
+
+    return {
+        "n_in": int(len(c_in)),
+        "n_ood": int(len(c_ood)),
+        "auroc": rounded(auroc(n_in, n_ood)) if measured else None,
+        "fpr_at_95tpr": rounded(fpr_at_tpr(n_in, n_ood)) if measured else None,
+        "auroc_confidence": rounded(auroc(1 - c_in, 1 - c_ood)),
+        "fpr_at_95tpr_confidence": rounded(fpr_at_tpr(1 - c_in, 1 - c_ood)),
+        "confidence_threshold": round(confidence_threshold, 6),
+        "novelty_threshold": novelty_threshold,
+        "escalated_in": share(low_in | far_in),
+        "escalated_ood": share(low_ood | far_ood),
+        "escalated_in_confidence": share(low_in),
+        "escalated_ood_confidence": share(low_ood),
+        "escalated_in_novelty": share(far_in) if measured else None,
+        "escalated_ood_novelty": share(far_ood) if measured else None,
+        "novelty_in": [round(float(v), 4) for v in n_in] if measured else [],
+        "novelty_ood": [round(float(v), 4) for v in n_ood] if measured else [],
+    }

@@ -118,15 +118,23 @@ def out_of_scope_texts(spec: TaskSpec) -> list[str] | None:
     Raises:
         DataError: a row without the field (file and line), or no text at all.
     """
-    path, field = spec.settings.out_of_scope, spec.fields.text
-    if path is None:
+    if spec.settings.out_of_scope is None:
         return None
+    return read_texts(spec.settings.out_of_scope, spec.fields.text)
+
+
+def read_texts(path: Path, field: str) -> list[str]:
+    """The text in field `field` of every row of `path`.
+
+    Raises:
+        DataError: a row without the field (file and line), or no text at all.
+    """
     texts = []
     for line, row in read_rows(path):
         value = row.get(field)
         if not isinstance(value, str) or not value.strip():
-            raise DataError(f"{path}:{line}: out-of-scope row has no text in field {field!r}")
+            raise DataError(f"{path}:{line}: row has no text in field {field!r}")
         texts.append(value)
     if not texts:
-        raise DataError(f"{path}: no out-of-scope texts")
+        raise DataError(f"{path}: no texts")
     return texts
