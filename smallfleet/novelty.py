@@ -45,6 +45,8 @@ class NoveltyModel:
     threshold: float | None = None
     info: dict = field(default_factory=dict)
     """What the manifest records: how the threshold was set and what it escalates on validation."""
+    scores: dict = field(default_factory=dict)
+    """The novelty of the rows the threshold was set on (`valid`, `out_of_scope`), for calibration.json and reports."""
 
     @classmethod
     def fit(cls, method: str, embeddings: np.ndarray, labels: np.ndarray | None = None, k: int = KNN_K) -> NoveltyModel:
@@ -121,6 +123,8 @@ class NoveltyModel:
             chosen = max(chosen, floor)
             source = f"tuned on {len(ood)} out-of-scope examples (validation escalation at most {share:.0%})"
         self.threshold = chosen
+        self.scores = {"threshold": chosen, "valid": [round(float(v), 4) for v in valid],
+                       "out_of_scope": [round(float(v), 4) for v in np.sort(out_of_scope)] if out_of_scope is not None else []}  # fmt: skip
         self.info = {
             "method": self.method,
             "threshold": round(chosen, 6),

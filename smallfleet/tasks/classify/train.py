@@ -128,6 +128,9 @@ def train_classifier(spec: TaskSpec, out: Path, force: bool = False, console: Co
         "novelty": novelty.info if novelty else None,
     }
 
+    if novelty:
+        calibration["novelty"] = novelty.scores
+
     def write_weights(tmp: Path) -> None:
         model.save(tmp)
         tokenizer.save_pretrained(tmp / ENCODER_DIR)

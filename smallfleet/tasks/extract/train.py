@@ -157,6 +157,9 @@ def train_extractor(spec: TaskSpec, out: Path, force: bool = False, console: Con
         "novelty": novelty.info if novelty else None,
     }
 
+    if novelty:
+        calibration["novelty"] = novelty.scores
+
     def write_weights(tmp: Path) -> None:
         model.save(tmp)
         tokenizer.save_pretrained(tmp / ENCODER_DIR)
