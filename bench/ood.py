@@ -106,6 +106,7 @@ def measure(name: str, specialist, spec: TaskSpec, inside: tuple[list[str], list
     low_in, low_ood = conf_in < guarantee.threshold, conf_ood < guarantee.threshold
     base = {
         "specialist": name, "n_in": len(texts), "n_ood": len(ood_texts),
+        "epochs_run": specialist.manifest["fit"]["epochs_run"],
         "ood_sources": {s: len(g) for s, g in outside.items()},
         "accuracy_all": float(correct.mean()),
         "confidence_threshold": guarantee.threshold,
@@ -181,7 +182,7 @@ def render_markdown(results: list[dict], lat: dict, env: dict) -> str:
     for r in results:
         ood = ", ".join(f"{s} {n}" for s, n in r["ood_sources"].items())
         s = r["softmax_only"]
-        lines.append(f"| {r['specialist']} (in-scope {r['n_in']}) | {ood} | softmax only (1 - confidence) | "
+        lines.append(f"| {r['specialist']} ({r['epochs_run']} epochs; in-scope {r['n_in']}) | {ood} | softmax only (1 - confidence) | "
                      f"{r['auroc_confidence']:.3f} | {r['fpr95_confidence']:.3f} | {s['escalated_in']:.1%} | "
                      f"{s['escalated_ood']:.1%} | {_acc(s['accepted_accuracy'])} |")  # fmt: skip
         for key, m in r["methods"].items():
@@ -210,7 +211,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("/tmp/smallfleet-ood-bench"),
                         help="Where the specialists are trained (and reused from on later runs).")
-    parser.add_argument("--epochs", type=int, default=3, help="Maximum epochs when a specialist is trained.")
+    parser.add_argument("--epochs", type=int, default=3, help="Maximum epochs when a specialist is trained (each "
+                        "specialist's epochs are reported).")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--per-source", type=int, default=700, help="Out-of-scope texts drawn from each source.")
     parser.add_argument("--share", type=float, default=0.05, help="novelty_share: most of validation escalated for novelty.")
