@@ -15,7 +15,7 @@ export COLUMNS ?= 120
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_OPENMP=OFF \
 	-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
 
-.PHONY: setup setup-fast browser quickstart test bench bench-venv-litellm bench-gateway bench-generate bench-extract bench-guarantee clean
+.PHONY: setup setup-fast browser postgres quickstart test bench bench-venv-litellm bench-gateway bench-generate bench-extract bench-guarantee clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,7 +53,13 @@ browser:  ## install Chromium + chromedriver from Debian's packages when missing
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
 
-test: setup-fast browser  ## run the test suite (real models on shipped data; shared datasets when present)
+# the PostgreSQL tests start a throwaway server on a fresh data folder (tests/conftest.py): Debian's server, installed
+# once; Debian keeps its programs in /usr/lib/postgresql/<version>/bin, off PATH, which is where the tests look too
+postgres:  ## install the PostgreSQL server from Debian's packages when missing (the PostgreSQL tests run it)
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql; }
+
+test: setup-fast browser postgres  ## run the test suite (real models on shipped data; shared datasets when present)
 	$(BIN)/python -m pytest
 
 bench: setup  ## classification benchmark on the shared datasets (about 11 minutes on 2 cores)

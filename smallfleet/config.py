@@ -46,6 +46,9 @@ class RouterSpec:
             raise ConfigError("router: target must be in (0, 1] and max_per_task >= 10")
 
 
+LOG_INPUTS = ("full", "redacted", "none")
+
+
 @dataclass
 class ServingSpec:
     """Gateway settings stored with the fleet; `smallfleet serve` flags override them."""
@@ -62,6 +65,17 @@ class ServingSpec:
     """Share of accepted answers also sent to the first upstream tier, after the response, to check live quality."""
     max_pending_reviews: int = 10_000
     """Most items the review queue holds pending; past it a review tier is skipped (the next tier, or a 503)."""
+    journal_fsync: bool = False
+    """Sync each request-log row to the disk before its response (survives power loss, not only a crashed process)."""
+    log_inputs: str = "full"
+    """What the request log keeps of each input: `full`, `redacted` (personal data replaced by typed placeholders,
+    see smallfleet/pii.py) or `none`."""
+    triage: str = ""
+    """Triage model folder (`smallfleet triage train`), absolute or relative to the fleet folder; empty = no triage.
+    With one, requests no task owns and requests for model `auto` go to the cheapest tier predicted good enough."""
+    willingness_to_pay: float = 0.5
+    """Predicted probability of a good-enough answer a cheaper tier needs to be chosen by triage; higher pays for
+    stronger tiers more often (0 = always the cheapest, 1 = always the most expensive)."""
 
     def __post_init__(self) -> None:
         if min(self.cpu_hour_usd, self.gpu_hour_usd) < 0 or self.max_request_bytes < 1024 or self.max_tokens < 1:
@@ -70,6 +84,10 @@ class ServingSpec:
             raise ConfigError(f"serving: audit_rate must be in [0, 1], got {self.audit_rate}")
         if self.max_pending_reviews < 1:
             raise ConfigError(f"serving: max_pending_reviews must be at least 1, got {self.max_pending_reviews}")
+        if self.log_inputs not in LOG_INPUTS:
+            raise ConfigError(f"serving: log_inputs must be one of {', '.join(LOG_INPUTS)}, got {self.log_inputs!r}")
+        if not 0 <= self.willingness_to_pay <= 1:
+            raise ConfigError(f"serving: willingness_to_pay must be in [0, 1], got {self.willingness_to_pay}")
 
 
 @dataclass

@@ -14,7 +14,7 @@ import functools
 import inspect
 import textwrap
 from pathlib import Path
-from typing import Any, get_args, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
 from smallfleet.errors import ConfigError
 
@@ -41,6 +41,8 @@ class Settings:
 def field_type(cls: type, name: str) -> type:
     """The plain type of field `name` (X for `X | None`)."""
     typ = get_type_hints(cls)[name]
+    if get_origin(typ) is list:  # list[X]: a list
+        return list
     if get_args(typ):  # Optional[X] / X | None: the non-None member
         typ = next(t for t in get_args(typ) if t is not type(None))
     return typ
@@ -81,6 +83,8 @@ def build(cls: type, values: Any, where: str, base_dir: Path | None = None) -> A
         if value is None:
             kwargs[key] = None
             continue
+        if typ is list and not isinstance(value, list):
+            raise ConfigError(f"{where}: key '{key}' must be a list, got {value!r}")
         try:
             kwargs[key] = typ(value)
             if typ is int and float(value) != kwargs[key]:

@@ -3,7 +3,11 @@ specialists trained once per session (real MiniLM, real data, CPU)."""
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -22,16 +26,60 @@ def quickstart_data() -> Path:
     return QUICKSTART / "data"
 
 
+def missing(message: str) -> None:
+    """Skip a test whose outside requirement is missing; under CI (CI=true) fail it instead, so it never passes unseen."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def shared_datasets() -> Path:
     """The shared public datasets; a clear failure (not a skip) when missing under CI."""
     path = datasets_dir()
     if not (path / "README.md").is_file():
-        message = f"shared datasets not found at {path}; set SMALLFLEET_DATASETS to their folder"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"shared datasets not found at {path}; set SMALLFLEET_DATASETS to their folder")
     return path
+
+
+def postgres_bin(program: str) -> str | None:
+    """A PostgreSQL server program: on PATH, else where Debian's packages put it (/usr/lib/postgresql/<v>/bin)."""
+    found = shutil.which(program)
+    if found:
+        return found
+    versions = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{program}"), key=lambda p: int(Path(p).parts[-3]))
+    return versions[-1] if versions else None
+
+
+@pytest.fixture
+def postgres():
+    """A throwaway PostgreSQL server on a loopback port, on a fresh data folder; its SQLAlchemy URL.
+
+    Skipped where the server is not installed, failed under CI (`make test` installs it: `make postgres`)."""
+    initdb, pg_ctl = postgres_bin("initdb"), postgres_bin("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        missing("PostgreSQL server binaries (initdb) not installed: run `make postgres`")
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None:
+        missing("the psycopg driver is not installed: pip install -e '.[postgres]'")
+    from fake_upstream import free_port
+
+    # PostgreSQL refuses to run as root: as root, run it as the `postgres` user in a folder it can reach
+    tmp_path = Path(tempfile.mkdtemp(prefix="smallfleet-pg-"))
+    data = tmp_path / "pg"
+    data.mkdir()
+    runas = [shutil.which("runuser") or "/usr/sbin/runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if runas:
+        shutil.chown(data, "postgres")
+        shutil.chown(tmp_path, "postgres")
+    port = free_port()
+    subprocess.run([*runas, initdb, "-D", str(data), "-U", "postgres", "--auth=trust"], check=True, capture_output=True)
+    subprocess.run([*runas, pg_ctl, "-D", str(data), "-o", f"-p {port} -k {tmp_path} -h 127.0.0.1",
+                    "-l", str(tmp_path / "pg.log"), "-w", "start"], check=True, capture_output=True)  # fmt: skip
+    yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    subprocess.run([*runas, pg_ctl, "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+    shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 def ticket_task(data: Path, **training) -> TaskSpec:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -40,3 +41,14 @@ class GatewayProcess:
     def __exit__(self, *exc) -> None:
         self.proc.terminate()  # SIGTERM: uvicorn shuts down, the ledger flushes
         self.proc.wait(timeout=30)
+
+
+def fleet_with_tiers(fleet_dir: Path, folder: Path, tiers: list[dict]) -> Path:
+    """The test fleet with these tiers in place of its own (its specialists linked, not copied)."""
+    folder.mkdir()
+    for item in fleet_dir.iterdir():
+        if item.name != "fleet.json" and not item.name.endswith(".db"):
+            (folder / item.name).symlink_to(item)
+    index = json.loads((fleet_dir / "fleet.json").read_text())
+    (folder / "fleet.json").write_text(json.dumps({**index, "tiers": tiers}))
+    return folder

@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 from fake_upstream import FakeUpstream
-from gateway_process import GatewayProcess
+from gateway_process import GatewayProcess, fleet_with_tiers
 
 UPSTREAM_KEY = "sk-test-upstream-secret-123"
 TICKET = "I was charged twice for order 88412, please refund the extra payment"
@@ -143,17 +143,6 @@ def test_upstream_timeouts_are_retried_then_the_next_tier_answers(fleet_dir, ups
         sf = extra(ask(c, "fleet/review_sentiment", REVIEW))
     assert sf["tier"] == "human" and sf["tried"] == ["escalate: timed out after 0.5s (2 attempts)"]
     assert len(upstream.calls) == 2
-
-
-def fleet_with_tiers(fleet_dir, folder, tiers: list[dict]):
-    """The test fleet with these tiers in place of its own (its specialists linked, not copied)."""
-    folder.mkdir()
-    for item in fleet_dir.iterdir():
-        if item.name != "fleet.json" and not item.name.endswith(".db"):
-            (folder / item.name).symlink_to(item)
-    index = json.loads((fleet_dir / "fleet.json").read_text())
-    (folder / "fleet.json").write_text(json.dumps({**index, "tiers": tiers}))
-    return folder
 
 
 def timed(call):

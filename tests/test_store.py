@@ -3,16 +3,10 @@ same log shared by two gateway processes on a real PostgreSQL server."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import openai
 import pytest
-from fake_upstream import free_port
 from gateway_process import GatewayProcess
 from sqlalchemy import inspect
 
@@ -20,13 +14,14 @@ from smallfleet.errors import ConfigError
 from smallfleet.store import Database
 from smallfleet.store.keys import active_keys, create_key, hash_key, keys_required, list_keys, open_gateway, revoke_key
 from smallfleet.store.ledger import Ledger, new_row, recent, rollup
+from smallfleet.store.limits import KeyLimits
 from smallfleet.store.migrations import MIGRATIONS
 
 
 def test_migrations_apply_once_in_order_on_a_fresh_database(tmp_path):
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     first = Database(url)
-    assert first.applied_now == [n for n, _, _ in MIGRATIONS] == [1, 2, 3, 4, 5, 6]
+    assert first.applied_now == [n for n, _, _ in MIGRATIONS] == [1, 2, 3, 4, 5, 6, 7, 8]
     tables = {"requests", "api_keys", "reviews", "judgements", "schema_migrations"}
     assert tables <= set(inspect(first.engine).get_table_names())
     assert Database(url).applied_now == []  # reopening applies nothing
@@ -74,30 +69,6 @@ def test_revoking_the_last_key_keeps_keys_required_until_the_gateway_is_opened(t
     assert keys_required(db)
 
 
-@pytest.fixture
-def postgres():
-    """A throwaway PostgreSQL server on a loopback port (skipped where PostgreSQL is not installed)."""
-    initdb = shutil.which("initdb")
-    if initdb is None:
-        pytest.skip("PostgreSQL server binaries (initdb) not installed")
-    pytest.importorskip("psycopg")
-    # PostgreSQL refuses to run as root: as root, run it as the `postgres` user in a folder it can reach
-    tmp_path = Path(tempfile.mkdtemp(prefix="smallfleet-pg-"))
-    data = tmp_path / "pg"
-    data.mkdir()
-    runas = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if runas:
-        shutil.chown(data, "postgres")
-        shutil.chown(tmp_path, "postgres")
-    port = free_port()
-    subprocess.run([*runas, initdb, "-D", str(data), "-U", "postgres", "--auth=trust"], check=True, capture_output=True)
-    subprocess.run([*runas, shutil.which("pg_ctl"), "-D", str(data), "-o", f"-p {port} -k {tmp_path} -h 127.0.0.1",
-                    "-l", str(tmp_path / "pg.log"), "-w", "start"], check=True, capture_output=True)  # fmt: skip
-    yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    subprocess.run([*runas, shutil.which("pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
-    shutil.rmtree(tmp_path, ignore_errors=True)
-
-
 REFUSED = {  # request id -> values some database or driver refuses as they are
     "surrogate": {"input": "x \ud800 y", "output": "\udfff"},
     "nul": {"input": "a\x00b", "error": "\x00"},
@@ -132,15 +103,27 @@ def test_rows_the_database_refuses_are_stored_in_a_safe_form_postgresql(postgres
     assert rows["nul"]["input"] == "a\\x00b" and len(rows["long-model"]["model"]) == 200
 
 
-def test_two_gateways_share_one_postgresql_log(postgres, fleet_dir):
+def test_two_gateways_share_one_postgresql_log_and_one_rate_limit(postgres, fleet_dir):
     db = Database(postgres)
     assert db.applied_now == [n for n, _, _ in MIGRATIONS]
+    key = create_key(db, "shared", limits=KeyLimits(rpm=3))  # rpm windows are UTC minutes: all in one
     with GatewayProcess(fleet_dir, "--db", postgres) as a, GatewayProcess(fleet_dir, "--db", postgres) as b:
-        for gw in (a, b, a):
-            client = openai.OpenAI(base_url=gw.base_url, api_key="x", max_retries=0)
-            client.chat.completions.create(model="fleet/support_ticket", messages=[{"role": "user", "content": "refund me"}])
+        left = 60 - time.time() % 60
+        if left < 25:
+            time.sleep(left + 0.1)
+        answered, refused = 0, []
+        for gw in (a, b, a, b, a, b):
+            client = openai.OpenAI(base_url=gw.base_url, api_key=key, max_retries=0)
+            try:
+                client.chat.completions.create(model="fleet/support_ticket", messages=[{"role": "user", "content": "refund me"}])
+                answered += 1
+            except openai.RateLimitError as err:
+                refused.append(err.message)
+    assert answered == 3 and len(refused) == 3  # one limit across both gateways
+    assert all("3 requests per minute (rpm)" in m for m in refused)
     totals = rollup(db)
-    assert totals["requests"] == 3 and totals["by_task"]["support_ticket"]["requests"] == 3
+    assert totals["requests"] == 6 and totals["errors"] == 3  # both gateways' rows, the refused ones included
+    assert totals["by_task"]["support_ticket"]["requests"] == 3
 
 
 def test_a_row_the_database_refuses_does_not_block_the_others(tmp_path, caplog):
@@ -163,3 +146,12 @@ def test_rows_of_one_batch_keep_every_field_they_carry(tmp_path):
     ledger.close()
     rows = {r["request_id"]: r for r in recent(db)}
     assert (rows["ok"]["output"], rows["failed"]["error"]) == ("billing", "generation failed")
+
+
+def test_closing_an_idle_ledger_reports_no_failure(tmp_path, caplog):
+    ledger = Ledger(Database(f"sqlite:///{tmp_path / 'idle.db'}"))
+    ledger.record(new_row(request_id="one", status="ok", http_status=200))
+    time.sleep(0.5)  # written: the queue is empty when the close marker comes
+    ledger.close()
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+    assert rollup(ledger.db)["requests"] == 1

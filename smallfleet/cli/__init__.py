@@ -37,7 +37,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from smallfleet.cli import evaluate, flywheel, keys, ledger, models, predict, report, review, serve, train
+    from smallfleet.cli import evaluate, flywheel, keys, ledger, models, predict, report, review, serve, train, triage
 
     for module in (train, evaluate, predict, serve, models, report):
         main.add_command(module.command)
@@ -51,6 +51,7 @@ def _register() -> None:
     main.add_command(flywheel.retrain_command)
     main.add_command(review.group)
     main.add_command(keys.group)
+    main.add_command(triage.group)
 
 
 _register()

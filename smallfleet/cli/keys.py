@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
+
 import click
 from rich.console import Console
 from rich.table import Table
 
 from smallfleet.cli.options import db_option, fleet_argument, open_database
+from smallfleet.settings import field_docs, field_type
+from smallfleet.store.limits import PERIODS, KeyLimits
+
+
+def limit_flags(command: Callable) -> Callable:
+    """One flag per KeyLimits field (flag = field name, help = its docstring): --budget-usd, --rpm, --tpm, --period."""
+    docs = field_docs(KeyLimits)
+    for f in reversed(dataclasses.fields(KeyLimits)):
+        typ = click.Choice(PERIODS) if f.name == "period" else field_type(KeyLimits, f.name)
+        default = f" [default: {f.default}]" if f.default is not None else " [default: no limit]"
+        command = click.option(f"--{f.name.replace('_', '-')}", f.name, type=typ, default=f.default,
+                               help=docs[f.name] + default)(command)  # fmt: skip
+    return command
 
 
 @click.group("keys")
@@ -25,11 +41,18 @@ def group():
 @click.option("--role", type=click.Choice(["client", "reviewer", "admin"]), default="client", show_default=True,
               help="client: calls the API and gives feedback on its own requests; reviewer: also answers reviews; "
               "admin: everything, feedback on any request included.")
-def create_command(fleet, name, db_url, role):
-    """Create a key called NAME and print it once (only its hash is stored)."""
+@limit_flags
+def create_command(fleet, name, db_url, role, **limits):
+    """Create a key called NAME and print it once (only its hash is stored).
+
+    \b
+    Limits are enforced in the gateway database, so every gateway sharing it enforces one
+    limit; a request over one gets HTTP 429 naming the limit, with Retry-After. Example:
+      smallfleet keys create runs/fleet team-a --budget-usd 50 --period month --rpm 600 --tpm 200000
+    """
     from smallfleet.store.keys import create_key
 
-    key = create_key(open_database(fleet, db_url), name, role)
+    key = create_key(open_database(fleet, db_url), name, role, KeyLimits(**limits))
     click.echo(key)
     click.echo(f"key {name!r} created; it is shown only now. Clients send it as 'Authorization: Bearer <key>'.", err=True)
 
@@ -38,14 +61,20 @@ def create_command(fleet, name, db_url, role):
 @fleet_argument
 @db_option
 def list_command(fleet, db_url):
-    """List keys (name, first characters, created, revoked); never the keys themselves."""
+    """List keys (name, role, first characters, limits and what is used of them now, created, revoked); never the
+    keys themselves."""
     from smallfleet.store.keys import list_keys
+    from smallfleet.store.limits import usage
 
+    db = open_database(fleet, db_url)
     table = Table()
-    for col in ("name", "role", "starts with", "created", "revoked"):
+    for col in ("name", "role", "starts with", "limits", "used now", "created", "revoked"):
         table.add_column(col)
-    for k in list_keys(open_database(fleet, db_url)):
-        table.add_row(k["name"], k["role"], k["prefix"] + "...", str(k["created_at"])[:19], str(k["revoked_at"] or "")[:19])
+    for k in list_keys(db):
+        used = usage(db, k["id"], k["limits"])
+        shown = ", ".join(f"${v:.4g}" if m == "usd" else f"{v:g} {m}" for m, v in used.items())
+        table.add_row(k["name"], k["role"], k["prefix"] + "...", k["limits"].describe(), shown,
+                      str(k["created_at"])[:19], str(k["revoked_at"] or "")[:19])  # fmt: skip
     Console().print(table)
 
 

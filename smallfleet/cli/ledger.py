@@ -67,7 +67,8 @@ def costs_command(fleet, db_url, since, as_json):
     """Cost rollup of FLEET's request log: spend against sending everything to the frontier tier.
 
     Totals, by task and by day: requests, escalations, spend, all-frontier spend
-    (what the most expensive configured tier would have charged) and the saving.
+    (what the most expensive configured tier would have charged) and the saving; and, for
+    free-form requests triage sent to a tier, the same by the tier it chose (`by_triage`).
 
     Then each task's live quality: of its accepted answers that have a judgement (a live
     audit by the first upstream tier, client feedback, or a person's review, strongest
@@ -85,7 +86,10 @@ def costs_command(fleet, db_url, since, as_json):
         click.echo(json.dumps(summary, indent=2))
         return
     console = Console()
-    for title, groups in (("by task", summary["by_task"]), ("by day", summary["by_day"])):
+    groups_by = [("by task", summary["by_task"]), ("by day", summary["by_day"])]
+    if summary["by_triage"]:
+        groups_by.append(("by triage decision (free-form requests)", summary["by_triage"]))
+    for title, groups in groups_by:
         table = Table(title=f"costs {title}")
         for col in ("", "requests", "escalated", "rate", "errors", "spend $", "all-frontier $", "saving $", "saving %"):
             table.add_column(col, justify="right")

@@ -11,6 +11,7 @@ from rich.console import Console
 
 from smallfleet.cli.options import runtime_option, use_runtime
 from smallfleet.errors import SmallfleetError
+from smallfleet.store.journal import JOURNAL_FOLDER
 
 
 @click.command("serve")
@@ -41,26 +42,40 @@ from smallfleet.errors import SmallfleetError
               "upstream tier after the response, to check live quality against the guarantee (replaces the fleet's).")
 @click.option("--max-pending-reviews", type=click.IntRange(min=1), help="Most items the review queue holds "
               "pending; past it a review tier is skipped (the next tier answers, or a 503) (replaces the fleet's).")
+@click.option("--journal-fsync/--no-journal-fsync", default=None, help="Sync each request-log row to the disk "
+              "before its response: survives power loss, not only a crashed gateway (replaces the fleet's).")
+@click.option("--log-inputs", type=click.Choice(["full", "redacted", "none"]), help="What the request log keeps of "
+              "each input: all of it, with personal data replaced by typed placeholders, or nothing (replaces the fleet's).")
+@click.option("--triage", "triage", type=click.Path(exists=True, file_okay=False),
+              help="Triage model folder (`smallfleet triage train`): requests no task owns, and requests for model "
+              "`auto`, go to the cheapest tier predicted good enough (replaces the fleet's serving.triage).")
+@click.option("--willingness-to-pay", type=click.FloatRange(0, 1), help="Predicted quality a cheaper tier needs "
+              "to be chosen by triage; higher pays for stronger tiers more often (replaces the fleet's).")
 @runtime_option
 @click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shadows, escalate_url, escalate_model, escalate_key_env, escalate_input_price,
-            escalate_output_price, escalate_timeout, escalate_retries, cpu_hour_usd, audit_rate, max_pending_reviews, runtime,
-            log_level):  # fmt: skip
+            escalate_output_price, escalate_timeout, escalate_retries, cpu_hour_usd, audit_rate, max_pending_reviews,
+            journal_fsync, log_inputs, triage, willingness_to_pay, runtime, log_level):  # fmt: skip
     """Serve FLEET (a folder made by `smallfleet train`, or one specialist folder) over HTTP.
 
     \b
     Endpoints (OpenAI protocol; the official clients work unchanged):
       POST /v1/chat/completions   model "fleet" routes; "fleet/<task>" picks a task;
-                                  any other model name goes to the first openai tier
+                                  "auto" (with --triage) goes to the cheapest tier
+                                  predicted good enough; any other model name goes
+                                  to the first openai tier
       POST /v1/feedback           {"request_id", "answer"} or {"request_id", "correct"}
       GET  /v1/models   /healthz   /metrics (Prometheus)
 
     Each answer carries a `smallfleet` object (request_id, task, version, tier, confidence,
-    escalated, latency_ms, cost_usd, frontier_cost_usd) and is logged to the request log.
+    escalated, latency_ms, cost_usd, frontier_cost_usd; `triage` when triage chose the tier)
+    and is logged to the request log.
     The gateway follows FLEET/fleet.json: `smallfleet promote` and `rollback` switch a
     task's version within seconds, without a restart.
     Client keys (`smallfleet keys create`) are required once any key has been
-    created, even after all are revoked, until `smallfleet keys open`. On any --host but
+    created, even after all are revoked, until `smallfleet keys open`. A key created with
+    --budget-usd, --rpm or --tpm gets HTTP 429 naming the limit, with Retry-After, past it
+    (counted in the database: gateways sharing it share the limit). On any --host but
     loopback, serve refuses to start until a key exists, unless --insecure is given.
     """
     import uvicorn
@@ -111,6 +126,15 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
         served.serving = replace(served.serving, audit_rate=audit_rate)
     if max_pending_reviews is not None:
         served.serving = replace(served.serving, max_pending_reviews=max_pending_reviews)
+    if journal_fsync is not None:
+        served.serving = replace(served.serving, journal_fsync=journal_fsync)
+    if log_inputs is not None:
+        served.serving = replace(served.serving, log_inputs=log_inputs)
+    if willingness_to_pay is not None:
+        served.serving = replace(served.serving, willingness_to_pay=willingness_to_pay)
+    if triage:
+        with console.status("loading the triage model"):
+            served.use_triage(Path(triage).resolve())
     for task in served.tasks.values():
         promise = (task.guarantee.describe() if task.guarantee else
                    f"accept confidence >= {task.threshold:.3f} (set by hand; {task.coverage:.0%} of validation)")
@@ -129,11 +153,16 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
                           "(set input_price/output_price, or hour_usd for a self-hosted endpoint)")  # fmt: skip
     tiers = ", ".join(f"{t.name} ({t.kind})" for t in served.tiers) or "none (low-confidence answers are returned as is)"
     console.print(f"escalation tiers: {tiers}")
+    if served.triage:
+        heads = ", ".join(served.triage.heads) or "none (tier order)"
+        console.print(f"triage: free-form and `auto` requests go to the cheapest tier predicted good enough at "
+                      f"willingness_to_pay {served.serving.willingness_to_pay} (heads: {heads})")  # fmt: skip
     if served.serving.audit_rate:
         audit_tier = next((t.name for t in served.tiers if t.model), None)
         console.print(f"live audits: {served.serving.audit_rate:.1%} of accepted answers also go to " +
                       (f"tier {audit_tier}" if audit_tier else "[yellow]no tier: none has a model, audits are off[/]"))
-    console.print(f"request log: {db}")
+    console.print(f"request log: {db} (journaled in {served.folder / JOURNAL_FOLDER}"
+                  f"{', synced to disk per row' if served.serving.journal_fsync else ''})")
     console.print(f"[green]serving[/] http://{host}:{port}/v1 (Ctrl-C stops). Try:")
     click.echo(example_curl(host, port), err=True)  # not through rich: a wrapped curl cannot be pasted
     uvicorn.run(create_app(served, db), host=host, port=port, log_level=log_level, access_log=False)

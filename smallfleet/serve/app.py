@@ -25,11 +25,14 @@ from smallfleet.serve.protocol import (
     Completion,
     FeedbackRequest,
     error_body,
+    openapi_body,
+    openapi_schemas,
     read_body,
     validation_message,
 )
 from smallfleet.store import Database
 from smallfleet.store.keys import active_roles, hash_key, keys_required
+from smallfleet.store.journal import JOURNAL_FOLDER, Journal
 from smallfleet.store.ledger import SPECIALIST_TIER, Ledger
 from smallfleet.tiers.base import TierContext, build_tiers
 
@@ -78,7 +81,7 @@ def create_app(fleet: ServedFleet, db: Database) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         client = httpx.AsyncClient(limits=httpx.Limits(max_connections=256, max_keepalive_connections=64))
-        ledger = Ledger(db)
+        ledger = Ledger(db, Journal(fleet.folder / JOURNAL_FOLDER, db.url, fleet.serving.journal_fsync))
         tiers = build_tiers(fleet.tiers, TierContext(client, db, fleet.serving.max_pending_reviews))
         app.state.gateway = gateway = Gateway(fleet, tiers, ledger, GatewayMetrics())
         app.state.keys = KeyCheck(db)
@@ -100,15 +103,17 @@ def create_app(fleet: ServedFleet, db: Database) -> FastAPI:
     async def _gateway_error(_request: Request, exc: GatewayError) -> JSONResponse:
         kind = "invalid_request_error" if exc.status < 500 else "api_error"
         extra = {"tried": exc.tried} if exc.tried else {}
-        return JSONResponse(error_body(exc.message, kind, exc.code, **extra), status_code=exc.status)
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        return JSONResponse(error_body(exc.message, kind, exc.code, **extra), status_code=exc.status, headers=headers)
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", openapi_extra=openapi_body(ChatCompletionRequest))
     async def chat_completions(request: Request):
         gateway: Gateway = request.app.state.gateway
         key_name = None
         try:
             key_name = request.app.state.keys.check(request.headers.get("authorization"))
             chat = await _parse(request, gateway.fleet.serving)
+            await gateway.admit(chat, key_name)
         except GatewayError as exc:  # refused before the engine saw it: logged all the same
             gateway.refused(exc, key_name)
             raise
@@ -123,7 +128,7 @@ def create_app(fleet: ServedFleet, db: Database) -> FastAPI:
         events = [f"data: {json.dumps(c)}\n\n" for c in completion.chunks(chat.model, pieces)] + ["data: [DONE]\n\n"]
         return StreamingResponse(iter(events), media_type="text/event-stream")
 
-    @app.post("/v1/feedback")
+    @app.post("/v1/feedback", openapi_extra=openapi_body(FeedbackRequest))
     async def feedback(request: Request):
         gateway: Gateway = request.app.state.gateway
         key, role = request.app.state.keys.caller(request.headers.get("authorization"))
@@ -151,6 +156,15 @@ def create_app(fleet: ServedFleet, db: Database) -> FastAPI:
     async def metrics(request: Request):
         return Response(request.app.state.gateway.metrics.render(), media_type="text/plain; version=0.0.4")
 
+    def openapi() -> dict:
+        if app.openapi_schema is None:  # FastAPI's schema, with the body models the routes read themselves
+            schema = FastAPI.openapi(app)
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(
+                openapi_schemas(ChatCompletionRequest, FeedbackRequest))
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app
 
 

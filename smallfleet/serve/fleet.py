@@ -15,6 +15,7 @@ from smallfleet.router import Router
 from smallfleet.serve.batching import Batcher
 from smallfleet.tasks import Specialist, load_specialist
 from smallfleet.tiers.base import TierSpec
+from smallfleet.triage.model import TriageModel
 from smallfleet.fleet import fleet_index
 from smallfleet.flywheel.versions import list_versions, served_version
 
@@ -70,6 +71,9 @@ class ServedFleet:
         """Task -> a candidate version answering live requests in the background (`serve --shadow`)."""
         self.overrides: dict = {"target": None, "delta": None, "thresholds": {}}
         """Serve-time target, delta and hand-set thresholds, kept for versions loaded later."""
+        self.triage: TriageModel | None = None
+        """The triage model free-form requests go through (`serving.triage`); None = tiers in order."""
+        self.triage_batcher: Batcher | None = None
 
     @classmethod
     def load(cls, folder: Path, target: float | None = None, thresholds: dict[str, float] | None = None,
@@ -100,7 +104,20 @@ class ServedFleet:
         serving = ServingSpec(**index.get("serving", {}))
         fleet = cls(index.get("name", folder.name), folder, tasks, router, router_batcher, tiers, serving)
         fleet.overrides = {"target": target, "delta": delta, "thresholds": dict(manual)}
+        if serving.triage:
+            fleet.use_triage(serving.triage)
         return fleet
+
+    def use_triage(self, path: str | Path) -> TriageModel:
+        """Load the triage model at `path` (relative to the fleet folder unless absolute) and serve with it."""
+        folder = Path(path) if Path(path).is_absolute() else self.folder / path
+        model = TriageModel.load(folder)
+        model.predict(["warm-up"])  # loads the encoder now, not on the first request
+        if self.triage_batcher:
+            self.triage_batcher.close()
+        self.triage = model
+        self.triage_batcher = Batcher(lambda texts, _options: model.predict(texts), "triage")
+        return model
 
     def add_shadow(self, name: str, version: str) -> ServedTask:
         """Load `version` of task `name` as its shadow."""
@@ -129,3 +146,5 @@ class ServedFleet:
             task.batcher.close()
         if self.router_batcher:
             self.router_batcher.close()
+        if self.triage_batcher:
+            self.triage_batcher.close()

@@ -5,14 +5,17 @@ or failed, becomes one row of the request log."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
 import uuid
 
 from smallfleet.flywheel.feedback import FeedbackError, give_feedback
+from smallfleet.pii import redact
 from smallfleet.serve.audit import Auditor
 from smallfleet.serve.fleet import ServedFleet, ServedTask
+from smallfleet.serve.limits import KeyLimiter
 from smallfleet.serve.metrics import GatewayMetrics
 from smallfleet.serve.shadow import Shadow
 from smallfleet.serve.protocol import ChatCompletionRequest, Completion, FeedbackRequest
@@ -24,14 +27,18 @@ from smallfleet.tiers.base import Tier, TierFailure, TierReply, TierRequest
 
 log = logging.getLogger("smallfleet.gateway")
 FLEET_MODEL = "fleet"
+AUTO_MODEL = "auto"
+"""Model alias whose requests triage sends to the cheapest tier predicted good enough."""
 
 
 class GatewayError(Exception):
     """A request the gateway could not answer: HTTP status, reason, and the tiers tried."""
 
     def __init__(self, status: int, message: str, tried: list[str] | None = None, code: str | None = None,
-                 task: str | None = None):  # fmt: skip
+                 task: str | None = None, retry_after: int | None = None):  # fmt: skip
         super().__init__(message)
+        self.retry_after = retry_after
+        """Seconds after which trying again may work (the Retry-After header); None when it will not help."""
         self.status = status
         self.message = message
         self.tried = tried or []
@@ -53,6 +60,7 @@ class Gateway:
         self.metrics = metrics
         self.upstreams = [t for t in tiers if t.model]
         self.shadow = Shadow(fleet.shadows, ledger.db)
+        self.limiter = KeyLimiter(ledger.db)
         for tier in tiers:
             metrics.watch_circuit(tier.name, tier.breaker)
         self.auditor = Auditor(fleet.serving.audit_rate, self.upstreams[0] if self.upstreams else None, ledger.db,
@@ -65,13 +73,23 @@ class Gateway:
     def models(self) -> list[str]:
         """Model names clients may ask for."""
         names = [FLEET_MODEL] + [f"{FLEET_MODEL}/{t}" for t in self.fleet.tasks]
+        names += [AUTO_MODEL] if self.fleet.triage else []
         return names + sorted({t.model for t in self.upstreams} - set(names))
+
+    async def admit(self, request: ChatCompletionRequest, api_key: str | None) -> None:
+        """Take the request from its key's budget and rate limits; GatewayError(429) naming the limit when one is
+        reached, with the seconds until it resets."""
+        refusal = await self.limiter.admit(api_key, request.input_text())
+        if refusal is not None:
+            error = GatewayError(429, refusal.message, code="rate_limit_exceeded", retry_after=refusal.retry_after)
+            error.model = request.model
+            raise error
 
     async def complete(self, request: ChatCompletionRequest, api_key: str | None = None) -> Completion:
         """Answer one request; raises GatewayError with the status to return. Always logs the request."""
         started = time.perf_counter()
         text = request.input_text()
-        row = {"model": request.model, "api_key": api_key, "input": text}
+        row = {"model": request.model, "api_key": api_key, "input": self._logged_input(text)}
         try:
             try:
                 completion = await self._dispatch(request, text)
@@ -92,13 +110,15 @@ class Gateway:
             new_row(**row, request_id=completion.request_id, task=completion.task, tier=completion.tier,
                     route_confidence=completion.route_confidence, confidence=completion.confidence,
                     escalated=completion.escalated, status=completion.status, http_status=200,
-                    output=completion.content, prompt_tokens=completion.prompt_tokens,
+                    output=self._logged_output(completion.content), prompt_tokens=completion.prompt_tokens,
                     completion_tokens=completion.completion_tokens, latency_ms=completion.latency_ms,
                     cost_usd=completion.cost_usd, frontier_cost_usd=completion.frontier_cost_usd,
-                    tried=completion.tried, version=completion.version)  # fmt: skip
+                    tried=completion.tried, version=completion.version, **_triage_columns(completion))  # fmt: skip
         )
         self.metrics.observe(completion.task, completion.tier, completion.status, completion.escalated,
                              completion.latency_ms / 1000)  # fmt: skip
+        await self.limiter.charge(api_key, text, completion.prompt_tokens, completion.completion_tokens,
+                                  completion.cost_usd)  # fmt: skip
         return completion
 
     def refused(self, error: GatewayError, api_key: str | None = None) -> None:
@@ -109,10 +129,22 @@ class Gateway:
                 (nothing for a 401: the body of an unauthenticated caller is never read or stored).
             api_key: The caller's key name, when the key was accepted.
         """
-        self.ledger.record(new_row(model=error.model, api_key=api_key, input=error.input, status="error",
+        self.ledger.record(new_row(model=error.model, api_key=api_key, input=self._logged_input(error.input), status="error",
                                    request_id="chatcmpl-" + uuid.uuid4().hex, http_status=error.status,
                                    error=error.message))  # fmt: skip
         self.metrics.observe(None, "error", "error", False, 0.0)
+
+    def _logged_input(self, text: str | None) -> str | None:
+        """What the request log keeps of an input: all of it, redacted or nothing (`serving.log_inputs`)."""
+        mode = self.fleet.serving.log_inputs
+        if text is None or mode == "full":
+            return text
+        return redact(text) if mode == "redacted" else None
+
+    def _logged_output(self, text: str) -> str:
+        """What the request log keeps of an answer: redacted with `log_inputs: redacted` (an answer an upstream
+        wrote from a redacted request carries the personal data put back), else all of it."""
+        return redact(text) if self.fleet.serving.log_inputs == "redacted" else text
 
     async def feedback(self, body: FeedbackRequest, key: str | None, role: str | None) -> dict:
         """Record feedback on a logged request (see `flywheel/feedback.py`); GatewayError 400/403/404 when refused."""
@@ -176,14 +208,17 @@ class Gateway:
                                 prompt_tokens=estimate_prompt_tokens([{"content": text}]),
                                 completion_tokens=estimate_tokens(answer))  # fmt: skip
         self.ledger.record(
-            new_row(model=request.model, api_key=api_key, input=text, request_id=completion.request_id, task=task.name,
+            new_row(model=request.model, api_key=api_key, input=self._logged_input(text), request_id=completion.request_id,
+                    task=task.name,
                     version=task.version,
-                    tier=SPECIALIST_TIER, status="error" if error else "ok", http_status=200, output=answer,
+                    tier=SPECIALIST_TIER, status="error" if error else "ok", http_status=200, output=self._logged_output(answer),
                     prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens,
                     latency_ms=completion.latency_ms, cost_usd=completion.cost_usd,
                     frontier_cost_usd=completion.frontier_cost_usd, error=error)  # fmt: skip
         )
         self.metrics.observe(task.name, SPECIALIST_TIER, "error" if error else "ok", False, seconds)
+        await self.limiter.charge(api_key, text, completion.prompt_tokens, completion.completion_tokens,
+                                  completion.cost_usd)  # fmt: skip
         if error:
             raise GatewayError(500, f"generation failed: {error}", code="internal_error", task=task.name)
         yield completion
@@ -194,11 +229,14 @@ class Gateway:
             if len(self.fleet.tasks) == 1:
                 return await self._answer(next(iter(self.fleet.tasks.values())), request, text)
             route, seconds = await self.fleet.router_batcher.submit(text)
-            if route.task is None:
+            if route.task is None and self.fleet.triage:
+                completion = await self._triaged(request, text, escalated=True)
+            elif route.task is None:
                 completion = await self._passthrough(request, text, self.tiers, escalated=True)
-                completion.escalation_reason = [f"route {test}" for test in route.failed]
             else:
                 completion = await self._answer(self.fleet.tasks[route.task], request, text)
+            if route.task is None:
+                completion.escalation_reason = [f"route {test}" for test in route.failed]
             completion.route_confidence = route.confidence
             completion.route_novelty = route.novelty
             completion.cost_usd += self.fleet.compute_cost(seconds)
@@ -209,6 +247,8 @@ class Gateway:
                 raise GatewayError(404, f"no task {name!r} in this fleet (tasks: {', '.join(self.fleet.tasks)})",
                                    code="model_not_found")  # fmt: skip
             return await self._answer(self.fleet.tasks[name], request, text)
+        if model == AUTO_MODEL and self.fleet.triage:
+            return await self._triaged(request, text, escalated=False)
         if not self.upstreams:
             raise GatewayError(404, f"unknown model {model!r}: this gateway serves {', '.join(self.models())}",
                                code="model_not_found")  # fmt: skip
@@ -270,6 +310,21 @@ class Gateway:
             body["response_format"] = escalation.response_format
         return TierRequest(body=body, task=task.name, text=text, request_id=result.request_id,
                            guess=answer.content, guess_confidence=answer.confidence)  # fmt: skip
+
+    async def _triaged(self, request: ChatCompletionRequest, text: str, escalated: bool) -> Completion:
+        """Triage picks the tier to ask first (the cheapest predicted good enough); the others follow in order
+        if it fails. `escalated`: the request left the specialist fleet (router `none`), whichever tier answers."""
+        predicted, seconds = await self.fleet.triage_batcher.submit(text)
+        messages = request.model_dump(include={"messages"})["messages"]
+        by_price = sorted(self.tiers, key=lambda t: (t.estimate_cost(messages, text), self.tiers.index(t)))
+        decision = self.fleet.triage.decide(predicted, [t.name for t in by_price], self.fleet.serving.willingness_to_pay)
+        first = [t for t in self.tiers if t.name == decision.tier]
+        order = first + [t for t in self.tiers if t.name != decision.tier]
+        completion = await self._passthrough(request, text, order, escalated=escalated)
+        completion.escalated = escalated or (decision.tier is not None and completion.tier != decision.tier)
+        completion.triage = decision.as_dict()
+        completion.cost_usd += self.fleet.compute_cost(seconds)
+        return completion
 
     async def _passthrough(self, request: ChatCompletionRequest, text: str, tiers: list, escalated: bool) -> Completion:
         """No specialist fits: the client's own messages go to the tiers as they are."""
@@ -333,6 +388,13 @@ def failed_tests(task: ServedTask, answer: Answer) -> list[str]:
     if task.specialist.novelty and not task.specialist.novelty.accepts(answer.novelty):
         failed.append("novelty")
     return failed
+
+
+def _triage_columns(completion: Completion) -> dict:
+    """The request-log columns of a triage decision (none when triage did not see the request)."""
+    if not completion.triage:
+        return {}
+    return {"triage_tier": completion.triage["tier"], "triage": json.dumps(completion.triage)}
 
 
 def _no_tier_answered(tried: list[str], unavailable: bool, task: str | None = None) -> GatewayError:

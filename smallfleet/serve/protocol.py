@@ -129,6 +129,23 @@ class ChatCompletionRequest(BaseModel):
         )
 
 
+def openapi_schemas(*models: type[BaseModel]) -> dict[str, dict]:
+    """Component name -> JSON Schema of each model and of the models they use, for `/openapi.json`: the
+    routes read their bodies themselves (with the limits above), so FastAPI cannot see these models."""
+    schemas = {}
+    for model in models:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    return schemas
+
+
+def openapi_body(model: type[BaseModel]) -> dict:
+    """The `openapi_extra` of a route whose JSON body is read as `model` (see `openapi_schemas`)."""
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
 def validation_message(exc: ValidationError) -> str:
     """One readable line per problem: `messages.0.role: Field required`."""
     parts = []
@@ -173,6 +190,8 @@ class Completion:
     """The served task's version that answered (None when no task did)."""
     guess: str | None = None
     """The specialist's own answer, kept when a tier's answer replaced it (not sent to the client)."""
+    triage: dict | None = None
+    """The triage decision for a free-form request: chosen tier, per-tier predicted quality, bar, fallback."""
     request_id: str = field(default_factory=lambda: "chatcmpl-" + uuid.uuid4().hex)
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -201,6 +220,8 @@ class Completion:
             out["tried"] = self.tried
         if self.review:
             out["review"] = self.review
+        if self.triage:
+            out["triage"] = self.triage
         return out
 
     def usage(self) -> dict:

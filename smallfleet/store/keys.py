@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from smallfleet.errors import ConfigError
 from smallfleet.store.db import Database
+from smallfleet.store.limits import KeyLimits, create_counters
 
 PREFIX = "sf-"
 ROLES = ("client", "reviewer", "admin")
@@ -31,25 +32,50 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_key(db: Database, name: str, role: str = "client") -> str:
-    """Create a key called `name` with `role` (see ROLES) and return it; only its hash is stored."""
+def create_key(db: Database, name: str, role: str = "client", limits: KeyLimits | None = None) -> str:
+    """Create a key called `name` and return it; only its hash is stored.
+
+    Args:
+        db: The gateway database.
+        name: The key's name (unique).
+        role: What the key may do (see ROLES).
+        limits: Its budget and rate limits (see store/limits.py); none by default.
+    """
     if role not in ROLES:
         raise ConfigError(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
+    limits = limits or KeyLimits()
     key = PREFIX + secrets.token_urlsafe(32)
-    row = {"name": name, "prefix": key[:10], "key_hash": hash_key(key), "created_at": datetime.now(UTC), "role": role}
+    row = {"name": name, "prefix": key[:10], "key_hash": hash_key(key), "created_at": datetime.now(UTC), "role": role,
+           "budget_usd": limits.budget_usd, "rpm": limits.rpm, "tpm": limits.tpm, "budget_period": limits.period}
     try:
         with db.engine.begin() as conn:
-            conn.execute(db.api_keys.insert().values(**row))
+            (key_id,) = conn.execute(db.api_keys.insert().values(**row)).inserted_primary_key
+            create_counters(conn, db, key_id)
     except IntegrityError:
         raise ConfigError(f"a key called {name!r} already exists; pick another name or revoke it first") from None
     return key
 
 
+def _limits(row) -> KeyLimits:
+    return KeyLimits(budget_usd=row.budget_usd, rpm=row.rpm, tpm=row.tpm, period=row.budget_period or "month")
+
+
 def list_keys(db: Database) -> list[dict]:
+    """Every key's name, role, first characters, creation and revocation times, and `limits` (KeyLimits)."""
     k = db.api_keys
     with db.engine.connect() as conn:
-        rows = conn.execute(select(k.c.name, k.c.role, k.c.prefix, k.c.created_at, k.c.revoked_at).order_by(k.c.id))
-        return [dict(r._mapping) for r in rows]
+        rows = conn.execute(select(k).order_by(k.c.id))
+        return [{"id": r.id, "name": r.name, "role": r.role, "prefix": r.prefix, "created_at": r.created_at,
+                 "revoked_at": r.revoked_at, "limits": _limits(r)} for r in rows]  # fmt: skip
+
+
+def key_limits(db: Database) -> dict[str, tuple[int, KeyLimits]]:
+    """key name -> (key id, its limits) for every active key that has a limit."""
+    k = db.api_keys
+    query = select(k).where(k.c.revoked_at.is_(None))
+    with db.engine.connect() as conn:
+        found = {r.name: (r.id, _limits(r)) for r in conn.execute(query)}
+    return {name: (key_id, limits) for name, (key_id, limits) in found.items() if limits.any}
 
 
 def revoke_key(db: Database, name: str) -> None:
@@ -96,5 +122,7 @@ def open_gateway(db: Database) -> list[str]:
             raise ConfigError(f"{which} still active: revoke every key before opening the gateway")
         names = [n for (n,) in conn.execute(select(k.c.name).order_by(k.c.id))]
         # only revoked rows go: a key created meanwhile by another process stays, and keeps the gateway closed
+        revoked = select(k.c.id).where(k.c.revoked_at.is_not(None))
+        conn.execute(db.key_usage.delete().where(db.key_usage.c.key_id.in_(revoked)))
         conn.execute(k.delete().where(k.c.revoked_at.is_not(None)))
     return names

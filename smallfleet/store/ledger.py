@@ -3,7 +3,10 @@ the queries behind `smallfleet logs` and `smallfleet costs`.
 
 Rows are queued in memory and written in batches by one thread, so a response never
 waits for the database; a failing write is retried rather than dropped, and `close()`
-flushes everything still queued.
+flushes everything still queued. With a `Journal` (the gateway always has one), each row
+is also appended to a local file before `record` returns, so a row survives a `kill -9`
+between the response and the database write: the next start-up replays it (see
+`store/journal.py`).
 
 Nothing a request carries may stop the log: a batch the database refuses is written row
 by row, a row it refuses is stored again in a safe form (see `safe_row`), and the writer
@@ -24,6 +27,7 @@ from sqlalchemy import Integer, Table, case, func, select
 from sqlalchemy.exc import OperationalError
 
 from smallfleet.store.db import Database
+from smallfleet.store.journal import Journal, orphans
 
 log = logging.getLogger("smallfleet.ledger")
 BATCH = 512
@@ -32,6 +36,7 @@ SPECIALIST_TIER = "specialist"
 """The `tier` of a logged request that a specialist answered (other tiers go by their names)."""
 RECENT = 10_000  # rows kept in memory for `find`
 CLOSE_RETRY = 30.0  # at shutdown, how long to keep retrying an unreachable database
+REPLAY_CHUNK = 500
 
 
 def new_row(**values) -> dict:
@@ -47,20 +52,32 @@ def new_row(**values) -> dict:
 class Ledger:
     """Writes request rows in the background; call `close()` to flush."""
 
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, journal: Journal | None = None):
+        """Start the writer; with a journal, first store the rows of gateways that stopped abruptly.
+
+        Args:
+            db: The request log.
+            journal: This process's journal; each row is appended to it before `record` returns.
+        """
         self.db = db
-        self._queue: queue.Queue[dict | None] = queue.Queue()
+        self.journal = journal
+        self.replayed = self._replay() if journal else 0
+        """Rows recovered from dead gateways' journals at start-up."""
+        self._queue: queue.Queue[tuple[int, dict] | None] = queue.Queue()
+        self._order = threading.Lock()  # journal order = queue order, so "stored up to N" is exact
         self._recent: OrderedDict[str, dict] = OrderedDict()  # request id -> row, so feedback never races the writer
         self._thread = threading.Thread(target=self._run, name="smallfleet-ledger", daemon=True)
         self._thread.start()
 
     def record(self, row: dict) -> None:
-        """Queue one row (see `new_row`) for writing."""
+        """Journal one row (see `new_row`), when there is a journal, and queue it for writing."""
         if row.get("request_id"):
             self._recent[row["request_id"]] = row
             while len(self._recent) > RECENT:
                 self._recent.popitem(last=False)
-        self._queue.put(row)
+        with self._order:
+            seq = self.journal.append(row) if self.journal else 0
+            self._queue.put((seq, row))
 
     def find(self, request_id: str) -> dict | None:
         """One of the last RECENT rows recorded, written yet or not."""
@@ -69,6 +86,26 @@ class Ledger:
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=30)
+        if self.journal:
+            self.journal.close()
+
+    def _replay(self) -> int:
+        """Store the rows of dead gateways' journals that the database lacks (by request id): exactly once."""
+        r, done = self.db.requests, 0
+        for rows in orphans(self.journal.root, self.db.url):
+            for start in range(0, len(rows), REPLAY_CHUNK):
+                chunk = rows[start : start + REPLAY_CHUNK]
+                with self.db.engine.connect() as conn:
+                    ids = [row["request_id"] for row in chunk]
+                    present = set(conn.scalars(select(r.c.request_id).where(r.c.request_id.in_(ids))))
+                missing = [row for row in chunk if row["request_id"] not in present]
+                if missing and not self._write(missing, give_up=time.monotonic() + CLOSE_RETRY):
+                    raise OSError("the request log database is unreachable; the journal is kept for the next start")
+                done += len(missing)
+        if done:
+            log.warning("request log: %d row(s) of a gateway that stopped abruptly were replayed from its journal",
+                        done)  # fmt: skip
+        return done
 
     def _run(self) -> None:
         stop = False
@@ -80,40 +117,45 @@ class Ledger:
                 except queue.Empty:
                     break
             stop = batch[-1] is None
-            rows = [r for r in batch if r is not None]
+            items = [item for item in batch if item is not None]
+            rows = [row for _, row in items]
+            kept = not rows
             try:
-                self._write(rows, give_up=time.monotonic() + (CLOSE_RETRY if stop else 1e12))
+                kept = kept or self._write(rows, give_up=time.monotonic() + (CLOSE_RETRY if stop else 1e12))
             except Exception:  # the writer must outlive any bug: report the rows in full and go on
                 log.exception("request log writer failed on a batch of %d rows", len(rows))
                 for row in rows:
                     log.error("request log row could not be stored: %s", _dump(row))
+            if self.journal and items and kept:  # rows the database never got stay journaled for the next start
+                self.journal.stored(items[-1][0])
             for _ in batch:
                 self._queue.task_done()
 
-    def _write(self, rows: list[dict], give_up: float) -> None:
+    def _write(self, rows: list[dict], give_up: float) -> bool:
         """Insert `rows`; retry while the database is unreachable or locked, row by row when some row is refused,
-        and a refused row once more in its safe form."""
+        and a refused row once more in its safe form. False when the database stayed unreachable past `give_up`
+        (a row the database refuses even in its safe form goes to the server log, and counts as dealt with)."""
         try:
             if not self._insert(rows, give_up):
                 for row in rows:  # unreachable past `give_up`: never silently lost, the row goes to the server log
                     log.error("request log row could not be stored (database unreachable): %s", _dump(row))
-            return
+                return False
+            return True
         except Exception as exc:  # a driver may refuse a value with any error (UnicodeEncodeError...)
             refused = exc
         if len(rows) > 1:  # store the others, isolate the bad one
-            for row in rows:
-                self._write([row], give_up)
-            return
+            return all([self._write([row], give_up) for row in rows])
         (row,) = rows
         safe = safe_row(row, self.db.requests)
         if safe != row:
             try:
                 if self._insert([safe], give_up):
                     log.warning("request log row stored in a safe form (%s): %s", _reason(refused), _dump(row))
-                    return
+                    return True
             except Exception as exc:  # reported with the row just below
                 refused = exc
         log.error("request log row could not be stored (%s): %s", _reason(refused), _dump(row))
+        return True
 
     def _insert(self, rows: list[dict], give_up: float) -> bool:
         """Insert `rows` in one transaction, retrying while the database is unreachable or locked (OperationalError)
@@ -166,7 +208,8 @@ def _reason(exc: Exception) -> str:
 
 
 def rollup(db: Database, since: str | None = None) -> dict:
-    """Totals, and the same by task and by day: requests, escalations, spend, all-frontier spend, saving."""
+    """Totals, and the same by task, by day and by triage decision (the tier triage chose for free-form
+    requests): requests, escalations, spend, all-frontier spend, saving."""
     r = db.requests
 
     def summarize(row) -> dict:
@@ -201,12 +244,17 @@ def rollup(db: Database, since: str | None = None) -> dict:
             row.day: summarize(row)
             for row in conn.execute(select(r.c.day, *columns).where(*where).group_by(r.c.day).order_by(r.c.day))
         }
+        triaged = select(r.c.triage_tier, *columns).where(*where, r.c.triage.is_not(None))
+        by_triage = {
+            (row.triage_tier or "(tier order)"): summarize(row)
+            for row in conn.execute(triaged.group_by(r.c.triage_tier).order_by(r.c.triage_tier))
+        }
         latencies = sorted(x for (x,) in conn.execute(select(r.c.latency_ms).where(*where)) if x is not None)
     if latencies:
         total["p50_latency_ms"] = round(latencies[len(latencies) // 2], 2)
-    for part in [*by_task.values(), *by_day.values()]:
+    for part in [*by_task.values(), *by_day.values(), *by_triage.values()]:
         part.pop("p50_latency_ms")
-    return {**total, "by_task": by_task, "by_day": by_day}
+    return {**total, "by_task": by_task, "by_day": by_day, "by_triage": by_triage}
 
 
 def recent(db: Database, limit: int = 20, task: str | None = None, tier: str | None = None,

@@ -173,6 +173,28 @@ def _shadow(conn: Connection) -> None:
     meta.create_all(conn)
 
 
+@migration(7, "per-key budgets and rate limits, and their usage counters")
+def _limits(conn: Connection) -> None:
+    for column in ("budget_usd FLOAT", "rpm INTEGER", "tpm INTEGER", "budget_period VARCHAR(10)"):
+        conn.execute(text(f"ALTER TABLE api_keys ADD COLUMN {column}"))
+    meta = MetaData()
+    Table(  # one row per key and metric: the amount used in the window `period_start` (see store/limits.py)
+        "key_usage",
+        meta,
+        Column("key_id", Integer, primary_key=True, autoincrement=False),
+        Column("metric", String(10), primary_key=True),
+        Column("period_start", String(40), nullable=False),
+        Column("amount", Float, nullable=False),
+    )
+    meta.create_all(conn)
+
+
+@migration(8, "the triage decision of free-form requests")
+def _triage(conn: Connection) -> None:
+    conn.execute(text("ALTER TABLE requests ADD COLUMN triage_tier VARCHAR(100)"))
+    conn.execute(text("ALTER TABLE requests ADD COLUMN triage TEXT"))
+
+
 def applied(engine: Engine) -> list[int]:
     """Versions already applied to the database behind `engine`."""
     meta = MetaData()

@@ -8,10 +8,11 @@ endpoint, the human review queue, or a third-party kind registered under the
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, ClassVar
 
 from smallfleet.errors import ConfigError
+from smallfleet.pii import Redaction, check_kinds
 from smallfleet.registry import Registry
 from smallfleet.tiers.breaker import Breaker
 
@@ -51,6 +52,11 @@ class TierSpec:
     """Consecutive failed requests (timeouts, connection errors, 5xx) that open the tier's circuit; 0 = never."""
     breaker_seconds: float = 30.0
     """How long an open circuit skips the tier before one trial request is let through."""
+    external: bool = False
+    """The tier is run by a third party: what is sent to it leaves your network (its `redact` list applies)."""
+    redact: list[str] = field(default_factory=list)
+    """Personal data replaced by typed placeholders before a request goes to this external tier, and put back in its
+    answer: any of email, phone, card, iban, person (see smallfleet/pii.py for what each finds)."""
 
     def __post_init__(self) -> None:
         where = f"tier {self.name!r}"
@@ -63,6 +69,9 @@ class TierSpec:
             raise ConfigError(f"{where}: prices, timeout and retries must not be negative")
         if self.deadline <= 0 or self.breaker_failures < 0 or self.breaker_seconds <= 0:
             raise ConfigError(f"{where}: deadline and breaker_seconds must be above 0, breaker_failures not negative")
+        check_kinds(self.redact, where)
+        if self.redact and not self.external:
+            raise ConfigError(f"{where}: redact applies to a tier outside your network: set external: true")
 
     def token_cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         """USD for a request of this size at this tier's token prices."""
@@ -174,6 +183,11 @@ class Tier(ABC):
         if wait is not None:
             raise TierFailure(self.name, f"circuit open after {self.breaker.consecutive} failed requests in a row "
                               f"(next trial in {wait:.0f}s)", TierFailure.UNAVAILABLE)  # fmt: skip
+        redaction = Redaction(self.spec.redact) if self.spec.external and self.spec.redact else None
+        if redaction is not None:  # personal data stays inside: placeholders go out, and are put back in the answer
+            request = replace(request, body={**request.body, "messages": redaction.redact_messages(request.body["messages"])},
+                              text=redaction.redact(request.text),
+                              guess=None if request.guess is None else redaction.redact(request.guess))  # fmt: skip
         try:
             reply = await self.answer(request)
         except TierFailure as exc:
@@ -188,6 +202,8 @@ class Tier(ABC):
             self.breaker.abandoned()
             raise
         self.breaker.succeeded()
+        if redaction is not None:
+            reply.content = redaction.restore(reply.content)
         return reply
 
 

@@ -24,13 +24,16 @@ CALIBRATION = "calibration.json"
 METRICS = "metrics.json"
 
 
-def is_specialist(folder: Path) -> bool:
-    """True if `folder` holds a saved specialist."""
-    return (folder / MANIFEST).is_file()
+def is_specialist(folder: Path, marker: str = MANIFEST) -> bool:
+    """True if `folder` holds a saved specialist (or the artifact whose manifest file is `marker`)."""
+    return (folder / marker).is_file()
 
 
-def check_output(out: Path, force: bool) -> None:
+def check_output(out: Path, force: bool, marker: str = MANIFEST) -> None:
     """Fail early, before any work, if writing to `out` would damage something.
+
+    Args:
+        marker: the manifest file that marks a replaceable artifact (a specialist's by default).
 
     Raises:
         SpecialistError: `out` holds a specialist and `force` is off, or `out` is a
@@ -41,7 +44,7 @@ def check_output(out: Path, force: bool) -> None:
         return
     if not out.is_dir():
         raise SpecialistError(f"{out} exists and is not a folder")
-    if is_specialist(out):
+    if is_specialist(out, marker):
         if not force:
             raise SpecialistError(f"{out} already holds a specialist; pass --force to replace it")
         return
@@ -50,10 +53,14 @@ def check_output(out: Path, force: bool) -> None:
 
 
 @contextmanager
-def staged_folder(out: Path, force: bool = False) -> Iterator[Path]:
-    """Yield a temporary folder beside `out`; on success it replaces `out`, on failure it is removed."""
+def staged_folder(out: Path, force: bool = False, marker: str = MANIFEST) -> Iterator[Path]:
+    """Yield a temporary folder beside `out`; on success it replaces `out`, on failure it is removed.
+
+    Args:
+        marker: the manifest file of the artifact `out` may already hold (see `check_output`).
+    """
     out = out.resolve()
-    check_output(out, force)
+    check_output(out, force, marker)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
     try:
