@@ -1,15 +1,18 @@
 """A minimal OpenAI-protocol upstream for the gateway benchmark: answers every chat
 completion at once with a fixed reply, so what is measured is the proxy in front of it.
+`--fail-rate R` answers that share of calls with a 500 (the soak benchmark's failures).
 
-    python bench/upstream.py PORT
+    python bench/upstream.py PORT [--fail-rate 0.05]
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
+import random
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 app = FastAPI()
 REPLY = {
@@ -19,10 +22,20 @@ REPLY = {
 }  # fmt: skip
 
 
+FAIL = {"rate": 0.0, "rng": random.Random(7)}
+
+
 @app.post("/v1/chat/completions")
-async def complete() -> dict:
+async def complete():
+    if FAIL["rate"] and FAIL["rng"].random() < FAIL["rate"]:
+        return JSONResponse({"error": {"message": "upstream failure (injected)", "type": "api_error"}}, status_code=500)
     return REPLY
 
 
 if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="error", access_log=False)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("port", type=int)
+    parser.add_argument("--fail-rate", type=float, default=0.0)
+    args = parser.parse_args()
+    FAIL["rate"] = args.fail_rate
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="error", access_log=False)

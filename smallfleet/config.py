@@ -21,7 +21,7 @@ from smallfleet.tasks import KINDS, FieldMap, TaskSpec, get_kind
 from smallfleet.tiers.base import TierSpec
 from smallfleet.training.settings import TrainSettings
 
-__all__ = ["FleetSpec", "RouterSpec", "ServingSpec", "TierSpec", "datasets_dir"]
+__all__ = ["FleetSpec", "RetrainWhen", "RouterSpec", "ServingSpec", "TierSpec", "datasets_dir"]
 
 
 @dataclass
@@ -76,18 +76,45 @@ class ServingSpec:
     willingness_to_pay: float = 0.5
     """Predicted probability of a good-enough answer a cheaper tier needs to be chosen by triage; higher pays for
     stronger tiers more often (0 = always the cheapest, 1 = always the most expensive)."""
+    drift_every: float = 300.0
+    """Seconds between the gateway's drift checks (exported on /metrics, computed in the background); 0 = none."""
 
     def __post_init__(self) -> None:
         if min(self.cpu_hour_usd, self.gpu_hour_usd) < 0 or self.max_request_bytes < 1024 or self.max_tokens < 1:
             raise ConfigError("serving: prices must not be negative, max_request_bytes >= 1024, max_tokens >= 1")
         if not 0 <= self.audit_rate <= 1:
             raise ConfigError(f"serving: audit_rate must be in [0, 1], got {self.audit_rate}")
+        if self.drift_every < 0:
+            raise ConfigError(f"serving: drift_every must not be negative, got {self.drift_every}")
         if self.max_pending_reviews < 1:
             raise ConfigError(f"serving: max_pending_reviews must be at least 1, got {self.max_pending_reviews}")
         if self.log_inputs not in LOG_INPUTS:
             raise ConfigError(f"serving: log_inputs must be one of {', '.join(LOG_INPUTS)}, got {self.log_inputs!r}")
         if not 0 <= self.willingness_to_pay <= 1:
             raise ConfigError(f"serving: willingness_to_pay must be in [0, 1], got {self.willingness_to_pay}")
+
+
+@dataclass
+class RetrainWhen:
+    """When `smallfleet watch` retrains a task of the fleet by itself (each candidate still has to pass the gate)."""
+
+    min_new_rows: int | None = None
+    """Retrain once the request log holds at least this many labelled rows of the task no version has seen."""
+    on_drift: bool = False
+    """Retrain when a drift check of the task finds drift (and some new labelled rows exist)."""
+    check_every: float = 3600.0
+    """Seconds between two checks of `smallfleet watch`."""
+
+    def __post_init__(self) -> None:
+        if self.min_new_rows is not None and self.min_new_rows < 1:
+            raise ConfigError(f"retrain_when: min_new_rows must be at least 1, got {self.min_new_rows}")
+        if self.check_every <= 0:
+            raise ConfigError(f"retrain_when: check_every must be positive, got {self.check_every}")
+
+    @property
+    def active(self) -> bool:
+        """Whether any condition is set."""
+        return self.min_new_rows is not None or self.on_drift
 
 
 @dataclass
@@ -106,6 +133,8 @@ class FleetSpec:
     """Router settings (a fleet of two or more tasks trains one)."""
     serving: ServingSpec = field(default_factory=ServingSpec)
     """Gateway settings: compute prices and request limits."""
+    retrain_when: RetrainWhen = field(default_factory=RetrainWhen)
+    """When `smallfleet watch` retrains a task by itself (nothing set: it never does)."""
 
     def __post_init__(self) -> None:
         tier_names = [t.name for t in self.tiers]
@@ -141,7 +170,7 @@ class FleetSpec:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: expected a mapping with 'name' and 'tasks' at the top level")
-        reject_unknown(raw, {"name", "defaults", "tasks", "tiers", "router", "serving"}, f"{path}")
+        reject_unknown(raw, {"name", "defaults", "tasks", "tiers", "router", "serving", "retrain_when"}, f"{path}")
         defaults = raw.get("defaults") or {}
         _expect(defaults, dict, f"{path}: 'defaults'")
         settings_keys = {get_kind(name).settings_key for name in KINDS.names()}
@@ -164,9 +193,11 @@ class FleetSpec:
         router = build(RouterSpec, router_raw, f"{path}: router")
         router.training = router_training
         serving = build(ServingSpec, raw.get("serving") or {}, f"{path}: serving")
+        retrain_when = build(RetrainWhen, raw.get("retrain_when") or {}, f"{path}: retrain_when")
         name = str(raw.get("name") or path.stem)
         try:
-            return cls(name=name, tasks=tasks, source=path, tiers=tiers, router=router, serving=serving)
+            return cls(name=name, tasks=tasks, source=path, tiers=tiers, router=router, serving=serving,
+                       retrain_when=retrain_when)
         except ConfigError as exc:
             if str(exc).startswith(str(path)):
                 raise

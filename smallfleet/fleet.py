@@ -85,7 +85,8 @@ def train_fleet(fleet: FleetSpec, out: Path, force: bool = False, console: Conso
     index = {"name": fleet.name, "source": str(fleet.source), "tasks": {}}
     if (out / FLEET_INDEX).exists():
         index["tasks"] = read_json(out / FLEET_INDEX).get("tasks", {})
-    index.update(tiers=[asdict(t) for t in fleet.tiers], serving=asdict(fleet.serving), router=None)
+    index.update(tiers=[asdict(t) for t in fleet.tiers], serving=asdict(fleet.serving), router=None,
+                 retrain_when=asdict(fleet.retrain_when))
     for task in fleet.tasks:
         task = replace(task, settings=task.settings.replace(**{k: v for k, v in overrides.items() if hasattr(task.settings, k)}))
         started = time.monotonic()

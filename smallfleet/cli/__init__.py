@@ -37,7 +37,8 @@ def main() -> None:
 
 
 def _register() -> None:
-    from smallfleet.cli import evaluate, flywheel, keys, ledger, models, predict, report, review, serve, train, triage
+    from smallfleet.cli import (drift, evaluate, flywheel, keys, ledger, models, predict, report, review, serve, train,
+                                triage)
 
     for module in (train, evaluate, predict, serve, models, report):
         main.add_command(module.command)
@@ -49,6 +50,8 @@ def _register() -> None:
     main.add_command(flywheel.promote_command)
     main.add_command(flywheel.rollback_command)
     main.add_command(flywheel.retrain_command)
+    main.add_command(drift.drift_command)
+    main.add_command(drift.watch_command)
     main.add_command(review.group)
     main.add_command(keys.group)
     main.add_command(triage.group)

@@ -55,17 +55,10 @@ def answer_command(fleet, item_id, answer, db_url, reviewer):
     task's canonical form (e.g. a normalized record), exactly as the training row will carry it,
     and whether the specialist's guess was right is kept as ground truth (see `smallfleet costs`).
     """
-    from smallfleet.store.reviews import answer as record
-    from smallfleet.store.reviews import get
+    from smallfleet.flywheel.review import answer_review
 
-    db = open_database(fleet, db_url)
-    item = get(db, item_id)
-    guess_right = None
-    if item["task"]:
-        task = saved_task(fleet, item["task"])
-        answer = task.check_answer(answer)
-        guess_right = None if item["guess"] is None else task.agrees(item["guess"], answer)
-    record(db, item_id, answer, reviewer, guess_right)
+    item = answer_review(open_database(fleet, db_url), lambda name: saved_task(fleet, name), item_id, answer, reviewer)
+    answer = item["answer"]
     click.echo(f"review #{item_id}: recorded {answer!r}")
 
 

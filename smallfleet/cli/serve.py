@@ -40,6 +40,8 @@ from smallfleet.store.journal import JOURNAL_FOLDER
 @click.option("--cpu-hour-usd", type=float, help="Price of one CPU core-hour for costing specialist answers.")
 @click.option("--audit-rate", type=click.FloatRange(0, 1), help="Share of accepted answers also sent to the first "
               "upstream tier after the response, to check live quality against the guarantee (replaces the fleet's).")
+@click.option("--drift-every", type=click.FloatRange(min=0), help="Seconds between the gateway's drift checks "
+              "(signals on /metrics, computed in the background); 0 = none [default: the fleet's serving.drift_every, 300].")
 @click.option("--max-pending-reviews", type=click.IntRange(min=1), help="Most items the review queue holds "
               "pending; past it a review tier is skipped (the next tier answers, or a 503) (replaces the fleet's).")
 @click.option("--journal-fsync/--no-journal-fsync", default=None, help="Sync each request-log row to the disk "
@@ -55,7 +57,7 @@ from smallfleet.store.journal import JOURNAL_FOLDER
 @click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shadows, escalate_url, escalate_model, escalate_key_env, escalate_input_price,
             escalate_output_price, escalate_timeout, escalate_retries, cpu_hour_usd, audit_rate, max_pending_reviews,
-            journal_fsync, log_inputs, triage, willingness_to_pay, runtime, log_level):  # fmt: skip
+            journal_fsync, log_inputs, triage, willingness_to_pay, drift_every, runtime, log_level):  # fmt: skip
     """Serve FLEET (a folder made by `smallfleet train`, or one specialist folder) over HTTP.
 
     \b
@@ -135,6 +137,8 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
     if triage:
         with console.status("loading the triage model"):
             served.use_triage(Path(triage).resolve())
+    if drift_every is not None:
+        served.serving = replace(served.serving, drift_every=drift_every)
     for task in served.tasks.values():
         promise = (task.guarantee.describe() if task.guarantee else
                    f"accept confidence >= {task.threshold:.3f} (set by hand; {task.coverage:.0%} of validation)")
@@ -163,9 +167,9 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
                       (f"tier {audit_tier}" if audit_tier else "[yellow]no tier: none has a model, audits are off[/]"))
     console.print(f"request log: {db} (journaled in {served.folder / JOURNAL_FOLDER}"
                   f"{', synced to disk per row' if served.serving.journal_fsync else ''})")
-    console.print(f"[green]serving[/] http://{host}:{port}/v1 (Ctrl-C stops). Try:")
+    console.print(f"[green]serving[/] http://{host}:{port}/v1, console at http://{host}:{port}/ui (Ctrl-C stops). Try:")
     click.echo(example_curl(host, port), err=True)  # not through rich: a wrapped curl cannot be pasted
-    uvicorn.run(create_app(served, db), host=host, port=port, log_level=log_level, access_log=False)
+    uvicorn.run(create_app(served, db, loopback=is_loopback(host)), host=host, port=port, log_level=log_level, access_log=False)
 
 
 def is_loopback(host: str) -> bool:

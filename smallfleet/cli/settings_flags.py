@@ -90,3 +90,24 @@ def split_field_flags(flags: dict) -> tuple[dict[str, str], dict[str, object]]:
     fields = {k[: -len(FIELD_SUFFIX)]: v for k, v in flags.items() if k.endswith(FIELD_SUFFIX) and v is not None}
     settings = {k: v for k, v in flags.items() if not k.endswith(FIELD_SUFFIX) and v is not None}
     return fields, settings
+
+
+def dataclass_flags(cls: type) -> Callable[[Callable], Callable]:
+    """A decorator adding one flag per field of settings dataclass `cls` (`--on-drift/--no-on-drift` for a bool),
+    default None (= as recorded, or the field's default), help = the field's docstring."""
+    docs = field_docs(cls)
+
+    def add(command: Callable) -> Callable:
+        for f in reversed(dataclasses.fields(cls)):
+            typ = field_type(cls, f.name)
+            flag = f.name.replace("_", "-")
+            default = "" if f.default is None else f" [default: {f.default}]"
+            if typ is bool:
+                option = click.option(f"--{flag}/--no-{flag}", f.name, default=None, help=docs.get(f.name, "") + default)
+            else:
+                option = click.option(f"--{flag}", f.name, type=_click_type(typ), default=None,
+                                      help=docs.get(f.name, "") + default)  # fmt: skip
+            command = option(command)
+        return command
+
+    return add

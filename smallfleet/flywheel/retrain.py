@@ -59,6 +59,16 @@ def task_spec(fleet: Path, name: str, entry: dict, saved: SavedTask) -> TaskSpec
                     target=cascade.get("target", 0.95), delta=cascade.get("delta", 0.05))  # fmt: skip
 
 
+def unseen_rows(fleet: Path, task: str, rows: list) -> list:
+    """The labelled traffic rows of `task` that no version has seen yet (trained on or held back)."""
+    used = set()
+    for v in list_versions(fleet, task)[task]:
+        ids = Path(fleet) / v["folder"] / TRAFFIC_IDS
+        if ids.is_file():
+            used |= set(json.loads(ids.read_text()))
+    return [r for r in rows if r.request_id not in used]
+
+
 def retrain(fleet: Path, task: str, db: Database, console: Console, promote_when_passed: bool = True,
             settings: GateSettings | None = None) -> dict:  # fmt: skip
     """Train, gate and (when it passes) promote a new version of `task`; returns what `--json` writes."""
@@ -73,12 +83,7 @@ def retrain(fleet: Path, task: str, db: Database, console: Console, promote_when
     spec = task_spec(fleet, task, entry, served)
 
     traffic = labelled_traffic(db, served)
-    used = set()
-    for v in list_versions(fleet, task)[task]:
-        ids = fleet / v["folder"] / TRAFFIC_IDS
-        if ids.is_file():
-            used |= set(json.loads(ids.read_text()))
-    new = [r for r in traffic.rows if r.request_id not in used]
+    new = unseen_rows(fleet, task, traffic.rows)
     if not new:
         console.print(f"{task}: no new labelled rows in the request log ({len(traffic.rows)} already used); "
                       "nothing changed")  # fmt: skip

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from contextlib import asynccontextmanager
 
 import httpx
@@ -15,9 +14,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
+from smallfleet.serve.console.access import ConsoleAccess
+from smallfleet.serve.console.pages import ConsolePages
+from smallfleet.serve.console.routes import router as console_router
+from smallfleet.serve.drift import DriftMonitor
 from smallfleet.serve.fleet import ServedFleet
 from smallfleet.serve.reload import FleetWatcher
 from smallfleet.serve.gateway import Gateway, GatewayError
+from smallfleet.serve.keycheck import KeyCheck
 from smallfleet.serve.metrics import GatewayMetrics
 from smallfleet.serve.protocol import (
     BodyError,
@@ -31,52 +35,20 @@ from smallfleet.serve.protocol import (
     validation_message,
 )
 from smallfleet.store import Database
-from smallfleet.store.keys import active_roles, hash_key, keys_required
 from smallfleet.store.journal import JOURNAL_FOLDER, Journal
 from smallfleet.store.ledger import SPECIALIST_TIER, Ledger
 from smallfleet.tiers.base import TierContext, build_tiers
 
-KEY_REFRESH_SECONDS = 2.0
 STREAM_PIECE = 16  # characters per streamed chunk of an answer computed whole
 REFUSED_INPUT_BYTES = 2000  # of a refused body, kept in the request log to show what the client sent
 
 
-class KeyCheck:
-    """Client-key verification against the hashes in the database, refreshed every few seconds."""
+def create_app(fleet: ServedFleet, db: Database, loopback: bool = False) -> FastAPI:
+    """The gateway app for a loaded fleet, logging to `db`. Tiers and the ledger start with the app.
 
-    def __init__(self, db: Database):
-        self.db = db
-        self._keys: dict[str, tuple[str, str]] = {}
-        self._required = False
-        self._loaded = 0.0
-
-    def keys(self) -> tuple[dict[str, tuple[str, str]], bool]:
-        """Active keys (hash -> (name, role)), and whether keys are required (once any was created; see store/keys.py)."""
-        if time.monotonic() - self._loaded > KEY_REFRESH_SECONDS:
-            self._keys, self._required = active_roles(self.db), keys_required(self.db)
-            self._loaded = time.monotonic()
-        return self._keys, self._required
-
-    def check(self, header: str | None) -> str | None:
-        """The key's name; None when keys are not in use. Raises GatewayError(401) for a missing or bad key."""
-        return self.caller(header)[0]
-
-    def caller(self, header: str | None) -> tuple[str | None, str | None]:
-        """The key's name and role; (None, None) when keys are not in use. GatewayError(401) for a missing or bad key."""
-        keys, required = self.keys()
-        if not required:
-            return None, None
-        if not header or not header.startswith("Bearer "):
-            raise GatewayError(401, "this gateway requires an API key: send 'Authorization: Bearer <key>'",
-                               code="invalid_api_key")  # fmt: skip
-        found = keys.get(hash_key(header[7:].strip()))
-        if found is None:
-            raise GatewayError(401, "invalid or revoked API key", code="invalid_api_key")
-        return found
-
-
-def create_app(fleet: ServedFleet, db: Database) -> FastAPI:
-    """The gateway app for a loaded fleet, logging to `db`. Tiers and the ledger start with the app."""
+    Args:
+        loopback: the gateway listens on loopback only; then the console (`/ui`) is open while no key exists.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -85,12 +57,20 @@ def create_app(fleet: ServedFleet, db: Database) -> FastAPI:
         tiers = build_tiers(fleet.tiers, TierContext(client, db, fleet.serving.max_pending_reviews))
         app.state.gateway = gateway = Gateway(fleet, tiers, ledger, GatewayMetrics())
         app.state.keys = KeyCheck(db)
+        app.state.console = ConsolePages(fleet, db, [t.name for t in tiers])
+        app.state.console_access = ConsoleAccess(app.state.keys, open_without_keys=loopback)
         await gateway.auditor.start(list(fleet.tasks.values()))
         watcher = asyncio.get_running_loop().create_task(FleetWatcher(fleet).run())
+        drift = None
+        if fleet.serving.drift_every > 0:
+            app.state.drift = DriftMonitor(fleet, db, gateway.metrics)
+            drift = asyncio.get_running_loop().create_task(app.state.drift.run())
         try:
             yield
         finally:
             watcher.cancel()
+            if drift is not None:
+                drift.cancel()
             await gateway.auditor.close()
             await gateway.shadow.close()
             await client.aclose()
@@ -98,6 +78,7 @@ def create_app(fleet: ServedFleet, db: Database) -> FastAPI:
             fleet.close()
 
     app = FastAPI(title="smallfleet gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.include_router(console_router)
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(_request: Request, exc: GatewayError) -> JSONResponse:

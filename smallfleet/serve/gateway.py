@@ -113,7 +113,8 @@ class Gateway:
                     output=self._logged_output(completion.content), prompt_tokens=completion.prompt_tokens,
                     completion_tokens=completion.completion_tokens, latency_ms=completion.latency_ms,
                     cost_usd=completion.cost_usd, frontier_cost_usd=completion.frontier_cost_usd,
-                    tried=completion.tried, version=completion.version, **_triage_columns(completion))  # fmt: skip
+                    tried=completion.tried, version=completion.version, **_triage_columns(completion),
+                    guess=completion.guess if completion.tier != SPECIALIST_TIER else None)  # fmt: skip
         )
         self.metrics.observe(completion.task, completion.tier, completion.status, completion.escalated,
                              completion.latency_ms / 1000)  # fmt: skip
@@ -228,6 +229,9 @@ class Gateway:
         if model == FLEET_MODEL:
             if len(self.fleet.tasks) == 1:
                 return await self._answer(next(iter(self.fleet.tasks.values())), request, text)
+            if self.fleet.router_batcher is None:  # trained without a `router:` section
+                raise GatewayError(400, "this fleet has no router, so model 'fleet' cannot pick a task: name one with "
+                                   f"model 'fleet/<task>' (tasks: {', '.join(self.fleet.tasks)})", code="model_not_found")
             route, seconds = await self.fleet.router_batcher.submit(text)
             if route.task is None and self.fleet.triage:
                 completion = await self._triaged(request, text, escalated=True)

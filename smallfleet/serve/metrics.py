@@ -31,6 +31,16 @@ class GatewayMetrics:
         self.circuit = Gauge("smallfleet_tier_circuit_open", "1 while the tier's circuit breaker is open (requests "
                              "skip the tier), else 0.", ("tier",), registry=self.registry)  # fmt: skip
 
+        signal = ("task", "signal")
+        self.drift = Gauge("smallfleet_drift", "1 when the signal's test finds recent traffic unlike the training "
+                           "baseline (p < alpha), 0 when not; absent until computed.", signal, registry=self.registry)  # fmt: skip
+        self.drift_statistic = Gauge("smallfleet_drift_statistic", "The drift test's statistic (MMD, KS distance, "
+                                     "observed rate, chi-square).", signal, registry=self.registry)  # fmt: skip
+        self.drift_p_value = Gauge("smallfleet_drift_p_value", "The drift test's p-value.", signal,
+                                   registry=self.registry)  # fmt: skip
+        self.drift_requests = Gauge("smallfleet_drift_requests", "Recent requests the drift test used.", signal,
+                                    registry=self.registry)  # fmt: skip
+
     def watch_circuit(self, tier: str, breaker) -> None:
         """Show `breaker`'s state (see `tiers/breaker.py`) as `smallfleet_tier_circuit_open{tier}`, read at scrape."""
         self.circuit.labels(tier).set_function(lambda: float(breaker.state == OPEN))
@@ -52,6 +62,20 @@ class GatewayMetrics:
         self.alert.labels(task).set(1 if live.alert else 0)
         if live.rate is not None:
             self.quality.labels(task).set(live.rate)
+
+    def drift_signal(self, task: str, name: str, signal: dict) -> None:
+        """One drift signal of the latest check (see `flywheel/drift.py`); one not computed sets only its request count."""
+        self.drift_requests.labels(task, name).set(signal["n"])
+        if signal["drift"] is None:
+            for gauge in (self.drift, self.drift_statistic, self.drift_p_value):
+                try:
+                    gauge.remove(task, name)
+                except KeyError:  # never computed: nothing to take down
+                    pass
+            return
+        self.drift.labels(task, name).set(1 if signal["drift"] else 0)
+        self.drift_statistic.labels(task, name).set(signal["statistic"])
+        self.drift_p_value.labels(task, name).set(signal["p_value"])
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

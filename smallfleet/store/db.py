@@ -40,13 +40,14 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.applied_now = migrate(self.engine)
         meta = MetaData()
-        meta.reflect(self.engine, only=["requests", "api_keys", "reviews", "judgements", "shadow", "key_usage"])
+        meta.reflect(self.engine, only=["requests", "api_keys", "reviews", "judgements", "shadow", "key_usage", "requests_hourly"])
         self.requests = meta.tables["requests"]
         self.api_keys = meta.tables["api_keys"]
         self.reviews = meta.tables["reviews"]
         self.judgements = meta.tables["judgements"]
         self.shadow = meta.tables["shadow"]
         self.key_usage = meta.tables["key_usage"]
+        self.requests_hourly = meta.tables["requests_hourly"]
 
     def close(self) -> None:
         self.engine.dispose()

@@ -23,7 +23,7 @@ import threading
 import time
 from datetime import UTC, datetime
 
-from sqlalchemy import Integer, Table, case, func, select
+from sqlalchemy import Connection, Integer, Table, case, func, select, text
 from sqlalchemy.exc import OperationalError
 
 from smallfleet.store.db import Database
@@ -165,13 +165,40 @@ class Ledger:
         while True:
             try:
                 with self.db.engine.begin() as conn:
-                    conn.execute(self.db.requests.insert(), rows)
+                    write_requests(self.db, conn, rows)
                 return True
             except OperationalError:  # database down or locked: keep the rows and retry
                 if time.monotonic() > give_up:
                     return False
                 log.exception("request log write failed; retrying in %.1fs", RETRY_SECONDS)
                 time.sleep(RETRY_SECONDS)
+
+
+def write_requests(db: Database, conn: Connection, rows: list[dict]) -> None:
+    """Insert request rows (each with every key the first has) and add them to the hourly rollup
+    (`requests_hourly`, what the console's figures are summed from), in the caller's transaction."""
+    conn.execute(db.requests.insert(), rows)
+    buckets: dict[tuple[str, str], list] = {}
+    for row in rows:
+        moment = row["created_at"]
+        moment = moment.astimezone(UTC) if moment.tzinfo else moment
+        b = buckets.setdefault((moment.strftime("%Y-%m-%d %H"), row.get("task") or ""), [0, 0, 0, 0, 0.0, 0.0])
+        b[0] += 1
+        b[1] += row.get("tier") == SPECIALIST_TIER
+        b[2] += bool(row.get("escalated"))
+        b[3] += row.get("status") == "error"
+        b[4] += float(row.get("cost_usd") or 0)
+        b[5] += float(row.get("frontier_cost_usd") or 0)
+    # an upsert both SQLite (3.24+) and PostgreSQL understand
+    conn.execute(text(
+        "INSERT INTO requests_hourly (hour, task, requests, local, escalated, errors, cost_usd, frontier_cost_usd) "
+        "VALUES (:hour, :task, :requests, :local, :escalated, :errors, :cost, :frontier) ON CONFLICT (hour, task) DO "
+        "UPDATE SET requests = requests_hourly.requests + excluded.requests, local = requests_hourly.local + "
+        "excluded.local, escalated = requests_hourly.escalated + excluded.escalated, errors = requests_hourly.errors + "
+        "excluded.errors, cost_usd = requests_hourly.cost_usd + excluded.cost_usd, frontier_cost_usd = "
+        "requests_hourly.frontier_cost_usd + excluded.frontier_cost_usd"
+    ), [{"hour": h, "task": t, "requests": b[0], "local": b[1], "escalated": b[2], "errors": b[3], "cost": b[4],
+         "frontier": b[5]} for (h, t), b in buckets.items()])  # fmt: skip
 
 
 def safe_row(row: dict, table: Table) -> dict:

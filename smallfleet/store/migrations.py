@@ -195,6 +195,39 @@ def _triage(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE requests ADD COLUMN triage TEXT"))
 
 
+@migration(9, "console: hourly request rollup, requests by time, review items by request")
+def _console(conn: Connection) -> None:
+    meta = MetaData()
+    Table(
+        "requests_hourly",
+        meta,
+        Column("hour", String(13), primary_key=True),  # YYYY-MM-DD HH, UTC
+        Column("task", String(100), primary_key=True),  # "" for requests that went to no task
+        Column("requests", Integer, nullable=False),
+        Column("local", Integer, nullable=False),
+        Column("escalated", Integer, nullable=False),
+        Column("errors", Integer, nullable=False),
+        Column("cost_usd", Float, nullable=False),
+        Column("frontier_cost_usd", Float, nullable=False),
+    )
+    meta.create_all(conn)
+    hour = ("to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24')" if conn.dialect.name == "postgresql"
+            else "substr(created_at, 1, 13)")  # fmt: skip
+    conn.execute(text(
+        f"INSERT INTO requests_hourly SELECT {hour}, coalesce(task, ''), count(*), "
+        "sum(CASE WHEN tier = 'specialist' THEN 1 ELSE 0 END), sum(CASE WHEN escalated THEN 1 ELSE 0 END), "
+        "sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END), coalesce(sum(cost_usd), 0), "
+        f"coalesce(sum(frontier_cost_usd), 0) FROM requests GROUP BY {hour}, coalesce(task, '')"
+    ))  # fmt: skip
+    conn.execute(text("CREATE INDEX ix_requests_created_at ON requests (created_at)"))
+    conn.execute(text("CREATE INDEX ix_reviews_request_id ON reviews (request_id)"))
+
+
+@migration(10, "the specialist's own answer on requests another tier answered")
+def _guess(conn: Connection) -> None:
+    # the predicted-answer mix of drift checks needs the specialist's answer even where a tier replaced it
+    conn.execute(text("ALTER TABLE requests ADD COLUMN guess TEXT"))
+
 def applied(engine: Engine) -> list[int]:
     """Versions already applied to the database behind `engine`."""
     meta = MetaData()

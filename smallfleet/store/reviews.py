@@ -63,22 +63,30 @@ def get(db: Database, review_id: int) -> dict:
     return dict(row._mapping)
 
 
-def answer(db: Database, review_id: int, text: str, reviewer: str | None = None,
-           guess_right: bool | None = None) -> None:  # fmt: skip
-    """Record the human answer for item `review_id`.
-
-    Args:
-        guess_right: whether the specialist's guess was right by this answer (the task's `agrees`); when
-            given, stored with the answer as a `review` judgement (ground truth for live quality).
-    """
-    item = get(db, review_id)
+def record_answer(db: Database, item: dict, text: str, reviewer: str | None, guess_right: bool | None) -> None:
+    """Store the answer to review `item` (a row as `get` returns it), and its judgement when `guess_right` is known."""
     with db.engine.begin() as conn:
         conn.execute(
             db.reviews.update()
-            .where(db.reviews.c.id == review_id)
+            .where(db.reviews.c.id == item["id"])
             .values(answer=text, status=ANSWERED, answered_at=datetime.now(UTC), reviewer=reviewer)
         )
         if guess_right is not None and item["task"]:
             row = new_judgement(item["request_id"], item["task"], "review", accepted=False, agrees=guess_right,
                                 answer=item["guess"], reference=text, tier=reviewer)  # fmt: skip
             conn.execute(db.judgements.insert().values(**row))
+
+
+def for_request(db: Database, request_id: str) -> list[dict]:
+    """The review items of one logged request."""
+    v = db.reviews
+    with db.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(select(v).where(v.c.request_id == request_id).order_by(v.c.id))]
+
+
+def pending_counts(db: Database) -> dict[str, int]:
+    """Task -> pending items ("" for items without a task)."""
+    v = db.reviews
+    query = select(v.c.task, func.count()).where(v.c.status == PENDING).group_by(v.c.task)
+    with db.engine.connect() as conn:
+        return {task or "": int(n) for task, n in conn.execute(query)}

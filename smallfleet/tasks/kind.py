@@ -14,7 +14,7 @@ trained task read from its folder without loading any model).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,6 +37,36 @@ class QualityTable:
     note: str = ""
     headline: str = ""
     """The split's main figure in words, e.g. `accuracy 0.967`."""
+
+
+@dataclass
+class FormField:
+    """One input of a record answer form."""
+
+    name: str
+    input: str = "text"
+    """HTML input type: `text`, `number`, `date`, or `select` (then `options`)."""
+    required: bool = False
+    options: list[str] = field(default_factory=list)
+    description: str = ""
+    value: str = ""
+    """Pre-filled value (from the specialist's guess)."""
+    step: str = "any"
+    """For `number` inputs: `any`, or `1` for integers."""
+
+
+@dataclass
+class AnswerForm:
+    """How a person answers one item of a task in the console, in widget terms (no kind names):
+    - `choice`: one button per option, `value` pre-selected; the answer is the option;
+    - `record`: one input per field, pre-filled; the answer is the JSON object of the filled fields;
+    - `text`: a text area pre-filled with `value`; the answer is the text.
+    """
+
+    widget: str
+    options: list[str] = field(default_factory=list)
+    fields: list[FormField] = field(default_factory=list)
+    value: str = ""
 
 
 class TaskKind(ABC):
@@ -96,6 +126,11 @@ class TaskKind(ABC):
         """The most telling detail of one split's metrics (as `train`/`evaluate` wrote them) for reports."""
         return None
 
+    def answer_form(self, manifest: dict, guess: str | None) -> AnswerForm:
+        """The form a person answers an item of the task with, pre-filled with the specialist's `guess`.
+        By default a text area."""
+        return AnswerForm("text", value=guess or "")
+
     def agrees(self, manifest: dict, answer: str, reference: str) -> bool:
         """Whether the specialist's `answer` is right, judged against `reference`, a checked answer taken as
         ground truth (a person's, or a frontier model's in a live audit). By default: the same canonical answer.
@@ -104,6 +139,11 @@ class TaskKind(ABC):
             return self.check_answer(manifest, answer) == self.check_answer(manifest, reference)
         except DataError:
             return False
+
+    def answer_mix(self, manifest: dict) -> dict[str, int] | None:
+        """How often each answer occurs in the training data, for kinds whose answers fall in a few categories
+        (the predicted-answer mix of drift checks); None for kinds with free-form answers."""
+        return None
 
     def input_texts(self, spec) -> list[str]:
         """The input texts of a task's training file (the router learns from them)."""
@@ -166,12 +206,20 @@ class SavedTask:
         """The canonical answer, or DataError with the reason (see `TaskKind.check_answer`)."""
         return self.kind.check_answer(self.manifest, answer)
 
+    def answer_form(self, guess: str | None) -> AnswerForm:
+        """The console's answer form for an item, pre-filled with `guess` (see `TaskKind.answer_form`)."""
+        return self.kind.answer_form(self.manifest, guess)
+
     def agrees(self, answer: str, reference: str) -> bool:
         """Whether `answer` is right against the ground truth `reference` (see `TaskKind.agrees`)."""
         return self.kind.agrees(self.manifest, answer, reference)
 
     def confidence_curve(self) -> ConfidenceCurve:
         return confidence_curve(self.folder)
+
+    def answer_mix(self) -> dict[str, int] | None:
+        """Training answers by category, or None (see `TaskKind.answer_mix`)."""
+        return self.kind.answer_mix(self.manifest)
 
 
 def load_specialist(folder: str | Path) -> Specialist:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+import random
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +26,11 @@ from smallfleet.errors import DataError
 from smallfleet.models.resolve import ResolvedModel, fingerprint_base
 from smallfleet.novelty import NoveltyModel
 from smallfleet.tasks.spec import TaskSpec
-from smallfleet.training.artifacts import CALIBRATION, MANIFEST, METRICS, fingerprint_files, staged_folder, write_json
+from smallfleet.training.artifacts import (
+    CALIBRATION, DRIFT_BASELINE, MANIFEST, METRICS, fingerprint_files, staged_folder, write_json,
+)  # fmt: skip
+
+BASELINE_SAMPLE = 256  # training inputs kept for the input drift test: enough for an MMD test, small on disk
 
 
 def settings_record(settings) -> dict:
@@ -64,6 +69,7 @@ def save_specialist(
     write_weights: Callable[[Path], None],
     evaluate: Callable[[Path], tuple[dict, dict]],
     write_card: Callable[[Path, dict, dict, dict], None],
+    inputs: list[str] | None = None,
 ) -> dict:
     """Write a specialist into `out` atomically; returns its metrics.
 
@@ -74,6 +80,7 @@ def save_specialist(
         write_weights: saves the model into the staging folder.
         evaluate: given the staging folder (weights saved), returns (calibration, metrics).
         write_card: writes README.md (and plots) from (folder, manifest, metrics, calibration).
+        inputs: the training inputs; a seeded sample of them is kept as the drift baseline.
     """
     with staged_folder(out, force) as tmp:
         write_weights(tmp)
@@ -81,6 +88,8 @@ def save_specialist(
         write_json(tmp / MANIFEST, manifest)
         write_json(tmp / CALIBRATION, calibration)
         write_json(tmp / METRICS, metrics)
+        if inputs:
+            write_json(tmp / DRIFT_BASELINE, drift_baseline(inputs))
         write_card(tmp, manifest, metrics, calibration)
     return metrics
 
@@ -138,3 +147,10 @@ def read_texts(path: Path, field: str) -> list[str]:
     if not texts:
         raise DataError(f"{path}: no texts")
     return texts
+
+
+def drift_baseline(inputs: list[str], seed: int = 13) -> dict:
+    """A seeded sample of up to BASELINE_SAMPLE distinct training inputs (what `smallfleet drift` compares traffic with)."""
+    distinct = sorted(set(inputs))
+    sample = random.Random(seed).sample(distinct, min(BASELINE_SAMPLE, len(distinct)))
+    return {"inputs": sample, "of": len(distinct), "seed": seed}

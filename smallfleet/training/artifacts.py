@@ -22,6 +22,8 @@ from smallfleet.errors import SpecialistError
 MANIFEST = "specialist.json"
 CALIBRATION = "calibration.json"
 METRICS = "metrics.json"
+DRIFT_BASELINE = "drift_baseline.json"
+"""A seeded sample of the training inputs, the baseline of the input drift test (see `flywheel/drift.py`)."""
 
 
 def is_specialist(folder: Path, marker: str = MANIFEST) -> bool:

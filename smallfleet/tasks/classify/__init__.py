@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from smallfleet.errors import DataError
-from smallfleet.tasks.kind import QualityTable, TaskKind
+from smallfleet.tasks.kind import AnswerForm, QualityTable, TaskKind
 from smallfleet.training.settings import TrainSettings
 
 
@@ -50,6 +50,13 @@ class ClassifyKind(TaskKind):
         if answer not in labels:
             raise DataError(f"{answer!r} is not a label of task {manifest['name']!r} (labels: {', '.join(labels)})")
         return answer
+
+    def answer_form(self, manifest: dict, guess: str | None) -> AnswerForm:
+        """One button per label, the guess pre-selected."""
+        return AnswerForm("choice", options=list(manifest["labels"]), value=guess or "")
+
+    def answer_mix(self, manifest: dict) -> dict[str, int] | None:
+        return dict(manifest.get("data", {}).get("label_counts") or {}) or None
 
     def quality_table(self, metrics: dict) -> QualityTable:
         pairs = metrics.get("confused", [])[:10]

@@ -146,7 +146,7 @@ def train_classifier(spec: TaskSpec, out: Path, force: bool = False, console: Co
             metrics["test"]["file"] = str(spec.test)
         return calibration, metrics
 
-    return save_specialist(out, force, manifest, write_weights, score, write_classify_card)
+    return save_specialist(out, force, manifest, write_weights, score, write_classify_card, inputs=train_texts)
 
 
 def _calibration_record(logits: torch.Tensor, gold: np.ndarray, temperature: float) -> dict:

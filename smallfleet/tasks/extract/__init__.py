@@ -13,7 +13,7 @@ from pathlib import Path
 
 from smallfleet.errors import DataError
 from smallfleet.tasks.extract.settings import ExtractSettings
-from smallfleet.tasks.kind import QualityTable, TaskKind
+from smallfleet.tasks.kind import AnswerForm, QualityTable, TaskKind
 
 
 class ExtractKind(TaskKind):
@@ -59,6 +59,13 @@ class ExtractKind(TaskKind):
         except DataError as exc:
             raise DataError(f"not a valid record for task {manifest['name']!r}: {exc}") from None
         return json.dumps(record, ensure_ascii=False)
+
+    def answer_form(self, manifest: dict, guess: str | None) -> AnswerForm:
+        """One input per schema field (a select for an enum, a date or number input by type), pre-filled with
+        the guess's values; required fields are marked so the browser checks them before sending."""
+        from smallfleet.tasks.extract.form import record_form
+
+        return record_form(manifest, guess)
 
     def training_row(self, manifest: dict, input: str, answer: str) -> dict:
         """Value-labelled tasks: the text and the record; BIO tasks: whitespace tokens and the record's tags."""

@@ -173,7 +173,8 @@ def train_extractor(spec: TaskSpec, out: Path, force: bool = False, console: Con
             metrics["test"]["file"] = str(spec.test)
         return calibration, metrics
 
-    return save_specialist(out, force, manifest, write_weights, evaluate, write_extract_card)
+    return save_specialist(out, force, manifest, write_weights, evaluate, write_extract_card,
+                           inputs=[e.text for e in train_rows])
 
 
 def calibrate(extractor: Extractor, examples: list[ExtractExample]) -> dict:

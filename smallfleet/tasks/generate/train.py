@@ -114,7 +114,8 @@ def train_generator(spec: TaskSpec, out: Path, force: bool = False, console: Con
             metrics["test"]["file"] = str(spec.test)
         return calibration, metrics
 
-    metrics = save_specialist(out, force, manifest, write_weights, calibrate, write_generate_card)
+    metrics = save_specialist(out, force, manifest, write_weights, calibrate, write_generate_card,
+                              inputs=[e.text for e in train])
     shutil.rmtree(checkpoint, ignore_errors=True)
     return metrics
 

@@ -1,0 +1,235 @@
+"""Soak and load: mixed traffic at a fixed rate for a long time, then the knee of the specialist path.
+
+Soak: an open-loop client sends a fixed request rate (`--rate`, for `--minutes`) of mixed
+traffic through a real gateway process: a specialist task named directly, the router
+(`model: fleet`), a task whose every answer escalates to the upstream tier, and
+pass-through requests for the upstream's own model. The upstream (bench/upstream.py)
+fails a share of its calls (`--fail-rate`), so the gateway's retries and errors are in the
+mix. Every `--every` seconds it samples the gateway's RSS, the window's p50/p99 latency and
+errors, and the rows in the request log. At the end, every request that got a 200 is looked
+up in the log by its id: a missing one is a lost row.
+
+Knee: then the specialist path alone at rising rates (`--knee-rates`), `--knee-seconds` each;
+the highest rate held at p99 < 100 ms is the knee, shown in a plot.
+
+    python bench/soak.py                       # 30 minutes at 20 req/s, then the knee
+    python bench/soak.py --minutes 5 --rate 10 # a shorter run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from common import HERE, machine, update_results, write_json
+from gateway import ROOT, free_port, start, wait_up
+from rich.console import Console
+from rich.table import Table
+
+MIX = [  # (share, model, text)
+    (0.4, "fleet/support_ticket", "I was charged twice for order 88412, please refund the extra payment"),
+    (0.2, "fleet", "The tracking page has said 'label created' for six days now"),
+    (0.2, "fleet/review_sentiment", "Stopped charging after a week and support never answered."),  # escalates
+    (0.2, "upstream-model", "Write a haiku about invoices."),  # passthrough
+]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * (len(values) - 1)))] if values else float("nan")
+
+
+async def open_loop(url: str, rate: float, seconds: float, mix: list, on_done, seed: int = 13) -> None:
+    """Send `rate` requests per second for `seconds`, each picked from `mix`, without waiting for answers."""
+    rng = random.Random(seed)
+    shares = [m[0] for m in mix]
+    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=512)) as client:
+        tasks = []
+        started = time.perf_counter()
+        n = 0
+        while (now := time.perf_counter() - started) < seconds:
+            due = n / rate
+            if due > now:
+                await asyncio.sleep(due - now)
+            _, model, text = rng.choices(mix, weights=shares)[0]
+            tasks.append(asyncio.create_task(one(client, url, model, text, on_done)))
+            n += 1
+        await asyncio.gather(*tasks)
+
+
+async def one(client: httpx.AsyncClient, url: str, model: str, text: str, on_done) -> None:
+    t = time.perf_counter()
+    try:
+        r = await client.post(url, json={"model": model, "messages": [{"role": "user", "content": text}]})
+        status, rid = r.status_code, (r.json().get("id") if r.status_code == 200 else None)
+    except httpx.HTTPError:
+        status, rid = 0, None
+    on_done(time.perf_counter(), (time.perf_counter() - t) * 1000, status, rid)
+
+
+def log_rows(db_file: Path) -> int:
+    import sqlite3
+
+    with sqlite3.connect(db_file) as conn:
+        return conn.execute("SELECT count(*) FROM requests").fetchone()[0]
+
+
+def soak(url: str, pid: int, db_file: Path, minutes: float, rate: float, every: float, console: Console) -> dict:
+    done: list[tuple[float, float, int, str | None]] = []
+    samples = []
+    start_t = time.perf_counter()
+
+    async def sampler(stop: asyncio.Event) -> None:
+        last = 0
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), every)
+            except TimeoutError:
+                pass
+            window = done[last:]
+            last = len(done)
+            lat = [d[1] for d in window if d[2] == 200]
+            samples.append({"t_s": round(time.perf_counter() - start_t, 1), "rss_mb": round(rss_mb(pid), 1),
+                            "requests": len(window), "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99),
+                            "errors": sum(1 for d in window if d[2] != 200), "log_rows": log_rows(db_file)})  # fmt: skip
+            s = samples[-1]
+            console.print(f"t={s['t_s']:>6.0f}s rss {s['rss_mb']:.0f} MB  p50 {s['p50_ms']:.1f} ms  "
+                          f"p99 {s['p99_ms']:.1f} ms  errors {s['errors']}  log rows {s['log_rows']}")  # fmt: skip
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        sampling = asyncio.create_task(sampler(stop))
+        await open_loop(url, rate, minutes * 60, MIX, lambda *d: done.append(d))
+        stop.set()
+        await sampling
+
+    asyncio.run(main())
+    return {"samples": samples, "answered_ids": [d[3] for d in done if d[2] == 200],
+            "requests": len(done), "errors": sum(1 for d in done if d[2] != 200)}  # fmt: skip
+
+
+def knee(url: str, rates: list[float], seconds: float, console: Console) -> list[dict]:
+    rows = []
+    for rate in rates:
+        done: list = []
+        asyncio.run(open_loop(url, rate, seconds, [MIX[0]], lambda *d: done.append(d)))
+        lat = [d[1] for d in done if d[2] == 200]
+        rows.append({"rate": rate, "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99),
+                     "errors": sum(1 for d in done if d[2] != 200)})  # fmt: skip
+        console.print(f"knee: {rate:>5.0f} req/s  p50 {rows[-1]['p50_ms']:.1f} ms  p99 {rows[-1]['p99_ms']:.1f} ms")
+        if rows[-1]["p99_ms"] > 1000:  # far past the knee: higher rates only queue
+            break
+    return rows
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["rate"] for r in rows], [r["p99_ms"] for r in rows], "o-", label="p99")
+    ax.plot([r["rate"] for r in rows], [r["p50_ms"] for r in rows], "o-", label="p50")
+    ax.axhline(100, color="grey", linestyle="--", label="100 ms")
+    ax.set(xlabel="offered rate (req/s), specialist path", ylabel="latency (ms)", yscale="log",
+           title="smallfleet gateway: latency against offered load")  # fmt: skip
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fleet", type=Path, default=ROOT / "runs" / "quickstart",
+                        help="Trained fleet with support_ticket and review_sentiment (the quickstart's; trained if missing).")
+    parser.add_argument("--minutes", type=float, default=30.0, help="Length of the soak.")
+    parser.add_argument("--rate", type=float, default=20.0, help="Requests per second during the soak.")
+    parser.add_argument("--every", type=float, default=30.0, help="Seconds between samples.")
+    parser.add_argument("--warmup", type=float, default=0.2, help="Share of the soak left out of the RSS growth.")
+    parser.add_argument("--fail-rate", type=float, default=0.05, help="Share of upstream calls that fail with a 500.")
+    parser.add_argument("--knee-rates", default="25,50,100,150,200,300,400", help="Rates for the knee (req/s).")
+    parser.add_argument("--knee-seconds", type=float, default=20.0)
+    parser.add_argument("--no-update", action="store_true", help="Do not rewrite bench/RESULTS.md.")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    console = Console(stderr=True)
+    if not (args.fleet / "fleet.json").is_file():
+        subprocess.run([sys.executable, "-m", "smallfleet", "train", str(ROOT / "examples/quickstart/fleet.yaml"),
+                        "--out", str(args.fleet), "--force"], check=True)  # fmt: skip
+    work = Path(tempfile.mkdtemp(prefix="smallfleet-soak-"))
+    up_port, gw_port = free_port(), free_port()
+    db_file = work / "soak.db"
+    procs = [start([sys.executable, str(HERE / "upstream.py"), str(up_port), "--fail-rate", str(args.fail_rate)],
+                   work / "upstream.log")]  # fmt: skip
+    try:
+        wait_up(f"http://127.0.0.1:{up_port}/docs", procs[0], "upstream")
+        procs.append(start([sys.executable, "-m", "smallfleet", "serve", str(args.fleet), "--port", str(gw_port),
+                            "--db", f"sqlite:///{db_file}", "--escalate-to", f"http://127.0.0.1:{up_port}/v1",
+                            "--escalate-model", "upstream-model", "--escalate-input-price", "2.5",
+                            "--escalate-output-price", "10", "--threshold", "support_ticket=0",
+                            "--threshold", "review_sentiment=1.01"], work / "gateway.log"))  # fmt: skip
+        wait_up(f"http://127.0.0.1:{gw_port}/healthz", procs[1], "gateway")
+        url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+        console.print(f"soak: {args.minutes:g} min at {args.rate:g} req/s, sampling every {args.every:g} s")
+        result = soak(url, procs[1].pid, db_file, args.minutes, args.rate, args.every, console)
+        knee_rows = knee(url, [float(r) for r in args.knee_rates.split(",")], args.knee_seconds, console)
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+            p.wait(timeout=60)
+    import sqlite3
+
+    with sqlite3.connect(db_file) as conn:  # after a clean shutdown every queued row is written
+        logged = {r[0] for r in conn.execute("SELECT request_id FROM requests")}
+    ids = result.pop("answered_ids")
+    lost = sum(1 for i in ids if i not in logged)
+    samples = result["samples"]
+    steady = samples[max(1, int(len(samples) * args.warmup)):] or samples
+    p99s = [s["p99_ms"] for s in steady if s["requests"]]
+    summary = {
+        "minutes": args.minutes, "rate": args.rate, "requests": result["requests"], "answered": len(ids),
+        "errors": result["errors"], "lost_rows": lost,
+        "rss_growth_pct": round(100 * (steady[-1]["rss_mb"] / steady[0]["rss_mb"] - 1), 2),
+        "p99_spread_pct": round(100 * (max(p99s) / statistics.median(p99s) - 1), 1) if p99s else None,
+        "knee_rate": max((r["rate"] for r in knee_rows if r["p99_ms"] < 100), default=None),
+    }  # fmt: skip
+    table = Table(title="soak")
+    for key in summary:
+        table.add_column(key, justify="right")
+    table.add_row(*[str(v) for v in summary.values()])
+    Console().print(table)
+    plot(knee_rows, HERE / "results" / "soak_knee.png")
+    env = machine(fail_rate=args.fail_rate, mix=[m[:2] for m in MIX])
+    write_json("soak", {"env": env, "summary": summary, "samples": samples, "knee": knee_rows})
+    if not args.no_update:
+        lines = ["## Soak and load (`bench/soak.py`)", "",
+                 f"{env['date']}, {env['cpu_count']} cores. {args.minutes:g} min of mixed traffic at {args.rate:g} req/s "
+                 "(40% a specialist task, 20% the router, 20% a task that always escalates, 20% pass-through), "
+                 f"the upstream failing {args.fail_rate:.0%} of calls; the quickstart fleet.", "",
+                 "| requests | answered | errors | lost log rows | RSS growth after warm-up | p99 spread (max vs median window) "
+                 "| knee (p99 < 100 ms) |", "|---:|---:|---:|---:|---:|---:|---:|",
+                 f"| {summary['requests']} | {summary['answered']} | {summary['errors']} | {summary['lost_rows']} | "
+                 f"{summary['rss_growth_pct']}% | {summary['p99_spread_pct']}% | {summary['knee_rate']} req/s |", "",
+                 "![latency against offered load](results/soak_knee.png)"]  # fmt: skip
+        update_results("soak", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
