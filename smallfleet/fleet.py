@@ -97,6 +97,7 @@ def train_fleet(fleet: FleetSpec, out: Path, force: bool = False, console: Conso
             "train_seconds": round(time.monotonic() - started, 1),
             "metrics": {split: headline(m) for split, m in metrics.items()},
             "cascade": cascade_threshold(out / task.name, task.target, task.delta),
+            "novelty": read_json(out / task.name / MANIFEST).get("novelty"),
             # what `retrain` starts from: the data files, by absolute path (settings are in the manifest)
             "data": {split: str(Path(p).resolve()) if p else None
                      for split, p in (("train", task.train), ("valid", task.valid), ("test", task.test))},
@@ -112,6 +113,7 @@ def train_fleet(fleet: FleetSpec, out: Path, force: bool = False, console: Conso
             "train_seconds": round(time.monotonic() - started, 1),
             "metrics": {split: headline(m) for split, m in metrics.items()},
             "cascade": route_threshold(out / ROUTER_DIR, fleet.router.target),
+            "novelty": read_json(out / ROUTER_DIR / MANIFEST).get("novelty"),
             "out_of_scope": str(fleet.router.out_of_scope) if fleet.router.out_of_scope else None,
         }
         v = metrics["validation"]

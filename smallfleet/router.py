@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import random
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
@@ -76,6 +76,10 @@ class Route:
 
     task: str | None
     confidence: float
+    novelty: float | None = None
+    """How far the request lies from every task's training texts (None: the router has no novelty statistics)."""
+    failed: list[str] = field(default_factory=list)
+    """Why no task was chosen: `none` (routed to none), `confidence`, `novelty`; empty when routed."""
 
 
 class Router:
@@ -91,9 +95,12 @@ class Router:
         return cls(ClassifySpecialist.load(folder), target)
 
     def route(self, texts: list[str]) -> list[Route]:
-        """Route each text; low-confidence and `none` routes come back with task None."""
+        """Route each text; `none`, low-confidence and novel routes come back with task None."""
         out = []
+        novelty = self.specialist.novelty
         for pred in self.specialist.predict(texts, top_k=1):
-            accepted = pred.label != NONE and pred.confidence >= self.threshold
-            out.append(Route(pred.label if accepted else None, pred.confidence))
+            failed = [NONE] if pred.label == NONE else []
+            failed += ["confidence"] if pred.confidence < self.threshold else []
+            failed += ["novelty"] if novelty and not novelty.accepts(pred.novelty) else []
+            out.append(Route(None if failed else pred.label, pred.confidence, pred.novelty, failed))
         return out

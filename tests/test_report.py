@@ -65,8 +65,8 @@ def test_report_is_one_self_contained_page_that_a_browser_shows_whole(fleet_dir,
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]  # one file, nothing beside it
     assert not re.search(r"""(src|href)=["'](https?:|//)""", html) and "<script" not in html and "<link" not in html
     images = re.findall(r'<img src="([^"]+)"', html)
-    # fleet spend; per task risk-coverage, reliability, cost-quality, traffic; live quality where answers were judged
-    assert len(images) == 1 + 5 + 4 and all(i.startswith("data:image/png;base64,") for i in images)
+    # fleet spend; per task risk-coverage, reliability, cost-quality, novelty, traffic; live quality where answers were judged
+    assert len(images) == 1 + 6 + 5 and all(i.startswith("data:image/png;base64,") for i in images)
 
     with chromium() as driver:
         driver.get(out.as_uri())
@@ -74,7 +74,7 @@ def test_report_is_one_self_contained_page_that_a_browser_shows_whole(fleet_dir,
         assert broken_images(driver) == [] and console_errors(driver) == []
         shown = {img.get_attribute("alt") for img in driver.find_elements(By.TAG_NAME, "img") if img.size["width"] > 100}
         for task in ("support_ticket", "review_sentiment"):
-            for plot in ("Risk-coverage", "Reliability", "Cost vs quality", "Traffic and spend"):
+            for plot in ("Risk-coverage", "Reliability", "Cost vs quality", "Novelty", "Traffic and spend"):
                 assert f"{task}: {plot}" in shown
         assert "support_ticket: Live quality" in shown  # review_sentiment escalated everything: nothing to judge
         text = driver.find_element(By.TAG_NAME, "body").text
@@ -98,4 +98,4 @@ def test_report_of_a_fleet_never_served_shows_what_training_measured(fleet_dir, 
     done = report(fleet_dir, "--db", f"sqlite:///{tmp_path / 'empty.db'}", "--out", str(out))
     assert done.returncode == 0, done.stderr
     html = out.read_text()
-    assert "0</b>requests logged" in html and len(re.findall(r'<img src="data:image/png', html)) == 2 * 3
+    assert "0</b>requests logged" in html and len(re.findall(r'<img src="data:image/png', html)) == 2 * 4

@@ -43,10 +43,12 @@ class EncoderClassifier(nn.Module):
         self.head = nn.Linear(encoder.config.hidden_size, num_labels)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.pool(input_ids, attention_mask)))
+
+    def pool(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The mean-pooled embedding the head reads (also what novelty is measured on)."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        return self.head(self.dropout(pooled))
+        return mean_pool(hidden, attention_mask)
 
     def save(self, folder: Path) -> None:
         """Write the encoder (transformers format) and the head (safetensors) into `folder`."""
@@ -62,6 +64,12 @@ class EncoderClassifier(nn.Module):
         model = cls(AutoModel.from_pretrained(folder / ENCODER_DIR), num_labels)
         model.head.load_state_dict(load_file(str(folder / HEAD_FILE)))
         return model.eval()
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the token states over the real (unpadded) tokens."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
 
 
 def load_base_encoder(path: str, gguf_file: str | None = None):

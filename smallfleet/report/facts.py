@@ -55,6 +55,8 @@ class TaskFacts:
     """Share of audited requests where the frontier agreed with a person's or client's answer, when known."""
     frontier_checked: int = 0
     """Requests the frontier's quality rests on."""
+    novelty: dict | None = None
+    """Novelty of the validation rows and out-of-scope examples the novelty threshold was set on (calibration.json)."""
 
 
 @dataclass
@@ -85,6 +87,7 @@ def gather(fleet: Path, db: Database | None, since: str | None = None) -> FleetF
             name=name, saved=saved, guarantee=entry.get("cascade") or saved.manifest.get("cascade") or {},
             curve=ConfidenceCurve.from_dict(calibration["curve"]), reliability=calibration.get("reliability", []),
             split=split, metrics=metrics[split], quality=saved.kind.quality_table(metrics[split]),
+            novelty=calibration.get("novelty"),
         ))  # fmt: skip
     facts = FleetFacts(index.get("name", fleet.name), fleet, datetime.now(UTC), tasks)
     if db is not None:

@@ -29,6 +29,8 @@ def render(facts: FleetFacts) -> str:
     for task in facts.tasks:
         figures = [("Risk-coverage", plots.risk_coverage(task)), ("Reliability", plots.reliability(task)),
                    ("Cost vs quality", plots.cost_quality(task))]  # fmt: skip
+        if task.novelty:
+            figures.append(("Novelty", plots.novelty(task)))
         if task.series:
             figures.append(("Traffic and spend", plots.traffic(task, facts.bucket)))
         if task.live:

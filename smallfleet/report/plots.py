@@ -79,6 +79,22 @@ def reliability(task: TaskFacts) -> str:
     return data_uri(fig)
 
 
+def novelty(task: TaskFacts) -> str:
+    """The novelty of in-distribution validation rows and of out-of-scope examples, with the threshold between them."""
+    fig, ax = plt.subplots(figsize=SIZE)
+    scores = task.novelty
+    valid, outside = scores.get("valid", []), scores.get("out_of_scope", [])
+    edges = np.histogram_bin_edges(np.concatenate([valid, outside]) if outside else valid, bins=30)
+    ax.hist(valid, bins=edges, color=BLUE, alpha=0.6, density=True, label=f"validation ({len(valid)})")
+    if outside:
+        ax.hist(outside, bins=edges, color=ORANGE, alpha=0.6, density=True, label=f"out-of-scope ({len(outside)})")
+    if scores.get("threshold") is not None:
+        ax.axvline(scores["threshold"], color=RED, linestyle="--", label=f"threshold {scores['threshold']:.3g}: above escalates")
+    ax.set(xlabel="novelty (distance from the training data)", ylabel="density", title=f"{task.name}: novelty")
+    ax.legend(fontsize=7, loc="upper right")
+    return data_uri(fig)
+
+
 def cost_quality(task: TaskFacts) -> str:
     """Quality against cost: the specialist alone, the cascade at several thresholds, and all-frontier."""
     fig, ax = plt.subplots(figsize=SIZE)

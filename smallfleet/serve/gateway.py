@@ -239,7 +239,10 @@ class Gateway:
                 completion = await self._passthrough(request, text, self.tiers, escalated=True)
             else:
                 completion = await self._answer(self.fleet.tasks[route.task], request, text)
+            if route.task is None:
+                completion.escalation_reason = [f"route {test}" for test in route.failed]
             completion.route_confidence = route.confidence
+            completion.route_novelty = route.novelty
             completion.cost_usd += self.fleet.compute_cost(seconds)
             return completion
         if model.startswith(FLEET_MODEL + "/"):
@@ -267,8 +270,10 @@ class Gateway:
         own_cost = self.fleet.compute_cost(seconds)
         escalation = task.specialist.escalation_request(text)
         frontier = self._frontier_cost(escalation.messages, answer.content)
-        accepted = answer.valid and answer.confidence >= task.threshold
+        failed = failed_tests(task, answer)
+        accepted = not failed
         result = Completion(content=answer.content, tier=SPECIALIST_TIER, task=task.name, confidence=answer.confidence,
+                            novelty=answer.novelty, escalation_reason=failed,
                             version=task.version, guess=answer.content, accepted=accepted, cost_usd=own_cost,
                             frontier_cost_usd=frontier,
                             prompt_tokens=estimate_prompt_tokens([{"content": text}]),
@@ -376,6 +381,17 @@ class Gateway:
     def _frontier_cost(self, messages: list[dict], content: str) -> float:
         """What the most expensive configured upstream tier would charge for this request."""
         return max((t.estimate_cost(messages, content) for t in self.upstreams), default=0.0)
+
+
+def failed_tests(task: ServedTask, answer: Answer) -> list[str]:
+    """The acceptance tests `answer` fails (empty = accepted): `valid` (an unusable answer), `confidence` (below the
+    task's threshold), `novelty` (the input lies farther from the training data than the task's novelty threshold)."""
+    failed = [] if answer.valid else ["valid"]
+    if answer.confidence < task.threshold:
+        failed.append("confidence")
+    if task.specialist.novelty and not task.specialist.novelty.accepts(answer.novelty):
+        failed.append("novelty")
+    return failed
 
 
 def _triage_columns(completion: Completion) -> dict:

@@ -168,7 +168,13 @@ class Completion:
     tier: str
     task: str | None = None
     confidence: float | None = None
+    novelty: float | None = None
+    """How far the input lies from the specialist's training data (None: no novelty statistics)."""
+    escalation_reason: list[str] = field(default_factory=list)
+    """The acceptance tests the specialist's answer failed (`valid`, `confidence`, `novelty`); empty when accepted."""
     route_confidence: float | None = None
+    route_novelty: float | None = None
+    """The router's novelty of the request (fleet requests routed by a router with novelty statistics)."""
     escalated: bool = False
     accepted: bool = True
     status: Literal["ok", "pending"] = "ok"
@@ -202,8 +208,14 @@ class Completion:
             "cost_usd": round(self.cost_usd, 10),
             "frontier_cost_usd": round(self.frontier_cost_usd, 10),
         }
+        if self.novelty is not None:
+            out["novelty"] = round(self.novelty, 6)
+        if self.escalation_reason:
+            out["escalation_reason"] = self.escalation_reason
         if self.route_confidence is not None:
             out["route_confidence"] = round(self.route_confidence, 6)
+        if self.route_novelty is not None:
+            out["route_novelty"] = round(self.route_novelty, 6)
         if self.tried:
             out["tried"] = self.tried
         if self.review:

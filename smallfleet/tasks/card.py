@@ -9,6 +9,7 @@ from pathlib import Path
 
 from smallfleet.calibration import ConfidenceCurve
 from smallfleet.guarantee import DEFAULT_DELTA, guaranteed_threshold
+from smallfleet.novelty import describe_novelty
 
 RELIABILITY_PNG = "reliability.png"
 COVERAGE_PNG = "risk_coverage.png"
@@ -44,6 +45,9 @@ def escalation_lines(manifest: dict, calibration: dict) -> list[str]:
     return [
         f"At the task's target ({g.target:.0%} of accepted answers right) and delta {g.delta}: {g.describe()}.",
         f"Method: {g.method}. The gateway recomputes this at start-up (`serve --target/--delta` change it).",
+        "",
+        f"Novelty: {describe_novelty(manifest.get('novelty'))}. An answer is accepted only when it passes both "
+        "tests; the novelty statistics are in `novelty.npz`.",
     ]
 
 

@@ -16,10 +16,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
+from rich.console import Console
 
 import smallfleet
+from smallfleet.data import read_rows
+from smallfleet.errors import DataError
 from smallfleet.models.resolve import ResolvedModel, fingerprint_base
+from smallfleet.novelty import NoveltyModel
 from smallfleet.tasks.spec import TaskSpec
 from smallfleet.training.artifacts import (
     CALIBRATION, DRIFT_BASELINE, MANIFEST, METRICS, fingerprint_files, staged_folder, write_json,
@@ -87,6 +92,61 @@ def save_specialist(
             write_json(tmp / DRIFT_BASELINE, drift_baseline(inputs))
         write_card(tmp, manifest, metrics, calibration)
     return metrics
+
+
+def fit_novelty(spec: TaskSpec, embed: Callable[[list[str]], np.ndarray], train_texts: list[str],
+                train_labels: np.ndarray | None, valid_texts: list[str], ood_texts: list[str] | None,
+                console: Console) -> NoveltyModel | None:  # fmt: skip
+    """Fit an encoder specialist's novelty statistics on its training rows and set the threshold on validation
+    (tuned on out-of-scope texts when there are some); None when the task's novelty_method is `none`.
+
+    Args:
+        spec: the task (its settings name the method, the share and the out-of-scope file).
+        embed: texts -> (n, d) pooled embeddings of the trained model.
+        train_texts: the rows the statistics describe.
+        train_labels: their class index (`mahalanobis` keeps one mean per class); None = one class.
+        valid_texts: held-out in-distribution rows the threshold is set on.
+        ood_texts: the task's out-of-scope texts (`out_of_scope_texts`), never trained on; None = none given.
+        console: where the result is reported.
+    """
+    settings = spec.settings
+    if settings.novelty_method == "none":
+        return None
+    model = NoveltyModel.fit(settings.novelty_method, embed(train_texts), train_labels)
+    ood = model.score(embed(ood_texts)) if ood_texts else None
+    info = model.set_threshold(model.score(embed(valid_texts)), settings.novelty_share, ood)
+    caught = f", {info['out_of_scope_escalated']:.0%} of out-of-scope" if "out_of_scope_escalated" in info else ""
+    console.print(f"{spec.name}: novelty ({model.method}) threshold {info['threshold']}: escalates "
+                  f"{info['valid_escalated']:.1%} of validation{caught}")  # fmt: skip
+    return model
+
+
+def out_of_scope_texts(spec: TaskSpec) -> list[str] | None:
+    """The texts of the task's out-of-scope file (its text field), read before training; None without one.
+
+    Raises:
+        DataError: a row without the field (file and line), or no text at all.
+    """
+    if spec.settings.out_of_scope is None:
+        return None
+    return read_texts(spec.settings.out_of_scope, spec.fields.text)
+
+
+def read_texts(path: Path, field: str) -> list[str]:
+    """The text in field `field` of every row of `path`.
+
+    Raises:
+        DataError: a row without the field (file and line), or no text at all.
+    """
+    texts = []
+    for line, row in read_rows(path):
+        value = row.get(field)
+        if not isinstance(value, str) or not value.strip():
+            raise DataError(f"{path}:{line}: row has no text in field {field!r}")
+        texts.append(value)
+    if not texts:
+        raise DataError(f"{path}: no texts")
+    return texts
 
 
 def drift_baseline(inputs: list[str], seed: int = 13) -> dict:

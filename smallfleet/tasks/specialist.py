@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from smallfleet.calibration import ConfidenceCurve
+from smallfleet.novelty import NoveltyModel
 from smallfleet.training.artifacts import CALIBRATION, read_json
 
 @dataclass
@@ -44,6 +45,8 @@ class Answer:
     """Calibrated probability that the answer is right, 0..1."""
     valid: bool = True
     """False when the answer is known to be unusable (e.g. fails its schema): escalate whatever the confidence."""
+    novelty: float | None = None
+    """How far the input lies from the training data (see `novelty.py`); None when the specialist has no novelty statistics."""
     detail: dict = field(default_factory=dict)
     """Kind-specific extras: top_k labels, per-field confidence, token counts..."""
 
@@ -66,6 +69,8 @@ class Specialist(ABC):
     def __init__(self, folder: Path, manifest: dict):
         self.folder = folder
         self.manifest = manifest
+        self.novelty: NoveltyModel | None = NoveltyModel.load(folder, manifest.get("novelty"))
+        """Novelty statistics and threshold saved with the specialist; None = no novelty test (older folders)."""
 
     @classmethod
     @abstractmethod

@@ -21,13 +21,17 @@ class Prediction:
     label: str
     confidence: float
     top_k: list[tuple[str, float]] = field(default_factory=list)
+    novelty: float | None = None
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "label": self.label,
             "confidence": round(self.confidence, 6),
             "top_k": [{"label": lab, "confidence": round(p, 6)} for lab, p in self.top_k],
         }
+        if self.novelty is not None:
+            out["novelty"] = round(self.novelty, 6)
+        return out
 
 
 PREDICT_BATCH = 64
@@ -45,11 +49,20 @@ def _batches(tokenizer, texts: list[str], max_length: int, device: torch.device,
 
 def compute_logits(model, tokenizer, texts: list[str], max_length: int, device: torch.device) -> torch.Tensor:
     """Raw logits for `texts`, in input order."""
-    out = torch.empty(len(texts), model.head.out_features)
+    return compute_outputs(model, tokenizer, texts, max_length, device)[0]
+
+
+def compute_outputs(model, tokenizer, texts: list[str], max_length: int,
+                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Raw logits and the pooled embeddings they were computed from, for `texts`, in input order."""
+    logits = torch.empty(len(texts), model.head.out_features)
+    pooled = torch.empty(len(texts), model.head.in_features)
     with torch.inference_mode():
         for idx, batch in _batches(tokenizer, texts, max_length, device):
-            out[idx] = model(**batch).float().cpu()
-    return out
+            emb = model.pool(batch["input_ids"], batch["attention_mask"])
+            pooled[idx] = emb.float().cpu()
+            logits[idx] = model.head(emb).float().cpu()
+    return logits, pooled
 
 
 class ClassifySpecialist(Specialist):
@@ -81,22 +94,26 @@ class ClassifySpecialist(Specialist):
         return torch.softmax(logits / self.temperature, dim=-1)
 
     def predict(self, texts: list[str], top_k: int = TOP_K) -> list[Prediction]:
+        """Label, calibrated confidence, top alternatives and (with novelty statistics) novelty of each text."""
         if not texts:
             return []
-        probs = self.probabilities(texts)
+        logits, pooled = compute_outputs(self.model, self.tokenizer, texts, self.max_length, self.device)
+        probs = torch.softmax(logits / self.temperature, dim=-1)
+        novelty = self.novelty.score(pooled.numpy()) if self.novelty else [None] * len(texts)
         values, indices = probs.topk(min(top_k, len(self.labels)), dim=-1)
         return [
             Prediction(
                 label=self.labels[int(ix[0])],
                 confidence=float(vals[0]),
                 top_k=[(self.labels[int(i)], float(v)) for v, i in zip(vals, ix)],
+                novelty=None if nov is None else float(nov),
             )
-            for vals, ix in zip(values, indices)
+            for vals, ix, nov in zip(values, indices, novelty)
         ]
 
     def answer(self, texts: list[str], options: AnswerOptions | None = None) -> list[Answer]:
         return [
-            Answer(content=p.label, confidence=p.confidence, detail={"top_k": p.to_dict()["top_k"]})
+            Answer(content=p.label, confidence=p.confidence, novelty=p.novelty, detail={"top_k": p.to_dict()["top_k"]})
             for p in self.predict(texts)
         ]
 
@@ -115,8 +132,11 @@ class ClassifySpecialist(Specialist):
         return None if label is None else Answer(content=label, confidence=1.0)
 
     def prediction(self, text: str, answer: Answer) -> dict:
-        return {"text": text, "label": answer.content, "confidence": round(answer.confidence, 6),
-                "top_k": answer.detail["top_k"]}  # fmt: skip
+        out = {"text": text, "label": answer.content, "confidence": round(answer.confidence, 6),
+               "top_k": answer.detail["top_k"]}  # fmt: skip
+        if answer.novelty is not None:
+            out["novelty"] = round(answer.novelty, 6)
+        return out
 
 
 def _norm(text: str) -> str:

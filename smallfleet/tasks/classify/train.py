@@ -18,8 +18,8 @@ from smallfleet.models.encoder import ENCODER_DIR, EncoderClassifier, load_base_
 from smallfleet.models.resolve import resolve_base_model
 from smallfleet.tasks.classify.card import write_classify_card
 from smallfleet.tasks.classify.metrics import classification_metrics
-from smallfleet.tasks.classify.specialist import ClassifySpecialist, compute_logits
-from smallfleet.tasks.recipe import manifest_header, save_specialist
+from smallfleet.tasks.classify.specialist import ClassifySpecialist, compute_logits, compute_outputs
+from smallfleet.tasks.recipe import fit_novelty, manifest_header, out_of_scope_texts, save_specialist
 from smallfleet.tasks.spec import FieldMap, TaskSpec
 from smallfleet.training.artifacts import check_output
 from smallfleet.training.loop import fit
@@ -71,6 +71,7 @@ def train_classifier(spec: TaskSpec, out: Path, force: bool = False, console: Co
     check_output(out, force)
     base = resolve_base_model(spec.base)
     data = load_task_data(spec)
+    ood_texts = out_of_scope_texts(spec)
     for warning in data.warnings:
         console.print(f"[yellow]warning[/] {spec.name}: {warning}")
     labels = sorted({ex.label for ex in data.train})
@@ -109,6 +110,11 @@ def train_classifier(spec: TaskSpec, out: Path, force: bool = False, console: Co
     temperature = fit_temperature(valid_logits[known], torch.tensor(valid_gold)[known])
     calibration = _calibration_record(valid_logits, valid_gold, temperature)
 
+    def embed(texts: list[str]) -> np.ndarray:
+        return compute_outputs(model, tokenizer, texts, settings.max_length, device)[1].numpy()
+
+    novelty = fit_novelty(spec, embed, train_texts, targets.numpy(), valid_texts, ood_texts, console)
+
     manifest = manifest_header(
         spec, base, device.type,
         train_rows=len(data.train), valid_rows=len(data.valid), valid_source=data.valid_source,
@@ -119,11 +125,17 @@ def train_classifier(spec: TaskSpec, out: Path, force: bool = False, console: Co
         "fit": {k: v for k, v in asdict(result).items() if k != "history"},
         "history": result.history,
         "calibration": {k: calibration[k] for k in ("temperature", "ece_before", "ece_after")},
+        "novelty": novelty.info if novelty else None,
     }
+
+    if novelty:
+        calibration["novelty"] = novelty.scores
 
     def write_weights(tmp: Path) -> None:
         model.save(tmp)
         tokenizer.save_pretrained(tmp / ENCODER_DIR)
+        if novelty:
+            novelty.save(tmp)
 
     def score(tmp: Path) -> tuple[dict, dict]:
         specialist = ClassifySpecialist(tmp, manifest, model, tokenizer, device)

@@ -46,6 +46,8 @@ class Extraction:
     spans: list[FoundSpan] = field(default_factory=list)
     raw_confidence: dict[str, float] = field(default_factory=dict)
     raw_record_confidence: float = 0.0
+    embedding: torch.Tensor | None = None
+    """The text's pooled embedding (what novelty is measured on)."""
 
     @property
     def valid(self) -> bool:
@@ -98,7 +100,8 @@ class Extractor:
         confidence = {n: platt(self.field_platt, c) for n, c in raw_conf.items()}
         basis = self.schema.required or self.schema.names
         raw_record = min(confidence[n] for n in basis)
-        return Extraction(record, confidence, platt(self.record_platt, raw_record), problems, spans, raw_conf, raw_record)
+        return Extraction(record, confidence, platt(self.record_platt, raw_record), problems, spans, raw_conf, raw_record,
+                          scores.pooled)  # fmt: skip
 
 
 def span_text(text: str, span: Span) -> str:

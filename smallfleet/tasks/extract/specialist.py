@@ -12,6 +12,8 @@ import json
 import re
 from pathlib import Path
 
+import torch
+
 from smallfleet.calibration import LogisticMap
 from smallfleet.errors import DataError
 from smallfleet.models.encoder import ENCODER_DIR, pick_device
@@ -58,10 +60,14 @@ class ExtractSpecialist(Specialist):
         return self.extractor.extract(texts) if texts else []
 
     def answer(self, texts: list[str], options: AnswerOptions | None = None) -> list[Answer]:
-        return [self._to_answer(x) for x in self.extract(texts)]
+        found = self.extract(texts)
+        novelty = [None] * len(found)
+        if self.novelty and found:
+            novelty = [float(v) for v in self.novelty.score(torch.stack([x.embedding for x in found]).numpy())]
+        return [self._to_answer(x, n) for x, n in zip(found, novelty)]
 
     def prediction(self, text: str, answer: Answer) -> dict:
-        return {
+        out = {
             "text": text,
             "fields": json.loads(answer.content),
             "confidence": round(answer.confidence, 6),
@@ -69,8 +75,11 @@ class ExtractSpecialist(Specialist):
             "field_confidence": {name: f["confidence"] for name, f in answer.detail["fields"].items()},
             "problems": answer.detail.get("problems", []),
         }
+        if answer.novelty is not None:
+            out["novelty"] = round(answer.novelty, 6)
+        return out
 
-    def _to_answer(self, x: Extraction) -> Answer:
+    def _to_answer(self, x: Extraction, novelty: float | None = None) -> Answer:
         fields = {
             name: {"value": x.record.get(name), "confidence": round(x.confidence[name], 6)}
             for name in self.schema.names
@@ -79,6 +88,7 @@ class ExtractSpecialist(Specialist):
             content=json.dumps(x.record, ensure_ascii=False),
             confidence=x.record_confidence,
             valid=x.valid,
+            novelty=novelty,
             detail={"fields": fields, "problems": x.problems},
         )
 

@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from smallfleet.data.batches import by_length
-from smallfleet.models.encoder import ENCODER_DIR, quiet_transformers
+from smallfleet.models.encoder import ENCODER_DIR, mean_pool, quiet_transformers
 from smallfleet.tasks.extract.align import Span
 
 HEAD_FILE = "tagger_head.safetensors"
@@ -115,6 +115,8 @@ class TokenScores:
 
     offsets: list[tuple[int, int]]
     logits: torch.Tensor
+    pooled: torch.Tensor | None = None
+    """The text's embedding: the mean over its windows of each window's mean-pooled token states (novelty's input)."""
 
 
 def token_logits(
@@ -124,11 +126,18 @@ def token_logits(
     windows = make_windows(tokenizer, texts, max_length, stride)
     sums: list[dict[tuple[int, int], torch.Tensor]] = [{} for _ in texts]
     counts: list[dict[tuple[int, int], int]] = [{} for _ in texts]
+    pooled = torch.zeros(len(texts), model.head.in_features)
+    windows_per_text = torch.zeros(len(texts), 1)
     with torch.inference_mode():
         for idx in by_length([len(w.input_ids) for w in windows], PREDICT_BATCH):
             batch = [windows[i] for i in idx]
             padded = tokenizer.pad({"input_ids": [w.input_ids for w in batch]}, return_tensors="pt")
-            logits = model(padded["input_ids"].to(device), padded["attention_mask"].to(device)).float().cpu()
+            ids, mask = padded["input_ids"].to(device), padded["attention_mask"].to(device)
+            hidden = model.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+            logits = model.head(hidden).float().cpu()
+            for w, emb in zip(batch, mean_pool(hidden, mask).float().cpu()):
+                pooled[w.text_index] += emb
+                windows_per_text[w.text_index] += 1
             for w, row in zip(batch, logits):
                 for pos, off in enumerate(w.offsets):
                     if off is None:
@@ -136,11 +145,12 @@ def token_logits(
                     acc = sums[w.text_index]
                     acc[off] = acc[off] + row[pos] if off in acc else row[pos].clone()
                     counts[w.text_index][off] = counts[w.text_index].get(off, 0) + 1
+    pooled /= windows_per_text.clamp(min=1)
     out = []
-    for acc, cnt in zip(sums, counts):
+    for acc, cnt, emb in zip(sums, counts, pooled):
         keys = sorted(acc)
         stacked = torch.stack([acc[k] / cnt[k] for k in keys]) if keys else torch.empty(0, model.head.out_features)
-        out.append(TokenScores(keys, stacked))
+        out.append(TokenScores(keys, stacked, emb))
     return out
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from rich.console import Console
 
@@ -25,7 +26,7 @@ from smallfleet.tasks.extract.schema import Schema
 from smallfleet.tasks.extract.tagger import IGNORE, EncoderTagger, bio_labels, make_windows, token_logits, window_targets
 from smallfleet.models.encoder import ENCODER_DIR, load_base_encoder, pick_device
 from smallfleet.models.resolve import resolve_base_model
-from smallfleet.tasks.recipe import manifest_header, save_specialist
+from smallfleet.tasks.recipe import fit_novelty, manifest_header, out_of_scope_texts, save_specialist
 from smallfleet.tasks.spec import TaskSpec
 from smallfleet.training.artifacts import check_output
 from smallfleet.training.loop import fit
@@ -94,6 +95,7 @@ def train_extractor(spec: TaskSpec, out: Path, force: bool = False, console: Con
     check_output(out, force)
     base = resolve_base_model(spec.base)
     data = load_task_data(spec)
+    ood_texts = out_of_scope_texts(spec)
     if data.train.unaligned:
         console.print(
             f"[yellow]warning[/] {spec.name}: {len(data.train.unaligned)} of {data.train.values} gold values could not "
@@ -129,6 +131,14 @@ def train_extractor(spec: TaskSpec, out: Path, force: bool = False, console: Con
     result = fit(model, [len(w.input_ids) for w in windows], step_loss, evaluate, settings, console, spec.name)
     calibration = calibrate(extractor, data.valid.examples)
 
+    def embed(texts: list[str]) -> np.ndarray:
+        scores = token_logits(model, tokenizer, texts, settings.max_length, stride, device)
+        return torch.stack([s.pooled for s in scores]).numpy()
+
+    # one Gaussian around all training texts: an extract task has no classes to keep means of
+    novelty = fit_novelty(spec, embed, [e.text for e in train_rows], None, [e.text for e in data.valid.examples],
+                          ood_texts, console)  # fmt: skip
+
     manifest = manifest_header(
         spec, base, device.type,
         train_rows=len(train_rows), train_windows=len(windows), valid_rows=len(data.valid.examples),
@@ -144,11 +154,17 @@ def train_extractor(spec: TaskSpec, out: Path, force: bool = False, console: Con
         "fit": {k: v for k, v in asdict(result).items() if k != "history"},
         "history": result.history,
         "calibration": {k: v for k, v in calibration.items() if k not in ("curve", "points", "reliability")},
+        "novelty": novelty.info if novelty else None,
     }
+
+    if novelty:
+        calibration["novelty"] = novelty.scores
 
     def write_weights(tmp: Path) -> None:
         model.save(tmp)
         tokenizer.save_pretrained(tmp / ENCODER_DIR)
+        if novelty:
+            novelty.save(tmp)
 
     def evaluate(tmp: Path) -> tuple[dict, dict]:
         metrics = {"validation": score(extractor, data.valid.examples, data.bio)[0]}
