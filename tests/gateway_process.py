@@ -52,3 +52,11 @@ def fleet_with_tiers(fleet_dir: Path, folder: Path, tiers: list[dict]) -> Path:
     index = json.loads((fleet_dir / "fleet.json").read_text())
     (folder / "fleet.json").write_text(json.dumps({**index, "tiers": tiers}))
     return folder
+
+
+def metric(text: str, sample: str) -> float | None:
+    """The value of one Prometheus sample, e.g. `name{label="x"}`, in a /metrics page."""
+    for line in text.splitlines():
+        if line.rsplit(" ", 1)[0] == sample:
+            return float(line.rsplit(" ", 1)[1])
+    return None

@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 from fake_upstream import FakeUpstream
-from gateway_process import GatewayProcess
+from gateway_process import GatewayProcess, metric
 
 TICKET = "I was charged twice for order 88412, please refund the extra payment"
 
@@ -37,14 +37,6 @@ def wait_for_audits(db, n: int, timeout: float = 60) -> None:
     while audits_stored(db) < n:
         assert time.monotonic() < deadline, f"only {audits_stored(db)} of {n} audits stored"
         time.sleep(0.1)
-
-
-def metric(text: str, sample: str) -> float | None:
-    """The value of one Prometheus sample, e.g. `name{label="x"}`, in a /metrics page."""
-    for line in text.splitlines():
-        if line.rsplit(" ", 1)[0] == sample:
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 @pytest.fixture(scope="module")

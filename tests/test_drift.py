@@ -10,7 +10,7 @@ import time
 
 import httpx
 import pytest
-from gateway_process import GatewayProcess
+from gateway_process import GatewayProcess, metric
 from openai import OpenAI
 
 from smallfleet.data import read_rows
@@ -25,14 +25,6 @@ TASK = "support_ticket"
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "smallfleet", *args], capture_output=True, text=True, check=True)
-
-
-def metric(text: str, sample: str) -> float | None:
-    """The value of one Prometheus sample, e.g. `name{label="x"}`, in a /metrics page."""
-    for line in text.splitlines():
-        if line.rsplit(" ", 1)[0] == sample:
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 @pytest.fixture(scope="module")

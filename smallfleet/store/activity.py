@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Integer, case, func, select
 
 from smallfleet.store.db import Database
-from smallfleet.store.ledger import SPECIALIST_TIER
+from smallfleet.store.ledger import SPECIALIST_TIER, filtered
 
 LIST_INPUT_CHARS = 160
 """Characters of each request's input a list shows."""
@@ -110,17 +110,9 @@ def page(db: Database, limit: int = 50, before: int | None = None, task: str | N
     cut = [func.substr(r.c.input, 1, LIST_INPUT_CHARS).label("input"), func.substr(r.c.output, 1, LIST_INPUT_CHARS).label("output")]
     shown = [r.c.id, r.c.request_id, r.c.created_at, r.c.api_key, r.c.task, r.c.version, r.c.tier, r.c.confidence,
              r.c.escalated, r.c.status, r.c.http_status, r.c.latency_ms, r.c.cost_usd, r.c.frontier_cost_usd, r.c.error]  # fmt: skip
-    query = select(*shown, *cut).order_by(r.c.id.desc()).limit(limit)
+    query = filtered(select(*shown, *cut).order_by(r.c.id.desc()).limit(limit), r, task, tier, escalated, errors)
     if before is not None:
         query = query.where(r.c.id < before)
-    if task:
-        query = query.where(r.c.task == task)
-    if tier:
-        query = query.where(r.c.tier == tier)
-    if escalated is not None:
-        query = query.where(r.c.escalated == escalated)
-    if errors:
-        query = query.where(r.c.status == "error")
     with db.engine.connect() as conn:
         return [dict(row._mapping) for row in conn.execute(query)]
 

@@ -288,7 +288,14 @@ def recent(db: Database, limit: int = 20, task: str | None = None, tier: str | N
            escalated: bool | None = None, errors: bool = False) -> list[dict]:  # fmt: skip
     """The latest request rows, newest first, filtered as asked."""
     r = db.requests
-    query = select(r).order_by(r.c.id.desc()).limit(limit)
+    query = filtered(select(r).order_by(r.c.id.desc()).limit(limit), r, task, tier, escalated, errors)
+    with db.engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def filtered(query, r: Table, task: str | None = None, tier: str | None = None, escalated: bool | None = None,
+             errors: bool = False):  # fmt: skip
+    """`query` on the requests table `r`, kept to one task, one tier, escalated (or not) requests, or errors."""
     if task:
         query = query.where(r.c.task == task)
     if tier:
@@ -297,5 +304,4 @@ def recent(db: Database, limit: int = 20, task: str | None = None, tier: str | N
         query = query.where(r.c.escalated == escalated)
     if errors:
         query = query.where(r.c.status == "error")
-    with db.engine.connect() as conn:
-        return [dict(row._mapping) for row in conn.execute(query)]
+    return query
