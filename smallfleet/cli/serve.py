@@ -122,23 +122,13 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
                                         api_key_env=escalate_key_env, input_price=escalate_input_price,
                                         output_price=escalate_output_price, timeout=escalate_timeout,
                                         retries=escalate_retries))  # fmt: skip
-    if cpu_hour_usd is not None:
-        served.serving = replace(served.serving, cpu_hour_usd=cpu_hour_usd)
-    if audit_rate is not None:
-        served.serving = replace(served.serving, audit_rate=audit_rate)
-    if max_pending_reviews is not None:
-        served.serving = replace(served.serving, max_pending_reviews=max_pending_reviews)
-    if journal_fsync is not None:
-        served.serving = replace(served.serving, journal_fsync=journal_fsync)
-    if log_inputs is not None:
-        served.serving = replace(served.serving, log_inputs=log_inputs)
-    if willingness_to_pay is not None:
-        served.serving = replace(served.serving, willingness_to_pay=willingness_to_pay)
+    flags = {"cpu_hour_usd": cpu_hour_usd, "audit_rate": audit_rate, "max_pending_reviews": max_pending_reviews,
+             "journal_fsync": journal_fsync, "log_inputs": log_inputs, "willingness_to_pay": willingness_to_pay,
+             "drift_every": drift_every}  # fmt: skip
+    served.serving = replace(served.serving, **{k: v for k, v in flags.items() if v is not None})  # flags given win
     if triage:
         with console.status("loading the triage model"):
             served.use_triage(Path(triage).resolve())
-    if drift_every is not None:
-        served.serving = replace(served.serving, drift_every=drift_every)
     for task in served.tasks.values():
         promise = (task.guarantee.describe() if task.guarantee else
                    f"accept confidence >= {task.threshold:.3f} (set by hand; {task.coverage:.0%} of validation)")
