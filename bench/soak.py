@@ -35,12 +35,36 @@ from gateway import ROOT, free_port, start, wait_up
 from rich.console import Console
 from rich.table import Table
 
-MIX = [  # (share, model, text)
-    (0.4, "fleet/support_ticket", "I was charged twice for order 88412, please refund the extra payment"),
-    (0.2, "fleet", "The tracking page has said 'label created' for six days now"),
-    (0.2, "fleet/review_sentiment", "Stopped charging after a week and support never answered."),  # escalates
-    (0.2, "upstream-model", "Write a haiku about invoices."),  # passthrough
+# (share, model, where the texts come from). Texts are drawn at random from real held-out rows,
+# so every kind's specialist sees varied inputs, not one cached string.
+MIX = [
+    (0.30, "fleet/support_ticket", "tickets"),  # classify, accepted
+    (0.15, "fleet/slots", "snips"),  # extract (BIO slots -> JSON record), accepted
+    (0.05, "fleet/summary", "dialogues"),  # generate (LoRA on SmolLM2-135M), accepted
+    (0.15, "fleet", "tickets"),  # the router picks the task
+    (0.15, "fleet/review_sentiment", "reviews"),  # threshold 1.01: every answer escalates upstream
+    (0.20, "upstream-model", "tickets"),  # pass-through
 ]
+SHORT_DIALOGUE = 320  # characters: the soak's generate requests are short calls, not long meetings
+
+
+def load_texts() -> dict[str, list[str]]:
+    """The held-out texts the soak draws from, by source name."""
+    import csv
+    import json
+
+    from smallfleet.settings import datasets_dir
+
+    data, shared = ROOT / "examples" / "quickstart" / "data", datasets_dir()
+
+    def jsonl(path: Path, field: str) -> list[str]:
+        return [json.loads(line)[field] for line in path.read_text().splitlines() if line.strip()]
+
+    with open(data / "reviews_test.csv", newline="") as f:
+        reviews = [r["review"] for r in csv.DictReader(f)]
+    dialogues = [d for d in jsonl(shared / "dialogsum" / "test.jsonl", "dialogue") if len(d) <= SHORT_DIALOGUE]
+    return {"tickets": jsonl(data / "tickets_test.jsonl", "text"), "reviews": reviews,
+            "snips": jsonl(shared / "snips" / "test.jsonl", "text"), "dialogues": dialogues}  # fmt: skip
 
 
 def rss_mb(pid: int) -> float:
@@ -55,8 +79,10 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * (len(values) - 1)))] if values else float("nan")
 
 
-async def open_loop(url: str, rate: float, seconds: float, mix: list, on_done, seed: int = 13) -> None:
-    """Send `rate` requests per second for `seconds`, each picked from `mix`, without waiting for answers."""
+async def open_loop(url: str, rate: float, seconds: float, mix: list, texts: dict[str, list[str]], on_done,
+                    seed: int = 13) -> None:
+    """Send `rate` requests per second for `seconds`, each picked from `mix` with a random text of its
+    source, without waiting for answers."""
     rng = random.Random(seed)
     shares = [m[0] for m in mix]
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=512)) as client:
@@ -67,7 +93,8 @@ async def open_loop(url: str, rate: float, seconds: float, mix: list, on_done, s
             due = n / rate
             if due > now:
                 await asyncio.sleep(due - now)
-            _, model, text = rng.choices(mix, weights=shares)[0]
+            _, model, source = rng.choices(mix, weights=shares)[0]
+            text = rng.choice(texts[source])
             tasks.append(asyncio.create_task(one(client, url, model, text, on_done)))
             n += 1
         await asyncio.gather(*tasks)
@@ -80,7 +107,7 @@ async def one(client: httpx.AsyncClient, url: str, model: str, text: str, on_don
         status, rid = r.status_code, (r.json().get("id") if r.status_code == 200 else None)
     except httpx.HTTPError:
         status, rid = 0, None
-    on_done(time.perf_counter(), (time.perf_counter() - t) * 1000, status, rid)
+    on_done(time.perf_counter(), (time.perf_counter() - t) * 1000, status, rid, model)
 
 
 def log_rows(db_file: Path) -> int:
@@ -90,8 +117,9 @@ def log_rows(db_file: Path) -> int:
         return conn.execute("SELECT count(*) FROM requests").fetchone()[0]
 
 
-def soak(url: str, pid: int, db_file: Path, minutes: float, rate: float, every: float, console: Console) -> dict:
-    done: list[tuple[float, float, int, str | None]] = []
+def soak(url: str, pid: int, db_file: Path, minutes: float, rate: float, every: float, texts: dict,
+         console: Console) -> dict:
+    done: list[tuple[float, float, int, str | None, str]] = []
     samples = []
     start_t = time.perf_counter()
 
@@ -115,20 +143,26 @@ def soak(url: str, pid: int, db_file: Path, minutes: float, rate: float, every: 
     async def main() -> None:
         stop = asyncio.Event()
         sampling = asyncio.create_task(sampler(stop))
-        await open_loop(url, rate, minutes * 60, MIX, lambda *d: done.append(d))
+        await open_loop(url, rate, minutes * 60, MIX, texts, lambda *d: done.append(d))
         stop.set()
         await sampling
 
     asyncio.run(main())
-    return {"samples": samples, "answered_ids": [d[3] for d in done if d[2] == 200],
+    routes = []
+    for _, model, _ in MIX:
+        lat = [d[1] for d in done if d[4] == model and d[2] == 200]
+        routes.append({"model": model, "requests": sum(1 for d in done if d[4] == model),
+                       "errors": sum(1 for d in done if d[4] == model and d[2] != 200),
+                       "p50_ms": round(pct(lat, 0.5), 1), "p99_ms": round(pct(lat, 0.99), 1)})  # fmt: skip
+    return {"samples": samples, "routes": routes, "answered_ids": [d[3] for d in done if d[2] == 200],
             "requests": len(done), "errors": sum(1 for d in done if d[2] != 200)}  # fmt: skip
 
 
-def knee(url: str, rates: list[float], seconds: float, console: Console) -> list[dict]:
+def knee(url: str, rates: list[float], seconds: float, texts: dict, console: Console) -> list[dict]:
     rows = []
     for rate in rates:
         done: list = []
-        asyncio.run(open_loop(url, rate, seconds, [MIX[0]], lambda *d: done.append(d)))
+        asyncio.run(open_loop(url, rate, seconds, [MIX[0]], texts, lambda *d: done.append(d)))
         lat = [d[1] for d in done if d[2] == 200]
         rows.append({"rate": rate, "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99),
                      "errors": sum(1 for d in done if d[2] != 200)})  # fmt: skip
@@ -155,10 +189,28 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def plot_timeline(samples: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    minutes = [s["t_s"] / 60 for s in samples]
+    fig, (rss, lat) = plt.subplots(2, 1, figsize=(6, 4.5), sharex=True)
+    rss.plot(minutes, [s["rss_mb"] for s in samples], "o-", markersize=3)
+    rss.set(ylabel="gateway RSS (MB)", title="smallfleet soak: memory and latency over time")
+    lat.plot(minutes, [s["p99_ms"] for s in samples], "o-", markersize=3, label="p99")
+    lat.plot(minutes, [s["p50_ms"] for s in samples], "o-", markersize=3, label="p50")
+    lat.set(xlabel="minutes", ylabel="latency (ms)", yscale="log")
+    lat.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--fleet", type=Path, default=ROOT / "runs" / "quickstart",
-                        help="Trained fleet with support_ticket and review_sentiment (the quickstart's; trained if missing).")
+    parser.add_argument("--fleet", type=Path, default=ROOT / "runs" / "soak",
+                        help="Trained fleet with the tasks of bench/soak_fleet.yaml (trained there if missing).")
     parser.add_argument("--minutes", type=float, default=30.0, help="Length of the soak.")
     parser.add_argument("--rate", type=float, default=20.0, help="Requests per second during the soak.")
     parser.add_argument("--every", type=float, default=30.0, help="Seconds between samples.")
@@ -171,8 +223,9 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     console = Console(stderr=True)
     if not (args.fleet / "fleet.json").is_file():
-        subprocess.run([sys.executable, "-m", "smallfleet", "train", str(ROOT / "examples/quickstart/fleet.yaml"),
+        subprocess.run([sys.executable, "-m", "smallfleet", "train", str(HERE / "soak_fleet.yaml"),
                         "--out", str(args.fleet), "--force"], check=True)  # fmt: skip
+    texts = load_texts()
     work = Path(tempfile.mkdtemp(prefix="smallfleet-soak-"))
     up_port, gw_port = free_port(), free_port()
     db_file = work / "soak.db"
@@ -184,12 +237,13 @@ def main() -> None:
                             "--db", f"sqlite:///{db_file}", "--escalate-to", f"http://127.0.0.1:{up_port}/v1",
                             "--escalate-model", "upstream-model", "--escalate-input-price", "2.5",
                             "--escalate-output-price", "10", "--threshold", "support_ticket=0",
+                            "--threshold", "slots=0", "--threshold", "summary=0",
                             "--threshold", "review_sentiment=1.01"], work / "gateway.log"))  # fmt: skip
         wait_up(f"http://127.0.0.1:{gw_port}/healthz", procs[1], "gateway")
         url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
         console.print(f"soak: {args.minutes:g} min at {args.rate:g} req/s, sampling every {args.every:g} s")
-        result = soak(url, procs[1].pid, db_file, args.minutes, args.rate, args.every, console)
-        knee_rows = knee(url, [float(r) for r in args.knee_rates.split(",")], args.knee_seconds, console)
+        result = soak(url, procs[1].pid, db_file, args.minutes, args.rate, args.every, texts, console)
+        knee_rows = knee(url, [float(r) for r in args.knee_rates.split(",")], args.knee_seconds, texts, console)
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -215,18 +269,31 @@ def main() -> None:
         table.add_column(key, justify="right")
     table.add_row(*[str(v) for v in summary.values()])
     Console().print(table)
+    routes = Table(title="by route (whole soak)")
+    for key in ("model", "requests", "errors", "p50_ms", "p99_ms"):
+        routes.add_column(key, justify="right")
+    for r in result["routes"]:
+        routes.add_row(*[str(r[k]) for k in ("model", "requests", "errors", "p50_ms", "p99_ms")])
+    Console().print(routes)
     plot(knee_rows, HERE / "results" / "soak_knee.png")
+    plot_timeline(samples, HERE / "results" / "soak_timeline.png")
     env = machine(fail_rate=args.fail_rate, mix=[m[:2] for m in MIX])
-    write_json("soak", {"env": env, "summary": summary, "samples": samples, "knee": knee_rows})
+    write_json("soak", {"env": env, "summary": summary, "routes": result["routes"], "samples": samples,
+                        "knee": knee_rows})  # fmt: skip
     if not args.no_update:
         lines = ["## Soak and load (`bench/soak.py`)", "",
                  f"{env['date']}, {env['cpu_count']} cores. {args.minutes:g} min of mixed traffic at {args.rate:g} req/s "
-                 "(40% a specialist task, 20% the router, 20% a task that always escalates, 20% pass-through), "
-                 f"the upstream failing {args.fail_rate:.0%} of calls; the quickstart fleet.", "",
+                 "of held-out texts: " + ", ".join(f"{share:.0%} `{model}`" for share, model, _ in MIX)
+                 + f" (classify, extract, generate, the router, a task whose every answer escalates, pass-through), "
+                 f"the upstream failing {args.fail_rate:.0%} of calls; the fleet of `bench/soak_fleet.yaml`.", "",
                  "| requests | answered | errors | lost log rows | RSS growth after warm-up | p99 spread (max vs median window) "
                  "| knee (p99 < 100 ms) |", "|---:|---:|---:|---:|---:|---:|---:|",
                  f"| {summary['requests']} | {summary['answered']} | {summary['errors']} | {summary['lost_rows']} | "
                  f"{summary['rss_growth_pct']}% | {summary['p99_spread_pct']}% | {summary['knee_rate']} req/s |", "",
+                 "| route | requests | errors | p50 ms | p99 ms |", "|---|---:|---:|---:|---:|",
+                 *[f"| `{r['model']}` | {r['requests']} | {r['errors']} | {r['p50_ms']} | {r['p99_ms']} |"
+                   for r in result["routes"]], "",
+                 "![RSS and latency over the soak](results/soak_timeline.png)", "",
                  "![latency against offered load](results/soak_knee.png)"]  # fmt: skip
         update_results("soak", "\n".join(lines))
 
