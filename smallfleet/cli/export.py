@@ -38,7 +38,7 @@ def command(fleet, tasks, fmt, out, base_model, force):
     """Write the served version of FLEET's generate tasks as LoRA adapters a GPU server loads.
 
     Each task becomes OUT/<task>/, a PEFT folder; serve them all on one base with vLLM, and point
-    a tier of kind `openai` at it with the task's name as the model:
+    a tier of kind `openai` at it with model "{task}" (each request goes to its task's adapter):
 
     \b
       smallfleet export runs/fleet --out adapters
