@@ -385,3 +385,60 @@ def test_escalated_generate_requests_become_training_rows(summary_specialist, tm
                     "--export", str(out)], check=True, capture_output=True)  # fmt: skip
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert rows == [{"dialogue": dialogue, "summary": "Person2 says the pool is open until nine."}]
+
+
+def test_export_for_vllm_writes_a_peft_folder_that_answers_like_the_served_adapter(summary_specialist, dialog_data,
+                                                                                  tmp_path):  # fmt: skip
+    from click.testing import CliRunner
+    from peft import PeftModel
+
+    from smallfleet.cli import main
+    from smallfleet.models.resolve import resolve_base_model
+    from smallfleet.models.runtime import shared_base
+    from smallfleet.models.runtime.base import Decoding, build_prompt
+    from smallfleet.models.runtime.hf import generate, load_causal_lm
+
+    folder = summary_specialist[0]
+    out = tmp_path / "adapters"
+    result = CliRunner().invoke(main, ["export", str(folder), "--format", "vllm", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    exported = out / "dialog_summary"
+    assert sorted(p.name for p in exported.iterdir()) == ["adapter_config.json", "adapter_model.safetensors",
+                                                          "smallfleet-export.json"]  # fmt: skip
+    config = json.loads((exported / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"  # the catalog's hub id
+    assert config["peft_type"] == "LORA" and config["r"] == 16
+    assert f"--enable-lora --max-lora-rank 16 --lora-modules dialog_summary={exported.resolve()}" in result.output
+    again = CliRunner().invoke(main, ["export", str(folder), "--out", str(out), "--base-model", "/models/smollm2"])
+    assert again.exit_code == 1 and "--force" in again.output
+    forced = CliRunner().invoke(main, ["export", str(folder), "--out", str(out), "--base-model", "/models/smollm2",
+                                       "--force"])  # fmt: skip
+    assert forced.exit_code == 0, forced.output
+    assert json.loads((exported / "adapter_config.json").read_text())["base_model_name_or_path"] == "/models/smollm2"
+
+    # peft loads the folder on the base, and answers exactly as the served adapter does
+    resolved = resolve_base_model("smollm2-135m")
+    model, tokenizer = load_causal_lm(resolved)
+    peft_model = PeftModel.from_pretrained(model, exported).eval()
+    texts = [json.loads(line)["dialogue"] for line in (dialog_data / "test.jsonl").read_text().splitlines()][:2]
+    prompts = [build_prompt(tokenizer, t, INSTRUCTION, 192) for t in texts]
+    greedy = Decoding(max_new_tokens=16)
+    served = shared_base(resolved, "transformers")
+    served.add_adapter("t-export", folder / "adapter")
+    want = served.generate(prompts, "t-export", greedy)
+    got = generate(peft_model, tokenizer, prompts, greedy)
+    assert [g.text for g in got] == [w.text for w in want]
+    for g, w in zip(got, want):
+        assert g.logprobs == pytest.approx(w.logprobs, abs=1e-4)
+    with peft_model.disable_adapter():  # the adapter is what makes the answers: without it they differ
+        bare = generate(peft_model, tokenizer, prompts, greedy)
+    assert max(abs(a - b) for bg in zip(bare, got) for a, b in zip(bg[0].logprobs, bg[1].logprobs)) > 0.01
+
+
+def test_export_refuses_a_kind_without_an_adapter(tmp_path):
+    from smallfleet.errors import ConfigError
+    from smallfleet.tasks import get_kind
+
+    with pytest.raises(ConfigError, match=r"task kind 'classify' has no adapter to export \(kinds that do: generate\)"):
+        get_kind("classify").export_adapter(tmp_path, {"name": "t"}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

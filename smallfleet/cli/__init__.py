@@ -37,10 +37,10 @@ def main() -> None:
 
 
 def _register() -> None:
-    from smallfleet.cli import (drift, evaluate, flywheel, keys, ledger, models, predict, report, review, serve, train,
-                                triage)
+    from smallfleet.cli import (drift, evaluate, export, flywheel, keys, ledger, models, predict, report, review, serve,
+                                train, triage)
 
-    for module in (train, evaluate, predict, serve, models, report):
+    for module in (train, evaluate, predict, serve, models, report, export):
         main.add_command(module.command)
     main.add_command(ledger.logs_command)
     main.add_command(ledger.costs_command)

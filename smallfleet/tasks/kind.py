@@ -86,6 +86,8 @@ class TaskKind(ABC):
     """Which `FieldMap` fields the kind's data rows use."""
     eval_options: ClassVar[frozenset[str]] = frozenset()
     """Extra `evaluate` options the kind understands (e.g. `compare_base`)."""
+    exports_adapter: ClassVar[bool] = False
+    """Whether the kind's specialists are adapters that `export_adapter` writes for a GPU server (vLLM)."""
 
     @abstractmethod
     def train(self, spec, out: Path, force: bool = False, console: Console | None = None) -> dict:
@@ -145,6 +147,17 @@ class TaskKind(ABC):
         (the predicted-answer mix of drift checks); None for kinds with free-form answers."""
         return None
 
+    def export_adapter(self, folder: Path, manifest: dict, out: Path, base_model: str | None = None,
+                       force: bool = False) -> dict:  # fmt: skip
+        """Write the specialist's adapter as a PEFT folder `out` (what vLLM's multi-LoRA serving loads),
+        naming `base_model` as its base; returns what was written. By default the kind has no adapter.
+
+        Raises:
+            ConfigError: the kind has no adapter, or the export is not possible (with the reason).
+        """
+        raise ConfigError(f"task kind {self.name!r} has no adapter to export (kinds that do: "
+                          f"{', '.join(n for n in KINDS.names() if KINDS.get(n).exports_adapter) or 'none'})")  # fmt: skip
+
     def input_texts(self, spec) -> list[str]:
         """The input texts of a task's training file (the router learns from them)."""
         from smallfleet.data import read_rows
@@ -197,6 +210,10 @@ class SavedTask:
 
     def load(self) -> Specialist:
         return self.kind.load(self.folder)
+
+    def export_adapter(self, out: Path, base_model: str | None = None, force: bool = False) -> dict:
+        """The specialist's adapter as a PEFT folder `out` (see `TaskKind.export_adapter`)."""
+        return self.kind.export_adapter(self.folder, self.manifest, out, base_model, force)
 
     def training_row(self, input: str, answer: str) -> dict:
         """One labelled row in the task's own field names (see `TaskKind.training_row`)."""

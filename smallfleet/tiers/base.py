@@ -33,7 +33,7 @@ class TierSpec:
     base_url: str = ""
     """Endpoint root for `openai` tiers, e.g. https://api.openai.com/v1 or http://127.0.0.1:8080/v1."""
     model: str = ""
-    """Model name sent upstream."""
+    """Model name sent upstream; `{task}` in it becomes the request's task (e.g. vLLM LoRA modules named after tasks)."""
     api_key_env: str = ""
     """Environment variable holding the upstream API key (keys are never read from files)."""
     input_price: float = 0.0

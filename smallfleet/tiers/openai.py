@@ -24,6 +24,8 @@ BACKOFF_SECONDS = 0.25
 BACKOFF_CAP = 4.0
 ERROR_CHARS = 200  # of an upstream's error message, kept in `tried`, the response and the request log
 REDACTED = "[redacted]"
+TASK_FIELD = "{task}"
+"""In a tier's model, replaced by the request's task: one upstream model per task (vLLM serves each adapter under its name)."""
 _BEARER = re.compile(r"\b(bearer)(\s+)[^\s'\",;}]+", re.IGNORECASE)
 
 
@@ -48,8 +50,22 @@ class OpenAITier(Tier):
             raise ConfigError(f"tier {spec.name!r}: an openai tier needs base_url and model")
 
     @property
-    def model(self) -> str:
-        return self.spec.model
+    def model(self) -> str | None:
+        """The model clients may ask for by name; None when it is one per task (`{task}`), as with vLLM's LoRA modules."""
+        return None if TASK_FIELD in self.spec.model else self.spec.model
+
+    def model_for(self, task: str | None) -> str:
+        """The model sent upstream for a request routed to `task`: `{task}` in the tier's model replaced by it.
+
+        Raises:
+            TierFailure: (REFUSED) the model names the task and the request has none (it fits no task).
+        """
+        if TASK_FIELD not in self.spec.model:
+            return self.spec.model
+        if task is None:
+            raise TierFailure(self.name, f"its model {self.spec.model!r} is one per task and this request fits no task",
+                              TierFailure.REFUSED)  # fmt: skip
+        return self.spec.model.replace(TASK_FIELD, task)
 
     def cost(self, prompt_tokens: int, completion_tokens: int, seconds: float) -> float:
         """Token price when the tier has one; a self-hosted tier pays for its machine time instead."""
@@ -67,7 +83,7 @@ class OpenAITier(Tier):
             TierFailure: after the last retry or at the deadline (DOWN), or at once for a 4xx that retrying
                 cannot fix (REFUSED).
         """
-        body = {**request.body, "model": self.spec.model, "stream": False}
+        body = {**request.body, "model": self.model_for(request.task), "stream": False}
         deadline = time.monotonic() + self.spec.deadline
         attempts, last, cut = 0, "", False
         for attempt in range(self.spec.retries + 1):

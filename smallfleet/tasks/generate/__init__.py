@@ -22,6 +22,7 @@ class GenerateKind(TaskKind):
     default_base = "smollm2-135m"
     fields = ("text", "output")
     eval_options = frozenset({"compare_base"})
+    exports_adapter = True
 
     def train(self, spec, out, force=False, console=None) -> dict:
         from smallfleet.tasks.generate.train import train_generator
@@ -46,6 +47,11 @@ class GenerateKind(TaskKind):
     def training_row(self, manifest: dict, input: str, answer: str) -> dict:
         fields = manifest["fields"]
         return {fields["text"]: input, fields["output"]: answer}
+
+    def export_adapter(self, folder, manifest, out, base_model=None, force=False) -> dict:
+        from smallfleet.tasks.generate.export import export_peft
+
+        return export_peft(folder, manifest, out, base_model, force)
 
     def check_answer(self, manifest: dict, answer: str) -> str:
         if not answer.strip():
