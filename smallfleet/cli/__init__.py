@@ -37,7 +37,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from smallfleet.cli import (drift, evaluate, flywheel, keys, ledger, models, predict, report, review, serve, train,
+    from smallfleet.cli import (audit, drift, evaluate, flywheel, keys, ledger, models, predict, report, review, serve, train,
                                 triage)
 
     for module in (train, evaluate, predict, serve, models, report):
@@ -55,6 +55,7 @@ def _register() -> None:
     main.add_command(review.group)
     main.add_command(keys.group)
     main.add_command(triage.group)
+    main.add_command(audit.command)
 
 
 _register()

@@ -89,7 +89,8 @@ class Gateway:
         """Answer one request; raises GatewayError with the status to return. Always logs the request."""
         started = time.perf_counter()
         text = request.input_text()
-        row = {"model": request.model, "api_key": api_key, "input": self._logged_input(text)}
+        row = {"model": request.model, "api_key": api_key, "input": self._logged_input(text),
+               "system": self._logged_input(request.system_text())}
         try:
             try:
                 completion = await self._dispatch(request, text)

@@ -86,6 +86,8 @@ class TaskKind(ABC):
     """Which `FieldMap` fields the kind's data rows use."""
     eval_options: ClassVar[frozenset[str]] = frozenset()
     """Extra `evaluate` options the kind understands (e.g. `compare_base`)."""
+    cpu_seconds_per_answer: ClassVar[float] = 0.05
+    """Typical CPU core-seconds one answer of a specialist of this kind takes (the audit's compute estimate)."""
 
     @abstractmethod
     def train(self, spec, out: Path, force: bool = False, console: Console | None = None) -> dict:
@@ -139,6 +141,11 @@ class TaskKind(ABC):
             return self.check_answer(manifest, answer) == self.check_answer(manifest, reference)
         except DataError:
             return False
+
+    def looks_like(self, inputs: list[str], answers: list[str]) -> float:
+        """How well a set of answers (a frontier model's, to `inputs`) fits this kind's answer shape, in [0, 1].
+        The audit calls the kind with the highest score the cluster's kind. By default 0."""
+        return 0.0
 
     def answer_mix(self, manifest: dict) -> dict[str, int] | None:
         """How often each answer occurs in the training data, for kinds whose answers fall in a few categories

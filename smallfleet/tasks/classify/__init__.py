@@ -14,10 +14,16 @@ from smallfleet.tasks.kind import AnswerForm, QualityTable, TaskKind
 from smallfleet.training.settings import TrainSettings
 
 
+MAX_LABELS = 200
+"""More distinct answers than this are not a label set."""
+MAX_LABEL_WORDS = 6
+
+
 class ClassifyKind(TaskKind):
     name = "classify"
     summary = "text -> label"
     settings_class = TrainSettings
+    cpu_seconds_per_answer = 0.02
     default_base = "minilm"
     fields = ("text", "label")
 
@@ -54,6 +60,20 @@ class ClassifyKind(TaskKind):
     def answer_form(self, manifest: dict, guess: str | None) -> AnswerForm:
         """One button per label, the guess pre-selected."""
         return AnswerForm("choice", options=list(manifest["labels"]), value=guess or "")
+
+    def looks_like(self, inputs: list[str], answers: list[str]) -> float:
+        """Short answers from a small set: the share of answers that are short and repeat (a label seen at least
+        `MIN_LABEL_SHARE` of the time, or twice), zero when the distinct answers are too many to be labels."""
+        norm = [" ".join(a.split()).strip().casefold() for a in answers if a.strip()]
+        if not norm:
+            return 0.0
+        counts: dict[str, int] = {}
+        for a in norm:
+            counts[a] = counts.get(a, 0) + 1
+        if len(counts) > MAX_LABELS or len(counts) > 0.5 * len(norm):
+            return 0.0
+        short = [a for a in norm if len(a.split()) <= MAX_LABEL_WORDS and counts[a] >= 2]
+        return len(short) / len(norm)
 
     def answer_mix(self, manifest: dict) -> dict[str, int] | None:
         return dict(manifest.get("data", {}).get("label_counts") or {}) or None

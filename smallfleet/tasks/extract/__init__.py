@@ -16,10 +16,20 @@ from smallfleet.tasks.extract.settings import ExtractSettings
 from smallfleet.tasks.kind import AnswerForm, QualityTable, TaskKind
 
 
+def _json_object(text: str) -> bool:
+    text = text.strip().removeprefix("```json").removeprefix("```").removesuffix("```").strip()
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(value, dict) and bool(value)
+
+
 class ExtractKind(TaskKind):
     name = "extract"
     summary = "text -> JSON object of fields"
     settings_class = ExtractSettings
+    cpu_seconds_per_answer = 0.03
     default_base = "minilm"
     fields = ("text", "label", "tokens", "tags")
 
@@ -59,6 +69,19 @@ class ExtractKind(TaskKind):
         except DataError as exc:
             raise DataError(f"not a valid record for task {manifest['name']!r}: {exc}") from None
         return json.dumps(record, ensure_ascii=False)
+
+    def looks_like(self, inputs: list[str], answers: list[str]) -> float:
+        """JSON objects, or text copied from the input: the share of answers that parse as a JSON object with at
+        least one key, or else are a span of their input (ignoring case and spacing) that does not repeat
+        across inputs."""
+        if not answers:
+            return 0.0
+        records = sum(1 for a in answers if _json_object(a))
+        if records:
+            return records / len(answers)
+        spans = [" ".join(a.split()).casefold() for a, text in zip(answers, inputs, strict=True)
+                 if a.strip() and " ".join(a.split()).casefold() in " ".join(text.split()).casefold()]  # fmt: skip
+        return len(spans) / len(answers) * (len(set(spans)) / max(len(spans), 1))
 
     def answer_form(self, manifest: dict, guess: str | None) -> AnswerForm:
         """One input per schema field (a select for an enum, a date or number input by type), pre-filled with
