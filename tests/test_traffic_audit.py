@@ -83,6 +83,9 @@ def test_audit_of_logged_pass_through_traffic_finds_each_task_its_kind_and_templ
     assert "break-even" in printed or "pays off" in printed
     saved = (folder / "_audit" / f"cluster-{spam['id']}.jsonl").read_text().splitlines()
     assert len(saved) == 40 and set(json.loads(saved[0])) == {"ref", "input", "answer"}
+    run("report", folder, "--out", tmp_path / "report.html")  # a pass-through-only folder has a report too
+    page = (tmp_path / "report.html").read_text()
+    assert 'id="traffic-audit"' in page and f"{len(traffic)} requests a frontier model answered" in page
 
 
 def test_an_empty_log_says_how_many_requests_the_audit_needs(tmp_path):

@@ -15,9 +15,8 @@ from smallfleet.router import Router
 from smallfleet.serve.batching import Batcher
 from smallfleet.tasks import Specialist, load_specialist
 from smallfleet.tiers.base import TierSpec
-from smallfleet.training.artifacts import MANIFEST
 from smallfleet.triage.model import TriageModel
-from smallfleet.fleet import FLEET_INDEX, fleet_index
+from smallfleet.fleet import fleet_index
 from smallfleet.flywheel.versions import list_versions, served_version
 
 DEFAULT_TARGET = 0.95
@@ -92,8 +91,7 @@ class ServedFleet:
         thresholds = dict(manual)
         folder = Path(folder)
         # an empty or new folder is a pure pass-through gateway that logs everything (tasks come later, e.g. distill)
-        empty = folder.is_dir() and not (folder / FLEET_INDEX).exists() and not (folder / MANIFEST).exists()
-        index = {"name": folder.name, "tasks": {}} if empty else fleet_index(folder)
+        index = fleet_index(folder, empty_ok=True)
         tasks = {name: load_task(folder, name, entry, target, delta, thresholds.pop(name, None))
                  for name, entry in index["tasks"].items()}  # fmt: skip
         if thresholds:
