@@ -37,7 +37,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from smallfleet.cli import (audit, drift, evaluate, flywheel, keys, ledger, models, predict, report, review, serve, train,
+    from smallfleet.cli import (audit, distill, drift, evaluate, flywheel, keys, ledger, models, predict, report, review, serve, train,
                                 triage)
 
     for module in (train, evaluate, predict, serve, models, report):
@@ -56,6 +56,7 @@ def _register() -> None:
     main.add_command(keys.group)
     main.add_command(triage.group)
     main.add_command(audit.command)
+    main.add_command(distill.command)
 
 
 _register()

@@ -147,6 +147,16 @@ class TaskKind(ABC):
         The audit calls the kind with the highest score the cluster's kind. By default 0."""
         return 0.0
 
+    def distill_rows(self, inputs: list[str], answers: list[str], folder: Path) -> tuple[list[dict], dict]:
+        """Training rows for a task learned from a frontier model's `answers` to `inputs`, and the TaskSpec
+        options they need (`fields`: a FieldMap's values, `settings`: setting -> value). May write files the
+        user can edit into `folder` (an inferred schema), and reads them back when they are already there.
+
+        Raises:
+            DataError: the answers do not fit the kind (or it cannot learn from them), with the reason.
+        """
+        raise DataError(f"task kind {self.name!r} cannot be distilled from a frontier model's answers")
+
     def answer_mix(self, manifest: dict) -> dict[str, int] | None:
         """How often each answer occurs in the training data, for kinds whose answers fall in a few categories
         (the predicted-answer mix of drift checks); None for kinds with free-form answers."""

@@ -19,6 +19,10 @@ MAX_LABELS = 200
 MAX_LABEL_WORDS = 6
 
 
+def _label_key(answer: str) -> str:
+    return " ".join(answer.strip().rstrip(".").split()).casefold()
+
+
 class ClassifyKind(TaskKind):
     name = "classify"
     summary = "text -> label"
@@ -74,6 +78,22 @@ class ClassifyKind(TaskKind):
             return 0.0
         short = [a for a in norm if len(a.split()) <= MAX_LABEL_WORDS and counts[a] >= 2]
         return len(short) / len(norm)
+
+    def distill_rows(self, inputs: list[str], answers: list[str], folder: Path) -> tuple[list[dict], dict]:
+        """`{text, label}` rows; answers that differ only in case, spacing or a trailing period are one label,
+        written as the frontier wrote it most often, so the specialist answers in the frontier's own strings."""
+        forms: dict[str, dict[str, int]] = {}
+        for a in answers:
+            key = _label_key(a)
+            if key:
+                forms.setdefault(key, {}).setdefault(a.strip(), 0)
+                forms[key][a.strip()] += 1
+        canonical = {key: max(seen, key=lambda f: seen[f]) for key, seen in forms.items()}
+        rows = [{"text": text, "label": canonical[_label_key(a)]} for text, a in zip(inputs, answers, strict=True)
+                if _label_key(a)]  # fmt: skip
+        if len(canonical) < 2:
+            raise DataError(f"the answers hold {len(canonical)} distinct label(s); a classifier needs at least 2")
+        return rows, {}
 
     def answer_mix(self, manifest: dict) -> dict[str, int] | None:
         return dict(manifest.get("data", {}).get("label_counts") or {}) or None

@@ -61,6 +61,11 @@ class GenerateKind(TaskKind):
         """Any text: a fixed score, so a cluster is generation when no narrower kind fits better."""
         return GENERATE_PRIOR if answers else 0.0
 
+    def distill_rows(self, inputs: list[str], answers: list[str], folder: Path) -> tuple[list[dict], dict]:
+        """`{input, output}` rows: the frontier's text kept as it is."""
+        rows = [{"input": i, "output": a} for i, a in zip(inputs, answers, strict=True) if a.strip()]
+        return rows, {"fields": {"text": "input", "output": "output"}}
+
     def quality_table(self, metrics: dict) -> QualityTable:
         rows = [[name, metrics[key]] for key, name in (("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L"))
                 if key in metrics]  # fmt: skip
