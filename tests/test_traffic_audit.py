@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 
 import openai
 import pytest
@@ -139,3 +140,75 @@ def test_each_kind_scores_the_answer_shapes_it_fits():
     assert score["extract"](inputs, records) == 1.0 > score["classify"](inputs, records)
     assert score["extract"](inputs, spans) == 1.0
     assert max(score["classify"](inputs, prose), score["extract"](inputs, prose)) < score["generate"](inputs, prose)
+
+
+def test_distill_refuses_a_cluster_too_small_with_the_number_needed(tmp_path, shared_datasets):
+    export = tmp_path / "export.jsonl"
+    rows = _rows(shared_datasets, "sms_spam/all.jsonl", 40)
+    export.write_text("".join(json.dumps({"messages": [{"role": "system", "content": SPAM_SYSTEM},
+                                                       {"role": "user", "content": r["text"]}],
+                                          "response": r["label"]}) + "\n" for r in rows))  # fmt: skip
+    run("audit", tmp_path / "fleet", "--from", export)
+    proc = run("distill", tmp_path / "fleet", "--cluster", "1", "--name", "spam", check=False)
+    assert proc.returncode == 1
+    assert "cluster 1 has 40 requests; distilling needs at least 60 (20 more)" in proc.stderr
+
+
+def test_extract_answers_become_records_checked_against_an_inferred_schema_the_user_can_edit(tmp_path):
+    kind = get_kind("extract")
+    inputs = [f"ship order {i} to {city}" for i, city in enumerate(["Paris", "Oslo"] * 10)]
+    answers = [json.dumps({"order": i, "city": city}) for i, city in enumerate(["Paris", "Oslo"] * 10)]
+    rows, options = kind.distill_rows(inputs, answers + [], tmp_path)
+    schema = json.loads((tmp_path / "schema.json").read_text())
+    assert schema == {"type": "object", "properties": {"order": {"type": "integer"}, "city": {"enum": ["Oslo", "Paris"]}},
+                      "required": ["order", "city"]}  # fmt: skip
+    assert rows[1] == {"text": inputs[1], "fields": {"order": 1, "city": "Oslo"}}
+    assert options["settings"]["schema"] == tmp_path / "schema.json"
+    (tmp_path / "schema.json").write_text(json.dumps({"type": "object", "properties": {"city": {"type": "string"}}}))
+    kind.distill_rows(inputs, answers, tmp_path)  # the user's edit is kept
+    assert "order" not in (tmp_path / "schema.json").read_text()
+
+
+def test_a_distilled_task_shadows_then_after_promote_answers_its_template_for_the_same_model_name(
+        tmp_path, shared_datasets):  # fmt: skip
+    spam = _rows(shared_datasets, "sms_spam/all.jsonl", 110, seed=3)
+    free = _rows(shared_datasets, "bitext_support/all.jsonl", 4, seed=3)
+    export = tmp_path / "export.jsonl"
+    export.write_text("".join(json.dumps({"messages": [{"role": "system", "content": SPAM_SYSTEM},
+                                                       {"role": "user", "content": r["text"]}],
+                                          "response": r["label"].upper() if r["label"] == "spam" else r["label"]})
+                              + "\n" for r in spam[:100]))  # fmt: skip
+    folder = tmp_path / "fleet"
+    run("audit", folder, "--from", export)
+    printed = run("distill", folder, "--cluster", "1", "--name", "spam", "--epochs", "2", "--max-length", "48").stdout
+    assert "on 20 held-back requests it agrees with the frontier" in printed and "in shadow" in printed
+    labels = set(json.loads((folder / "spam" / "specialist.json").read_text())["labels"])
+    assert labels == {"SPAM", "ham"}  # the frontier's own strings
+    gold = {r["text"]: ("SPAM" if r["label"] == "spam" else "ham") for r in spam} | {r["text"]: r["response"] for r in free}
+    requests = [[{"role": "system", "content": SPAM_SYSTEM}, {"role": "user", "content": r["text"]}] for r in spam[100:]]
+    with FakeUpstream() as upstream:
+        upstream.mode = "answer"
+        upstream.answer = lambda body: gold[body["messages"][-1]["content"]]
+        with GatewayProcess(folder, "--escalate-to", upstream.base_url, "--escalate-model", "gpt-4o-mini",
+                            "--threshold", "spam=0.5") as gw:  # fmt: skip
+            client = openai.OpenAI(base_url=gw.base_url, api_key="none")
+            before = [client.chat.completions.create(model="gpt-4o-mini", messages=m) for m in requests[:4]]
+            assert {r.model_extra["smallfleet"]["tier"] for r in before} != {"specialist"}  # in shadow: upstream
+            run("promote", folder, "--task", "spam", "--version", "v1")
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and "spam: now answering" not in gw.output():
+                time.sleep(0.2)
+            after = [client.chat.completions.create(model="gpt-4o-mini", messages=m) for m in requests]
+            tiers = [r.model_extra["smallfleet"]["tier"] for r in after]
+            assert tiers.count("specialist") >= 8
+            assert {r.choices[0].message.content for r in after} <= {"SPAM", "ham"}
+            assert all(r.model_extra["smallfleet"]["task"] == "spam" for r in after)
+            for r in free:  # no template: still upstream, answered by no task
+                reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": r["text"]}])
+                assert reply.model_extra["smallfleet"]["tier"] != "specialist" and reply.model_extra["smallfleet"]["task"] is None
+    from smallfleet.store import Database, database_url
+
+    db = Database(database_url(folder))
+    with db.engine.connect() as conn:
+        shadowed = conn.execute(db.shadow.select()).fetchall()
+    assert len(shadowed) == 4 and {row.served_version for row in shadowed} == {"upstream"}

@@ -257,7 +257,13 @@ class Gateway:
         if not self.upstreams:
             raise GatewayError(404, f"unknown model {model!r}: this gateway serves {', '.join(self.models())}",
                                code="model_not_found")  # fmt: skip
-        return await self._passthrough(request, text, self.upstreams[:1], escalated=False)
+        task = self.fleet.template_task(request.system_text(), text)  # frontier traffic a task was distilled from
+        if task is not None and task.live:
+            return await self._answer(task, request, task.template.strip(text))
+        completion = await self._passthrough(request, text, self.upstreams[:1], escalated=False)
+        if task is not None:  # in shadow: the task answers too, in the background, judged against the frontier
+            self.shadow.follow_upstream(task, task.template.strip(text), request.options(), completion)
+        return completion
 
     async def _answer(self, task: ServedTask, request: ChatCompletionRequest, text: str) -> Completion:
         """The task's cascade answers; a shadow version of the task then answers too, in the background."""
