@@ -25,7 +25,7 @@ SLOTS_PREFIX = "Extract the slots of this request as JSON: "
 
 
 def _rows(datasets, name: str, n: int, seed: int = 0) -> list[dict]:
-    rows = [json.loads(line) for line in (datasets / name).read_text().splitlines()[:2000]]
+    rows = [json.loads(line) for line in (datasets / name).read_text().split("\n")[:2000] if line.strip()]
     random.Random(seed).shuffle(rows)
     return rows[:n]
 

@@ -93,4 +93,4 @@ def read_audit(fleet: Path) -> dict | None:
 def cluster_rows(fleet: Path, number: int) -> list[dict]:
     """A saved cluster's `{ref, input, answer}` rows."""
     path = Path(fleet) / AUDIT_FOLDER / f"cluster-{number}.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]  # not splitlines: U+2028
