@@ -21,13 +21,18 @@ from smallfleet.training.artifacts import MANIFEST, check_output, read_json, wri
 FLEET_INDEX = "fleet.json"
 
 
-def fleet_index(folder: Path) -> dict:
+def fleet_index(folder: Path, empty_ok: bool = False) -> dict:
     """The index of a fleet folder (its fleet.json), or a one-task index for a single specialist folder.
 
+    Args:
+        empty_ok: a folder holding neither is a fleet of no tasks (a pure pass-through gateway's folder).
+
     Raises:
-        SpecialistError: the folder holds neither.
+        SpecialistError: the folder holds neither (and not `empty_ok`).
     """
     folder = Path(folder)
+    if empty_ok and folder.is_dir() and not (folder / FLEET_INDEX).exists() and not (folder / MANIFEST).exists():
+        return {"name": folder.name, "tasks": {}}
     if (folder / FLEET_INDEX).is_file():
         return read_json(folder / FLEET_INDEX)
     if (folder / MANIFEST).is_file():

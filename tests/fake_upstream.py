@@ -21,12 +21,13 @@ def free_port() -> int:
 
 
 class FakeUpstream:
-    """Modes: `reply:<text>` answers <text>; `echo` answers 'upstream: <last user message>';
+    """Modes: `reply:<text>` answers <text>; `answer` answers `FakeUpstream.answer(body)`; `echo` answers 'upstream: <last user message>';
     `fail` answers HTTP 500; `slow` sleeps past any sane timeout; `echo-headers` answers HTTP 400 whose
     error message (and raw body) repeat every request header, the Authorization one included."""
 
     def __init__(self):
         self.mode = "echo"
+        self.answer = None  # a function of the request body -> answer text; used in mode `answer`
         self.delay = 0.0  # seconds before any reply
         self.calls: list[dict] = []
         self.port = free_port()
@@ -46,7 +47,9 @@ class FakeUpstream:
                 return JSONResponse({"error": {"message": "upstream exploded"}}, status_code=500)
             if self.mode == "slow":
                 await asyncio.sleep(3)
-            if self.mode.startswith("reply:"):
+            if self.mode == "answer":
+                content = self.answer(body)
+            elif self.mode.startswith("reply:"):
                 content = self.mode.split(":", 1)[1]
             else:
                 content = "upstream: " + body["messages"][-1]["content"]

@@ -37,8 +37,8 @@ def main() -> None:
 
 
 def _register() -> None:
-    from smallfleet.cli import (drift, evaluate, export, flywheel, keys, ledger, models, predict, report, review, serve,
-                                train, triage)
+    from smallfleet.cli import (audit, distill, drift, evaluate, export, flywheel, keys, ledger, models, predict, report,
+                                review, serve, train, triage)
 
     for module in (train, evaluate, predict, serve, models, report, export):
         main.add_command(module.command)
@@ -55,6 +55,8 @@ def _register() -> None:
     main.add_command(review.group)
     main.add_command(keys.group)
     main.add_command(triage.group)
+    main.add_command(audit.command)
+    main.add_command(distill.command)
 
 
 _register()

@@ -116,3 +116,4 @@ def _serve(fleet: Path, task: str, entry: dict, version: str) -> None:
     if not (Path(fleet) / info["folder"]).is_dir():
         raise ConfigError(f"version {version} of {task!r} is missing its folder {Path(fleet) / info['folder']}")
     entry.update(folder=info["folder"], metrics=info.get("metrics", {}), cascade=info.get("cascade"), served=version)
+    entry.pop("shadow_only", None)  # a distilled task answers once a version of it is promoted

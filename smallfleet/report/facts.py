@@ -10,6 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from smallfleet.audit import read_audit
 from smallfleet.calibration import ConfidenceCurve
 from smallfleet.fleet import fleet_index
 from smallfleet.report.live import live_quality
@@ -71,11 +72,13 @@ class FleetFacts:
     """Share of logged requests answered by a specialist."""
     audit_cost_usd: float = 0.0
     bucket: str = "hour"
+    traffic_audit: dict | None = None
+    """The fleet's saved `smallfleet audit` of its pass-through traffic, if any."""
 
 
 def gather(fleet: Path, db: Database | None, since: str | None = None) -> FleetFacts:
     """Read everything the report needs. `db` None: the fleet has never been served (no traffic sections)."""
-    index = fleet_index(fleet)
+    index = fleet_index(fleet, empty_ok=True)
     tasks = []
     for name, entry in index["tasks"].items():
         folder = fleet / entry["folder"]
@@ -89,7 +92,7 @@ def gather(fleet: Path, db: Database | None, since: str | None = None) -> FleetF
             split=split, metrics=metrics[split], quality=saved.kind.quality_table(metrics[split]),
             novelty=calibration.get("novelty"),
         ))  # fmt: skip
-    facts = FleetFacts(index.get("name", fleet.name), fleet, datetime.now(UTC), tasks)
+    facts = FleetFacts(index.get("name", fleet.name), fleet, datetime.now(UTC), tasks, traffic_audit=read_audit(fleet))
     if db is not None:
         _traffic(facts, db, since)
     return facts

@@ -14,7 +14,7 @@ from smallfleet.store.judgements import tally
 def promised_bounds(fleet: Path) -> dict[str, float | None]:
     """Task -> the quality its stored guarantee promises (the guaranteed lower bound; the target when unsupported)."""
     out = {}
-    for name, entry in fleet_index(fleet)["tasks"].items():
+    for name, entry in fleet_index(fleet, empty_ok=True)["tasks"].items():
         cascade = entry.get("cascade") or {}
         out[name] = cascade.get("guaranteed_lower_bound") if cascade.get("supported") else cascade.get("target")
     return out

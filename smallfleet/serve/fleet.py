@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from smallfleet.audit.templates import Template
 from smallfleet.config import ServingSpec
 from smallfleet.errors import SpecialistError
 from smallfleet.guarantee import DEFAULT_DELTA, Guarantee, guaranteed_threshold
@@ -38,6 +39,11 @@ class ServedTask:
     """The task's version being served (see `flywheel/versions.py`)."""
     folder: str = "."
     """The specialist's folder, relative to the fleet folder, as fleet.json names it."""
+    template: Template | None = None
+    """The system prompt and prompt template of the frontier traffic the task was distilled from (`distill`):
+    a pass-through request carrying it goes to the task."""
+    live: bool = True
+    """False while a distilled task is in shadow: requests carrying its template still go upstream."""
 
 
 def load_task(fleet: Path, name: str, entry: dict, target: float | None, delta: float | None,
@@ -51,8 +57,9 @@ def load_task(fleet: Path, name: str, entry: dict, target: float | None, delta: 
     chosen, coverage = guarantee.threshold, guarantee.coverage
     if threshold is not None:
         chosen, guarantee, coverage = threshold, None, curve.coverage_at(threshold)
+    template = Template.from_dict(entry["template"]) if entry.get("template") else None
     return ServedTask(name, specialist, Batcher(specialist.answer, name), goal, chosen, coverage, guarantee,
-                      served_version(entry), entry["folder"])  # fmt: skip
+                      served_version(entry), entry["folder"], template, not entry.get("shadow_only"))  # fmt: skip
 
 
 class ServedFleet:
@@ -90,7 +97,8 @@ class ServedFleet:
         manual = dict(thresholds or {})
         thresholds = dict(manual)
         folder = Path(folder)
-        index = fleet_index(folder)
+        # an empty or new folder is a pure pass-through gateway that logs everything (tasks come later, e.g. distill)
+        index = fleet_index(folder, empty_ok=True)
         tasks = {name: load_task(folder, name, entry, target, delta, thresholds.pop(name, None))
                  for name, entry in index["tasks"].items()}  # fmt: skip
         if thresholds:
@@ -107,6 +115,10 @@ class ServedFleet:
         if serving.triage:
             fleet.use_triage(serving.triage)
         return fleet
+
+    def template_task(self, system: str | None, user: str) -> ServedTask | None:
+        """The distilled task whose template this request (system prompt, last user turn) was written from."""
+        return next((t for t in self.tasks.values() if t.template and t.template.matches(system, user)), None)
 
     def use_triage(self, path: str | Path) -> TriageModel:
         """Load the triage model at `path` (relative to the fleet folder unless absolute) and serve with it."""

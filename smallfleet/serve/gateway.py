@@ -89,7 +89,8 @@ class Gateway:
         """Answer one request; raises GatewayError with the status to return. Always logs the request."""
         started = time.perf_counter()
         text = request.input_text()
-        row = {"model": request.model, "api_key": api_key, "input": self._logged_input(text)}
+        row = {"model": request.model, "api_key": api_key, "input": self._logged_input(text),
+               "system": self._logged_input(request.system_text())}
         try:
             try:
                 completion = await self._dispatch(request, text)
@@ -256,19 +257,31 @@ class Gateway:
         if not self.upstreams:
             raise GatewayError(404, f"unknown model {model!r}: this gateway serves {', '.join(self.models())}",
                                code="model_not_found")  # fmt: skip
-        return await self._passthrough(request, text, self.upstreams[:1], escalated=False)
+        task = self.fleet.template_task(request.system_text(), text)  # frontier traffic a task was distilled from
+        if task is not None and task.live:  # below its threshold, the frontier gets the client's own messages
+            return await self._answer(task, request, task.template.strip(text), client_prompt=True)
+        completion = await self._passthrough(request, text, self.upstreams[:1], escalated=False)
+        if task is not None:  # in shadow: the task answers too, in the background, judged against the frontier
+            self.shadow.follow_upstream(task, task.template.strip(text), request.options(), completion)
+        return completion
 
-    async def _answer(self, task: ServedTask, request: ChatCompletionRequest, text: str) -> Completion:
-        """The task's cascade answers; a shadow version of the task then answers too, in the background."""
-        completion = await self._cascade(task, request, text)
+    async def _answer(self, task: ServedTask, request: ChatCompletionRequest, text: str,
+                      client_prompt: bool = False) -> Completion:  # fmt: skip
+        """The task's cascade answers; a shadow version of the task then answers too, in the background.
+        `client_prompt`: escalate with the client's own messages (traffic a task was distilled from), not the task's."""
+        completion = await self._cascade(task, request, text, client_prompt)
         self.shadow.follow(task, text, request.options(), completion)
         return completion
 
-    async def _cascade(self, task: ServedTask, request: ChatCompletionRequest, text: str) -> Completion:
+    async def _cascade(self, task: ServedTask, request: ChatCompletionRequest, text: str,
+                       client_prompt: bool = False) -> Completion:  # fmt: skip
         """The specialist answers; below the threshold (or invalid), the tiers are tried in order."""
         answer, seconds = await task.batcher.submit(text, request.options())
         own_cost = self.fleet.compute_cost(seconds)
         escalation = task.specialist.escalation_request(text)
+        if client_prompt:
+            escalation = EscalationRequest(request.model_dump(include={"messages"})["messages"],
+                                           escalation.response_format)  # fmt: skip
         frontier = self._frontier_cost(escalation.messages, answer.content)
         failed = failed_tests(task, answer)
         accepted = not failed

@@ -117,6 +117,10 @@ class ChatCompletionRequest(BaseModel):
         """The last user message: what a specialist answers."""
         return next(m.text() for m in reversed(self.messages) if m.role == "user" and m.text().strip())
 
+    def system_text(self) -> str | None:
+        """The system (or developer) prompt, the first one; None when there is none."""
+        return next((m.text() for m in self.messages if m.role in ("system", "developer")), None)
+
     def options(self) -> AnswerOptions:
         stop = [self.stop] if isinstance(self.stop, str) else self.stop
         json_mode = (self.response_format or {}).get("type") in ("json_object", "json_schema")

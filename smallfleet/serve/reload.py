@@ -58,7 +58,16 @@ class FleetWatcher:
         swapped = []
         for name, entry in index.get("tasks", {}).items():
             current = self.fleet.tasks.get(name)
-            if current is None or entry.get("folder") == current.folder:
+            if current is None:  # a task added since start-up (e.g. by `smallfleet distill`)
+                self.fleet.tasks[name] = await asyncio.to_thread(self.fleet.reload_task, name, entry)
+                log.warning("task %s: added (%s)", name, "serving" if self.fleet.tasks[name].live else "in shadow")
+                swapped.append(name)
+                continue
+            if entry.get("folder") == current.folder:
+                if current.live != (not entry.get("shadow_only")):  # promoted out of shadow
+                    current.live = not entry.get("shadow_only")
+                    log.warning("task %s: %s", name, "now answering" if current.live else "back in shadow")
+                    swapped.append(name)
                 continue
             new = await asyncio.to_thread(self.fleet.reload_task, name, entry)
             self.fleet.tasks[name] = new  # one step on the event loop: no request sees half of it

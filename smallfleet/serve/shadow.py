@@ -21,6 +21,8 @@ from smallfleet.tasks import get_kind
 
 log = logging.getLogger("smallfleet.shadow")
 CLOSE_SECONDS = 10.0
+UPSTREAM = "upstream"
+"""The served version recorded for a shadow answer compared with the frontier's (a task in shadow)."""
 
 
 class Shadow:
@@ -51,6 +53,24 @@ class Shadow:
             await asyncio.to_thread(record, self.db, row)
         except Exception:  # a shadow must never take anything else down
             log.exception("shadow %s of %s failed on request %s", shadow.version, served.name, completion.request_id)
+
+    def follow_upstream(self, task: ServedTask, text: str, options, completion: Completion) -> None:
+        """A task in shadow (a distilled task not promoted yet) answers a request the frontier answered; the
+        shadow table gets whether it agrees with the frontier (served version `upstream`)."""
+        job = asyncio.get_running_loop().create_task(self._judge_upstream(task, text, options, completion))
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
+
+    async def _judge_upstream(self, task: ServedTask, text: str, options, completion: Completion) -> None:
+        try:
+            answer, _ = await task.batcher.submit(text, options)
+            kind, manifest = get_kind(task.specialist.kind), task.specialist.manifest
+            agrees = await asyncio.to_thread(kind.agrees, manifest, answer.content, completion.content)
+            row = new_shadow_row(completion.request_id, task.name, task.version, UPSTREAM, answer.content,
+                                 answer.confidence, agrees, agrees)  # fmt: skip
+            await asyncio.to_thread(record, self.db, row)
+        except Exception:  # a shadow must never take anything else down
+            log.exception("shadow task %s failed on request %s", task.name, completion.request_id)
 
     async def close(self) -> None:
         if self._jobs:

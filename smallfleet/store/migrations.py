@@ -228,6 +228,12 @@ def _guess(conn: Connection) -> None:
     # the predicted-answer mix of drift checks needs the specialist's answer even where a tier replaced it
     conn.execute(text("ALTER TABLE requests ADD COLUMN guess TEXT"))
 
+
+@migration(11, "the system prompt of each request")
+def _system(conn: Connection) -> None:
+    # `smallfleet audit` groups pass-through traffic by task, and a system prompt names the task best
+    conn.execute(text("ALTER TABLE requests ADD COLUMN system TEXT"))
+
 def applied(engine: Engine) -> list[int]:
     """Versions already applied to the database behind `engine`."""
     meta = MetaData()

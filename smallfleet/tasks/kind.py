@@ -88,6 +88,8 @@ class TaskKind(ABC):
     """Extra `evaluate` options the kind understands (e.g. `compare_base`)."""
     exports_adapter: ClassVar[bool] = False
     """Whether the kind's specialists are adapters that `export_adapter` writes for a GPU server (vLLM)."""
+    cpu_seconds_per_answer: ClassVar[float] = 0.05
+    """Typical CPU core-seconds one answer of a specialist of this kind takes (the audit's compute estimate)."""
 
     @abstractmethod
     def train(self, spec, out: Path, force: bool = False, console: Console | None = None) -> dict:
@@ -141,6 +143,21 @@ class TaskKind(ABC):
             return self.check_answer(manifest, answer) == self.check_answer(manifest, reference)
         except DataError:
             return False
+
+    def looks_like(self, inputs: list[str], answers: list[str]) -> float:
+        """How well a set of answers (a frontier model's, to `inputs`) fits this kind's answer shape, in [0, 1].
+        The audit calls the kind with the highest score the cluster's kind. By default 0."""
+        return 0.0
+
+    def distill_rows(self, inputs: list[str], answers: list[str], folder: Path) -> tuple[list[dict], dict]:
+        """Training rows for a task learned from a frontier model's `answers` to `inputs`, and the TaskSpec
+        options they need (`fields`: a FieldMap's values, `settings`: setting -> value). May write files the
+        user can edit into `folder` (an inferred schema), and reads them back when they are already there.
+
+        Raises:
+            DataError: the answers do not fit the kind (or it cannot learn from them), with the reason.
+        """
+        raise DataError(f"task kind {self.name!r} cannot be distilled from a frontier model's answers")
 
     def answer_mix(self, manifest: dict) -> dict[str, int] | None:
         """How often each answer occurs in the training data, for kinds whose answers fall in a few categories

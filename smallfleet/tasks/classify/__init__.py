@@ -14,10 +14,20 @@ from smallfleet.tasks.kind import AnswerForm, QualityTable, TaskKind
 from smallfleet.training.settings import TrainSettings
 
 
+MAX_LABELS = 200
+"""More distinct answers than this are not a label set."""
+MAX_LABEL_WORDS = 6
+
+
+def _label_key(answer: str) -> str:
+    return " ".join(answer.strip().rstrip(".").split()).casefold()
+
+
 class ClassifyKind(TaskKind):
     name = "classify"
     summary = "text -> label"
     settings_class = TrainSettings
+    cpu_seconds_per_answer = 0.02
     default_base = "minilm"
     fields = ("text", "label")
 
@@ -54,6 +64,36 @@ class ClassifyKind(TaskKind):
     def answer_form(self, manifest: dict, guess: str | None) -> AnswerForm:
         """One button per label, the guess pre-selected."""
         return AnswerForm("choice", options=list(manifest["labels"]), value=guess or "")
+
+    def looks_like(self, inputs: list[str], answers: list[str]) -> float:
+        """Short answers from a small set: the share of answers that are short and repeat (a label seen at least
+        `MIN_LABEL_SHARE` of the time, or twice), zero when the distinct answers are too many to be labels."""
+        norm = [" ".join(a.split()).strip().casefold() for a in answers if a.strip()]
+        if not norm:
+            return 0.0
+        counts: dict[str, int] = {}
+        for a in norm:
+            counts[a] = counts.get(a, 0) + 1
+        if len(counts) > MAX_LABELS or len(counts) > 0.5 * len(norm):
+            return 0.0
+        short = [a for a in norm if len(a.split()) <= MAX_LABEL_WORDS and counts[a] >= 2]
+        return len(short) / len(norm)
+
+    def distill_rows(self, inputs: list[str], answers: list[str], folder: Path) -> tuple[list[dict], dict]:
+        """`{text, label}` rows; answers that differ only in case, spacing or a trailing period are one label,
+        written as the frontier wrote it most often, so the specialist answers in the frontier's own strings."""
+        forms: dict[str, dict[str, int]] = {}
+        for a in answers:
+            key = _label_key(a)
+            if key:
+                forms.setdefault(key, {}).setdefault(a.strip(), 0)
+                forms[key][a.strip()] += 1
+        canonical = {key: max(seen, key=lambda f: seen[f]) for key, seen in forms.items()}
+        rows = [{"text": text, "label": canonical[_label_key(a)]} for text, a in zip(inputs, answers, strict=True)
+                if _label_key(a)]  # fmt: skip
+        if len(canonical) < 2:
+            raise DataError(f"the answers hold {len(canonical)} distinct label(s); a classifier needs at least 2")
+        return rows, {}
 
     def answer_mix(self, manifest: dict) -> dict[str, int] | None:
         return dict(manifest.get("data", {}).get("label_counts") or {}) or None

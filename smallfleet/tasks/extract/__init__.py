@@ -16,10 +16,25 @@ from smallfleet.tasks.extract.settings import ExtractSettings
 from smallfleet.tasks.kind import AnswerForm, QualityTable, TaskKind
 
 
+def _parse_object(text: str) -> dict | None:
+    """The JSON object an answer holds (a fenced code block allowed), or None."""
+    text = text.strip().removeprefix("```json").removeprefix("```").removesuffix("```").strip()
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _json_object(text: str) -> bool:
+    return bool(_parse_object(text))
+
+
 class ExtractKind(TaskKind):
     name = "extract"
     summary = "text -> JSON object of fields"
     settings_class = ExtractSettings
+    cpu_seconds_per_answer = 0.03
     default_base = "minilm"
     fields = ("text", "label", "tokens", "tags")
 
@@ -59,6 +74,34 @@ class ExtractKind(TaskKind):
         except DataError as exc:
             raise DataError(f"not a valid record for task {manifest['name']!r}: {exc}") from None
         return json.dumps(record, ensure_ascii=False)
+
+    def looks_like(self, inputs: list[str], answers: list[str]) -> float:
+        """JSON objects, or text copied from the input: the share of answers that parse as a JSON object with at
+        least one key, or else are a span of their input (ignoring case and spacing) that does not repeat
+        across inputs."""
+        if not answers:
+            return 0.0
+        records = sum(1 for a in answers if _json_object(a))
+        if records:
+            return records / len(answers)
+        spans = [" ".join(a.split()).casefold() for a, text in zip(answers, inputs, strict=True)
+                 if a.strip() and " ".join(a.split()).casefold() in " ".join(text.split()).casefold()]  # fmt: skip
+        return len(spans) / len(answers) * (len(set(spans)) / max(len(spans), 1))
+
+    def distill_rows(self, inputs: list[str], answers: list[str], folder: Path) -> tuple[list[dict], dict]:
+        """`{text, fields}` rows from answers that are JSON objects, checked against a JSON Schema inferred from
+        them and written to `folder/schema.json` (kept as the user edited it when it is already there)."""
+        from smallfleet.tasks.extract.schema import infer_schema
+
+        records = [(text, _parse_object(a)) for text, a in zip(inputs, answers, strict=True)]
+        records = [(text, r) for text, r in records if r is not None]
+        if not records:
+            raise DataError("no answer is a JSON object: an extraction task learns from JSON answers")
+        path = Path(folder) / "schema.json"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(infer_schema([r for _, r in records]), indent=2, ensure_ascii=False) + "\n")
+        return [{"text": text, "fields": r} for text, r in records], {"settings": {"schema": path}}
 
     def answer_form(self, manifest: dict, guess: str | None) -> AnswerForm:
         """One input per schema field (a select for an enum, a date or number input by type), pre-filled with

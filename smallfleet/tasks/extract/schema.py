@@ -207,3 +207,35 @@ def _to_enum(text: str, members: list[str]) -> str:
         if key(member) == wanted:
             return member
     raise NormalizeError(f"not one of {', '.join(members)}")
+
+
+ENUM_MAX = 8
+"""A string field with at most this many distinct values (each seen at least twice) is inferred as an enum."""
+REQUIRED_SHARE = 0.95
+"""A field present in at least this share of the records is inferred as required."""
+
+
+def infer_schema(records: list[dict]) -> dict:
+    """A JSON Schema that fits `records` (objects of scalar values): each key a property typed `integer` or
+    `number` when every value is one, else `string` (an enum when few values repeat); keys present in nearly
+    every record required. A starting point for the user to edit."""
+    values: dict[str, list] = {}
+    for record in records:
+        for key, value in record.items():
+            if value is not None and value != "":
+                values.setdefault(key, []).append(value)
+    properties = {}
+    for key, seen in values.items():
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in seen):
+            properties[key] = {"type": "integer"}
+        elif all(isinstance(v, int | float) and not isinstance(v, bool) for v in seen):
+            properties[key] = {"type": "number"}
+        else:
+            texts = [str(v) for v in seen]
+            distinct = set(texts)
+            if len(distinct) <= ENUM_MAX and len(texts) >= 2 * len(distinct) and len(texts) >= 10:
+                properties[key] = {"enum": sorted(distinct)}
+            else:
+                properties[key] = {"type": "string"}
+    required = [k for k, seen in values.items() if len(seen) >= REQUIRED_SHARE * len(records)]
+    return {"type": "object", "properties": properties, "required": required}

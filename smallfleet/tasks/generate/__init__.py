@@ -14,10 +14,15 @@ from smallfleet.tasks.generate.settings import GenerateSettings
 from smallfleet.tasks.kind import QualityTable, TaskKind
 
 
+GENERATE_PRIOR = 0.3
+"""The audit's score of free text: another kind must fit more than this share of answers to win."""
+
+
 class GenerateKind(TaskKind):
     name = "generate"
     summary = "text -> text, LoRA on a small LLM"
     settings_class = GenerateSettings
+    cpu_seconds_per_answer = 2.0
     settings_key = "generation"
     default_base = "smollm2-135m"
     fields = ("text", "output")
@@ -57,6 +62,15 @@ class GenerateKind(TaskKind):
         if not answer.strip():
             raise DataError(f"an answer for task {manifest['name']!r} must be a non-empty text")
         return answer.strip()
+
+    def looks_like(self, inputs: list[str], answers: list[str]) -> float:
+        """Any text: a fixed score, so a cluster is generation when no narrower kind fits better."""
+        return GENERATE_PRIOR if answers else 0.0
+
+    def distill_rows(self, inputs: list[str], answers: list[str], folder: Path) -> tuple[list[dict], dict]:
+        """`{input, output}` rows: the frontier's text kept as it is."""
+        rows = [{"input": i, "output": a} for i, a in zip(inputs, answers, strict=True) if a.strip()]
+        return rows, {"fields": {"text": "input", "output": "output"}}
 
     def quality_table(self, metrics: dict) -> QualityTable:
         rows = [[name, metrics[key]] for key, name in (("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L"))
