@@ -9,11 +9,12 @@ fleet on that log; an admin key signs in over HTTP like a browser, and each page
 so no fetch comes from the console's page cache, and 0.3 s apart, slower than the console's
 pace for a session, so none waits its turn). Then chat completions are timed alone, while
 another client reloads the same console pages without pause (served from the cache), while it
-loads a new URL every time without pause (every page built by the console's process), and alone
-again: the ratios to the two alone runs say how much the console slows the request path (the
-poller asks without pause; the gateway makes it wait its turn, at a person's pace).
+and while it loads a new URL every time without pause (every page built by the console's process),
+the phases interleaved over `--rounds` rounds so the shared machine's changing load weighs on
+each alike: the ratios to alone say how much the console slows the request path (the poller
+asks without pause; the gateway makes it wait its turn, at a person's pace).
 
-    python bench/console.py --fleet runs/quickstart [--rows 100000] [--repeat 20]
+    python bench/console.py --fleet runs/quickstart [--rows 100000] [--repeat 20] [--chats 300] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -105,12 +106,21 @@ def chat_latencies(base: str, key: str, task: str, n: int) -> list[float]:
     return out
 
 
-def poll_console(base: str, cookies: dict, polled: list[str], distinct: bool, stop, loaded) -> None:
-    """Load console pages without pause until `stop`: the same few URLs, or a URL never asked before each time."""
+PHASES = ["alone", "polling cached pages", "polling new URLs"]
+
+
+def poll_console(base: str, cookies: dict, polled: list[str], mode, stop, idle, loaded) -> None:
+    """Until `stop`, load console pages without pause while `mode` is 1 (the same few URLs) or 2 (a URL never
+    asked before each time); idle while it is 0."""
     with httpx.Client(base_url=base, cookies=cookies, timeout=60) as c:
         n = 0
         while not stop.is_set():
-            path = polled[n % len(polled)] + (f"?poll={n}" if distinct else "")
+            if mode.value == 0:
+                idle.set()
+                time.sleep(0.02)
+                continue
+            idle.clear()
+            path = polled[n % len(polled)] + (f"?poll={n}" if mode.value == 2 else "")
             r = c.get(path)
             assert r.status_code == 200, (path, r.status_code)
             n += 1
@@ -123,6 +133,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000, help="Request rows in the log.")
     parser.add_argument("--repeat", type=int, default=20, help="Fetches of each page.")
     parser.add_argument("--chats", type=int, default=300, help="Chat completions timed in each phase.")
+    parser.add_argument("--rounds", type=int, default=5, help="Rounds of the three phases, interleaved.")
     args = parser.parse_args()
     console = Console()
     tasks = list(fleet_index(args.fleet)["tasks"])
@@ -170,28 +181,28 @@ def main() -> None:
         chat_latencies(base, client_key, tasks[0], 10)  # warm-up
         polled = ["/ui", "/ui/tasks", "/ui/reviews", "/ui/requests", "/ui/versions"]
 
-        def under_load(distinct: bool) -> tuple[list[float], int]:
-            """Chat latencies while another client (its own process: no interpreter lock shared with the timed
-            client) loads console pages without pause."""
-            ctx = multiprocessing.get_context("spawn")
-            stop, loaded = ctx.Event(), ctx.Value("i", 0)
-            cookies = dict(browser.cookies)
-            poller = ctx.Process(target=poll_console, args=(base, cookies, polled, distinct, stop, loaded))
-            poller.start()
-            while loaded.value < 2 * len(polled):  # the poller running (its pages cached) before timing starts
-                assert poller.is_alive(), "the console poller failed"
-                time.sleep(0.2)
-            try:
-                first = loaded.value
-                return chat_latencies(base, client_key, tasks[0], args.chats), loaded.value - first
-            finally:
-                stop.set()
-                poller.join(timeout=60)
-
-        phases = {"alone": (chat_latencies(base, client_key, tasks[0], args.chats), 0)}
-        phases["polling cached pages"] = under_load(False)
-        phases["polling new URLs"] = under_load(True)
-        phases["alone again"] = (chat_latencies(base, client_key, tasks[0], args.chats), 0)
+        ctx = multiprocessing.get_context("spawn")  # the poller: its own process, no lock shared with the timer
+        mode, stop, idle, loaded = ctx.Value("i", 0), ctx.Event(), ctx.Event(), ctx.Value("i", 0)
+        poller = ctx.Process(target=poll_console, args=(base, dict(browser.cookies), polled, mode, stop, idle, loaded))
+        poller.start()
+        phases: dict[str, tuple[list[float], int]] = {name: ([], 0) for name in PHASES}
+        per_round = max(1, args.chats // args.rounds)
+        try:
+            for r in range(args.rounds):  # phases interleaved, so the shared machine's load weighs on each alike
+                for name in PHASES[r % 3 :] + PHASES[: r % 3]:
+                    mode.value, first = PHASES.index(name), loaded.value
+                    while mode.value and loaded.value < first + len(polled):  # polling (and its pages cached)
+                        assert poller.is_alive(), "the console poller failed"
+                        time.sleep(0.1)
+                    first = loaded.value
+                    times = chat_latencies(base, client_key, tasks[0], per_round)
+                    phases[name] = (phases[name][0] + times, phases[name][1] + loaded.value - first)
+                    mode.value = 0
+                    idle.clear()
+                    idle.wait(60)  # the poller idle, its last page answered
+        finally:
+            stop.set()
+            poller.join(timeout=60)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -205,7 +216,7 @@ def main() -> None:
     def pct(values: list[float], q: float) -> float:
         return round(sorted(values)[int(q * (len(values) - 1))], 1)
 
-    baseline = phases["alone"][0] + phases["alone again"][0]
+    baseline = phases["alone"][0]
     base50, base99 = pct(baseline, 0.5), pct(baseline, 0.99)
     chat = {}
     chat_table = Table(title=f"chat completions (local answers), {args.chats} per phase")
@@ -217,7 +228,6 @@ def main() -> None:
         chat[name] = row
         chat_table.add_row(name, f"{row['p50_ms']}", f"{row['p99_ms']}", f"x{row['p50_ratio']}", f"x{row['p99_ratio']}",
                            str(pages_loaded))  # fmt: skip
-    chat["alone, both runs"] = {"p50_ms": base50, "p99_ms": base99}
     console.print(chat_table)
     payload = {"machine": machine(fleet=str(args.fleet), tasks=tasks), "rows": args.rows, "repeat": args.repeat,
                "pages": results, "chat": chat}  # fmt: skip
@@ -229,7 +239,7 @@ def main() -> None:
             + "".join(f"| `{p}` | {r['median_ms']} | {r['p95_ms']} |\n" for p, r in results.items())
             + f"\nSlowest p95: `{slowest[0]}` {slowest[1]['p95_ms']} ms (every fetch a new URL, so built, not cached).\n\n"
             f"Chat completions (local answers), {args.chats} per phase, while another client loads console pages "
-            "without pause; ratios against both alone phases together "
+            f"without pause ({args.rounds} rounds of the three phases, interleaved); ratios against alone "
             f"(p50 {base50} ms, p99 {base99} ms):\n\n"
             "| phase | p50 ms | p99 ms | p50 / alone | p99 / alone | console pages meanwhile |\n|---|---|---|---|---|---|\n"
             + "".join(f"| {n} | {c['p50_ms']} | {c['p99_ms']} | x{c['p50_ratio']} | x{c['p99_ratio']} | {c['console_pages']} |\n"
