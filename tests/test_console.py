@@ -14,6 +14,7 @@ import shutil
 import sqlite3
 import re
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -251,6 +252,7 @@ def test_pages_are_kept_for_the_session_until_it_answers_a_review(served):
         db = Database(f"sqlite:///{db_file}")
         with db.engine.begin() as conn:  # two items join the queue behind the gateway's back
             ids = [conn.execute(db.reviews.insert(), {"request_id": f"chatcmpl-cache{i}", "task": "review_sentiment",
+                                                      "created_at": datetime.now(UTC),
                                                       "input": f"kept page test {i}", "guess": None, "confidence": 0.2,
                                                       "status": "pending"}).inserted_primary_key[0] for i in (1, 2)]  # fmt: skip
         db.close()
