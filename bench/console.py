@@ -5,24 +5,29 @@ A throwaway SQLite log is filled with `--rows` synthetic requests spread over th
 week (the fleet's tasks; a quarter escalated to a priced tier, a few errors), 2% of them
 audited and a few hundred pending review items. A real `smallfleet serve` process serves the
 fleet on that log; an admin key signs in over HTTP like a browser, and each page is fetched
-`--repeat` times (time to the last byte, measured by the client). Then chat completions are
-timed alone and again while another client loads console pages without pause: the ratio
-says how much the console slows the request path.
+`--repeat` times (time to the last byte, measured by the client; each fetch with its own URL,
+so no fetch comes from the console's page cache, and 0.3 s apart, slower than the console's
+pace for a session, so none waits its turn). Then chat completions are timed alone, while
+another client reloads the same console pages without pause (served from the cache), while it
+and while it loads a new URL every time without pause (every page built by the console's process),
+the phases interleaved over `--rounds` rounds so the shared machine's changing load weighs on
+each alike: the ratios to alone say how much the console slows the request path (the poller
+asks without pause; the gateway makes it wait its turn, at a person's pace).
 
-    python bench/console.py --fleet runs/quickstart [--rows 100000] [--repeat 20]
+    python bench/console.py --fleet runs/quickstart [--rows 100000] [--repeat 20] [--chats 300] [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import random
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -79,9 +84,10 @@ def fill(db: Database, tasks: list[str], rows: int, seed: int = 0) -> str:
 
 def timed(client: httpx.Client, path: str, repeat: int) -> dict:
     times = []
-    for _ in range(repeat):
+    for i in range(repeat):
+        time.sleep(0.3)  # slower than the console's pace (builder.PAGES_PER_SECOND): no fetch waits its turn
         started = time.perf_counter()
-        r = client.get(path)
+        r = client.get(path + ("&" if "?" in path else "?") + f"fetch={i}")  # a URL of its own: built, not cached
         times.append(1000 * (time.perf_counter() - started))
         assert r.status_code == 200, (path, r.status_code, r.text[:300])
     times.sort()
@@ -100,12 +106,34 @@ def chat_latencies(base: str, key: str, task: str, n: int) -> list[float]:
     return out
 
 
+PHASES = ["alone", "polling cached pages", "polling new URLs"]
+
+
+def poll_console(base: str, cookies: dict, polled: list[str], mode, stop, idle, loaded) -> None:
+    """Until `stop`, load console pages without pause while `mode` is 1 (the same few URLs) or 2 (a URL never
+    asked before each time); idle while it is 0."""
+    with httpx.Client(base_url=base, cookies=cookies, timeout=60) as c:
+        n = 0
+        while not stop.is_set():
+            if mode.value == 0:
+                idle.set()
+                time.sleep(0.02)
+                continue
+            idle.clear()
+            path = polled[n % len(polled)] + (f"?poll={n}" if mode.value == 2 else "")
+            r = c.get(path)
+            assert r.status_code == 200, (path, r.status_code)
+            n += 1
+            loaded.value = n
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fleet", type=Path, default=ROOT / "runs" / "quickstart", help="A trained fleet folder.")
     parser.add_argument("--rows", type=int, default=100_000, help="Request rows in the log.")
     parser.add_argument("--repeat", type=int, default=20, help="Fetches of each page.")
-    parser.add_argument("--chats", type=int, default=100, help="Chat completions timed alone and under console load.")
+    parser.add_argument("--chats", type=int, default=300, help="Chat completions timed in each phase.")
+    parser.add_argument("--rounds", type=int, default=5, help="Rounds of the three phases, interleaved.")
     args = parser.parse_args()
     console = Console()
     tasks = list(fleet_index(args.fleet)["tasks"])
@@ -151,22 +179,30 @@ def main() -> None:
         results = {path: timed(browser, path, args.repeat) for path in pages}
 
         chat_latencies(base, client_key, tasks[0], 10)  # warm-up
-        alone = chat_latencies(base, client_key, tasks[0], args.chats)
-        stop = threading.Event()
-        loaded = {"pages": 0}
+        polled = ["/ui", "/ui/tasks", "/ui/reviews", "/ui/requests", "/ui/versions"]
 
-        def load_console():
-            with httpx.Client(base_url=base, cookies=browser.cookies, timeout=60) as c:
-                while not stop.is_set():
-                    for path in ("/ui", "/ui/tasks", "/ui/requests"):
-                        c.get(path)
-                        loaded["pages"] += 1
-
-        loader = threading.Thread(target=load_console)
-        loader.start()
-        busy = chat_latencies(base, client_key, tasks[0], args.chats)
-        stop.set()
-        loader.join()
+        ctx = multiprocessing.get_context("spawn")  # the poller: its own process, no lock shared with the timer
+        mode, stop, idle, loaded = ctx.Value("i", 0), ctx.Event(), ctx.Event(), ctx.Value("i", 0)
+        poller = ctx.Process(target=poll_console, args=(base, dict(browser.cookies), polled, mode, stop, idle, loaded))
+        poller.start()
+        phases: dict[str, tuple[list[float], int]] = {name: ([], 0) for name in PHASES}
+        per_round = max(1, args.chats // args.rounds)
+        try:
+            for r in range(args.rounds):  # phases interleaved, so the shared machine's load weighs on each alike
+                for name in PHASES[r % 3 :] + PHASES[: r % 3]:
+                    mode.value, first = PHASES.index(name), loaded.value
+                    while mode.value and loaded.value < first + len(polled):  # polling (and its pages cached)
+                        assert poller.is_alive(), "the console poller failed"
+                        time.sleep(0.1)
+                    first = loaded.value
+                    times = chat_latencies(base, client_key, tasks[0], per_round)
+                    phases[name] = (phases[name][0] + times, phases[name][1] + loaded.value - first)
+                    mode.value = 0
+                    idle.clear()
+                    idle.wait(60)  # the poller idle, its last page answered
+        finally:
+            stop.set()
+            poller.join(timeout=60)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -177,14 +213,22 @@ def main() -> None:
     for path, r in results.items():
         table.add_row(path, f"{r['median_ms']:.1f}", f"{r['p95_ms']:.1f}", f"{r['max_ms']:.1f}", f"{r['bytes'] / 1024:.0f}")
     console.print(table)
-    chat = {"alone_p50_ms": round(statistics.median(alone), 1), "under_console_load_p50_ms": round(statistics.median(busy), 1),
-            "alone_p95_ms": round(sorted(alone)[int(0.95 * (len(alone) - 1))], 1),
-            "under_console_load_p95_ms": round(sorted(busy)[int(0.95 * (len(busy) - 1))], 1),
-            "console_pages_loaded_meanwhile": loaded["pages"]}  # fmt: skip
-    chat["p50_ratio"] = round(chat["under_console_load_p50_ms"] / chat["alone_p50_ms"], 2)
-    console.print(f"chat completion p50 {chat['alone_p50_ms']} ms alone, {chat['under_console_load_p50_ms']} ms while "
-                  f"{loaded['pages']} console pages loaded (x{chat['p50_ratio']}); p95 {chat['alone_p95_ms']} / "
-                  f"{chat['under_console_load_p95_ms']} ms")  # fmt: skip
+    def pct(values: list[float], q: float) -> float:
+        return round(sorted(values)[int(q * (len(values) - 1))], 1)
+
+    baseline = phases["alone"][0]
+    base50, base99 = pct(baseline, 0.5), pct(baseline, 0.99)
+    chat = {}
+    chat_table = Table(title=f"chat completions (local answers), {args.chats} per phase")
+    for col in ("phase", "p50 ms", "p99 ms", "p50 / alone", "p99 / alone", "console pages meanwhile"):
+        chat_table.add_column(col)
+    for name, (times, pages_loaded) in phases.items():
+        row = {"p50_ms": pct(times, 0.5), "p99_ms": pct(times, 0.99), "console_pages": pages_loaded}
+        row["p50_ratio"], row["p99_ratio"] = round(row["p50_ms"] / base50, 2), round(row["p99_ms"] / base99, 2)
+        chat[name] = row
+        chat_table.add_row(name, f"{row['p50_ms']}", f"{row['p99_ms']}", f"x{row['p50_ratio']}", f"x{row['p99_ratio']}",
+                           str(pages_loaded))  # fmt: skip
+    console.print(chat_table)
     payload = {"machine": machine(fleet=str(args.fleet), tasks=tasks), "rows": args.rows, "repeat": args.repeat,
                "pages": results, "chat": chat}  # fmt: skip
     path = write_json("console", payload)
@@ -193,9 +237,13 @@ def main() -> None:
             f"per page, time to the last byte from a client on loopback, {payload['machine']['cpu_count']} cores.\n\n"
             "| page | median ms | p95 ms |\n|---|---|---|\n"
             + "".join(f"| `{p}` | {r['median_ms']} | {r['p95_ms']} |\n" for p, r in results.items())
-            + f"\nSlowest p95: `{slowest[0]}` {slowest[1]['p95_ms']} ms. Chat completions (local answers) p50 "
-            f"{chat['alone_p50_ms']} ms alone and {chat['under_console_load_p50_ms']} ms while another client loaded "
-            f"{loaded['pages']} console pages without pause (x{chat['p50_ratio']}).")  # fmt: skip
+            + f"\nSlowest p95: `{slowest[0]}` {slowest[1]['p95_ms']} ms (every fetch a new URL, so built, not cached).\n\n"
+            f"Chat completions (local answers), {args.chats} per phase, while another client loads console pages "
+            f"without pause ({args.rounds} rounds of the three phases, interleaved); ratios against alone "
+            f"(p50 {base50} ms, p99 {base99} ms):\n\n"
+            "| phase | p50 ms | p99 ms | p50 / alone | p99 / alone | console pages meanwhile |\n|---|---|---|---|---|---|\n"
+            + "".join(f"| {n} | {c['p50_ms']} | {c['p99_ms']} | x{c['p50_ratio']} | x{c['p99_ratio']} | {c['console_pages']} |\n"
+                      for n, c in chat.items() if "p50_ratio" in c))  # fmt: skip
     update_results("console", body)
     console.print(f"wrote {path}")
     print(json.dumps(payload["pages"]))

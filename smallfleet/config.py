@@ -78,6 +78,9 @@ class ServingSpec:
     stronger tiers more often (0 = always the cheapest, 1 = always the most expensive)."""
     drift_every: float = 300.0
     """Seconds between the gateway's drift checks (exported on /metrics, computed in the background); 0 = none."""
+    console_cache_seconds: float = 3.0
+    """Seconds a console page is kept for the session that loaded it (cleared by any answer, promotion or rollback
+    given in the console); 0 = every load builds the page again."""
 
     def __post_init__(self) -> None:
         if min(self.cpu_hour_usd, self.gpu_hour_usd) < 0 or self.max_request_bytes < 1024 or self.max_tokens < 1:
@@ -86,6 +89,8 @@ class ServingSpec:
             raise ConfigError(f"serving: audit_rate must be in [0, 1], got {self.audit_rate}")
         if self.drift_every < 0:
             raise ConfigError(f"serving: drift_every must not be negative, got {self.drift_every}")
+        if self.console_cache_seconds < 0:
+            raise ConfigError(f"serving: console_cache_seconds must not be negative, got {self.console_cache_seconds}")
         if self.max_pending_reviews < 1:
             raise ConfigError(f"serving: max_pending_reviews must be at least 1, got {self.max_pending_reviews}")
         if self.log_inputs not in LOG_INPUTS:

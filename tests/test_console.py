@@ -2,7 +2,8 @@
 the overview's counts against the request log, answering a classify and an extract review
 item in the browser (they come out of `review export`), roles (a reviewer cannot promote,
 an admin can), CSRF, and no console error on any page. Screenshots of every page go to the
-test's output folder.
+test's output folder. Pages come from a lower-priority process of the gateway and are kept
+for the session a few seconds, except that an answer given in the console shows at once.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ import json
 import random
 import shutil
 import sqlite3
+import re
 import time
+from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import openai
@@ -78,7 +82,7 @@ def served(console_fleet, tmp_path_factory):
     keys = {role: create_key(db, role, role) for role in ("client", "reviewer", "admin")}
     db.close()
     args = ["--db", f"sqlite:///{db_file}", "--threshold", "support_ticket=0", "--threshold", "review_sentiment=2",
-            "--threshold", "orders=2"]  # fmt: skip
+            "--threshold", "orders=2", "--console-cache-seconds", "10"]  # fmt: skip
     with GatewayProcess(console_fleet, *args) as gw:
         client = openai.OpenAI(base_url=gw.base_url, api_key=keys["client"], max_retries=0)
         for model, texts in (("support_ticket", TICKETS), ("review_sentiment", REVIEWS), ("orders", ORDERS)):
@@ -226,3 +230,50 @@ def test_a_reviewer_cannot_promote_and_an_admin_can(served, browser, console_fle
         driver.refresh()
     driver.save_screenshot(str(tmp_path.parent / "console-versions-admin.png"))
     assert console_errors(driver) == []
+
+
+def builder_niceness(gw) -> list[int]:
+    """The niceness of each process the gateway started (the console's builder among them)."""
+    pid = gw.proc.pid
+    children = [c for t in Path(f"/proc/{pid}/task").iterdir() for c in (t / "children").read_text().split()]
+    return [int(Path(f"/proc/{c}/stat").read_text().rsplit(")", 1)[1].split()[16]) for c in children]
+
+
+def test_pages_are_kept_for_the_session_until_it_answers_a_review(served):
+    from smallfleet.store import Database
+
+    gw, db_file, keys = served
+    page = "/ui/reviews?task=review_sentiment"
+    with httpx.Client(base_url=url(gw, ""), timeout=120) as c:
+        csrf = re.search(r'name="csrf" value="([^"]+)"', c.get("/ui/signin").text)[1]
+        assert c.post("/ui/signin", data={"csrf": csrf, "key": keys["reviewer"], "next": page}).status_code == 303
+        before = c.get(page)
+        assert before.status_code == 200
+        db = Database(f"sqlite:///{db_file}")
+        with db.engine.begin() as conn:  # two items join the queue behind the gateway's back
+            ids = [conn.execute(db.reviews.insert(), {"request_id": f"chatcmpl-cache{i}", "task": "review_sentiment",
+                                                      "created_at": datetime.now(UTC),
+                                                      "input": f"kept page test {i}", "guess": None, "confidence": 0.2,
+                                                      "status": "pending"}).inserted_primary_key[0] for i in (1, 2)]  # fmt: skip
+        db.close()
+        kept = c.get(page)
+        assert kept.text == before.text and "kept page test" not in kept.text  # the session's page, kept
+        assert "kept page test 1" in c.get(page + "&other=1").text  # another URL is built now
+        csrf = re.search(r'name="csrf" value="([^"]+)"', kept.text)[1]
+        label = re.search(r'<button type="submit" name="answer" value="([^"]+)"', c.get(page + "&other=1").text)[1]
+        answered = c.post(f"/ui/reviews/{ids[0]}", data={"csrf": csrf, "widget": "choice", "task": "review_sentiment",
+                                                         "answer": label})  # fmt: skip
+        assert answered.status_code == 303 and f"recorded%20{label}" in answered.headers["location"]
+        after = c.get(page).text  # the page the answer came from: the answer shows at once
+        assert f'id="review-{ids[0]}"' not in after and f'id="review-{ids[1]}"' in after
+    assert 10 in builder_niceness(gw)  # pages were built in the gateway's lower-priority builder process
+
+
+def test_a_session_asking_faster_than_a_person_reads_waits_its_turn():
+    from smallfleet.serve.console.builder import Pacer
+
+    pacer = Pacer(rate=4, burst=3)
+    assert [pacer.delay("a") for _ in range(3)] == [0, 0, 0]  # the burst
+    waits = [pacer.delay("a") for _ in range(3)]
+    assert all(0.25 * (i + 1) - 0.05 < w <= 0.25 * (i + 1) for i, w in enumerate(waits))  # a quarter second apart
+    assert pacer.delay("b") == 0  # another session is not held up

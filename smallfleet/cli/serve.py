@@ -53,11 +53,15 @@ from smallfleet.store.journal import JOURNAL_FOLDER
               "`auto`, go to the cheapest tier predicted good enough (replaces the fleet's serving.triage).")
 @click.option("--willingness-to-pay", type=click.FloatRange(0, 1), help="Predicted quality a cheaper tier needs "
               "to be chosen by triage; higher pays for stronger tiers more often (replaces the fleet's).")
+@click.option("--console-cache-seconds", type=click.FloatRange(min=0), help="Seconds a console page is kept for "
+              "the session that loaded it (an answer, promotion or rollback clears them); 0 = none [default: the "
+              "fleet's serving.console_cache_seconds, 3].")
 @runtime_option
 @click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shadows, escalate_url, escalate_model, escalate_key_env, escalate_input_price,
             escalate_output_price, escalate_timeout, escalate_retries, cpu_hour_usd, audit_rate, max_pending_reviews,
-            journal_fsync, log_inputs, triage, willingness_to_pay, drift_every, runtime, log_level):  # fmt: skip
+            journal_fsync, log_inputs, triage, willingness_to_pay, drift_every, console_cache_seconds, runtime,
+            log_level):  # fmt: skip
     """Serve FLEET (a folder made by `smallfleet train`, or one specialist folder) over HTTP.
 
     \b
@@ -124,7 +128,7 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
                                         retries=escalate_retries))  # fmt: skip
     flags = {"cpu_hour_usd": cpu_hour_usd, "audit_rate": audit_rate, "max_pending_reviews": max_pending_reviews,
              "journal_fsync": journal_fsync, "log_inputs": log_inputs, "willingness_to_pay": willingness_to_pay,
-             "drift_every": drift_every}  # fmt: skip
+             "drift_every": drift_every, "console_cache_seconds": console_cache_seconds}  # fmt: skip
     served.serving = replace(served.serving, **{k: v for k, v in flags.items() if v is not None})  # flags given win
     if triage:
         with console.status("loading the triage model"):

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from smallfleet.serve.console.access import ConsoleAccess
-from smallfleet.serve.console.pages import ConsolePages
+from smallfleet.serve.console.builder import Console
 from smallfleet.serve.console.routes import router as console_router
 from smallfleet.serve.drift import DriftMonitor
 from smallfleet.serve.fleet import ServedFleet
@@ -57,7 +57,7 @@ def create_app(fleet: ServedFleet, db: Database, loopback: bool = False) -> Fast
         tiers = build_tiers(fleet.tiers, TierContext(client, db, fleet.serving.max_pending_reviews))
         app.state.gateway = gateway = Gateway(fleet, tiers, ledger, GatewayMetrics())
         app.state.keys = KeyCheck(db)
-        app.state.console = ConsolePages(fleet, db, [t.name for t in tiers])
+        app.state.console = Console(fleet, db, [t.name for t in tiers], fleet.serving.console_cache_seconds)
         app.state.console_access = ConsoleAccess(app.state.keys, open_without_keys=loopback)
         await gateway.auditor.start(list(fleet.tasks.values()))
         watcher = asyncio.get_running_loop().create_task(FleetWatcher(fleet).run())
@@ -73,6 +73,7 @@ def create_app(fleet: ServedFleet, db: Database, loopback: bool = False) -> Fast
                 drift.cancel()
             await gateway.auditor.close()
             await gateway.shadow.close()
+            app.state.console.close()
             await client.aclose()
             ledger.close()
             fleet.close()

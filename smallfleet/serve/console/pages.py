@@ -1,7 +1,7 @@
 """The console's pages: what each shows, read from the request log (aggregated in SQL, see
 `store/activity.py`), the fleet as served, its versions and the review queue, rendered with
-Jinja2. Every method here blocks on the database, so the routes run them on a worker thread
-and the gateway's event loop never waits for a page.
+Jinja2. Every method here blocks on the database and takes the served fleet as a `FleetView`,
+so pages are built in a separate process (`builder.py`) and the gateway never waits for one.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from smallfleet.flywheel.versions import list_versions, promote, rollback
 from smallfleet.flywheel.drift import rate_test
 from smallfleet.report.live import live_quality
 from smallfleet.serve.console import charts
-from smallfleet.serve.fleet import ServedFleet
 from smallfleet.store import Database
 from smallfleet.store import activity
 from smallfleet.store.reviews import PENDING, items, pending_counts
-from smallfleet.tasks import SavedTask, get_kind
+from smallfleet.serve.console.view import FleetView
+from smallfleet.tasks import SavedTask
 from smallfleet.tasks.kind import AnswerForm
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -44,31 +44,29 @@ def environment() -> Environment:
 
 
 class ConsolePages:
-    """Builds each page of the console for one served fleet and its database."""
+    """Builds each page of the console from its database, for the served fleet each method is given."""
 
-    def __init__(self, fleet: ServedFleet, db: Database, tiers: list[str]):
-        self.fleet = fleet
+    def __init__(self, db: Database):
         self.db = db
-        self.tiers = tiers
         self.env = environment()
 
-    def render(self, template: str, **context) -> str:
-        return self.env.get_template(template).render(fleet=self.fleet.name, tiers=self.tiers, **context)
+    def render(self, fleet: FleetView, template: str, **context) -> str:
+        return self.env.get_template(template).render(fleet=fleet.name, tiers=list(fleet.tiers), **context)
 
-    def saved_task(self, name: str) -> SavedTask:
+    @staticmethod
+    def saved_task(fleet: FleetView, name: str) -> SavedTask:
         """The served version of task `name`, as the review code path wants it.
 
         Raises:
             ConfigError: the task is not served here.
         """
-        task = self.fleet.tasks.get(name)
+        task = fleet.tasks.get(name)
         if task is None:
-            raise ConfigError(f"task {name!r} is not served by this gateway (tasks: {', '.join(self.fleet.tasks)})")
-        s = task.specialist
-        return SavedTask(s.folder, s.manifest, get_kind(s.kind))
+            raise ConfigError(f"task {name!r} is not served by this gateway (tasks: {', '.join(fleet.tasks)})")
+        return task.saved_task()
 
     # --- overview -----------------------------------------------------------------------------------------
-    def overview(self) -> dict:
+    def overview(self, fleet: FleetView) -> dict:
         now = datetime.now(UTC)
         windows = {name: activity.totals(self.db, now - span) for name, span in WINDOWS.items()}
         windows["all time"] = activity.totals(self.db)
@@ -99,9 +97,9 @@ class ConsolePages:
                 "pending": sum(pending_counts(self.db).values())}  # fmt: skip
 
     # --- tasks --------------------------------------------------------------------------------------------
-    def tasks(self) -> dict:
+    def tasks(self, fleet: FleetView) -> dict:
         now = datetime.now(UTC)
-        live = live_quality(self.db, self.fleet.folder)
+        live = live_quality(self.db, fleet.folder)
         first = (now - timedelta(days=DAYS_PLOTTED - 1)).strftime("%Y-%m-%d")
         day_labels = [(now - timedelta(days=DAYS_PLOTTED - 1 - i)).strftime("%Y-%m-%d") for i in range(DAYS_PLOTTED)]
         daily: dict[str, dict[str, dict]] = {}
@@ -109,16 +107,14 @@ class ConsolePages:
             daily.setdefault(row["task"], {})[row["day"]] = row
         pending = pending_counts(self.db)
         out = []
-        for name, task in self.fleet.tasks.items():
+        for name, task in fleet.tasks.items():
             days = daily.get(name, {})
             last = days.get(now.strftime("%Y-%m-%d"), {"requests": 0, "escalated": 0})
             expected = 1 - task.coverage  # the share of validation below the threshold
             rates = [(days[d]["escalation_rate"] if d in days else 0.0) for d in day_labels]
             out.append({
-                "name": name, "kind": task.specialist.kind, "version": task.version, "threshold": task.threshold,
-                "coverage": task.coverage, "target": task.target,
-                "promise": task.guarantee.describe() if task.guarantee else
-                f"accept confidence >= {task.threshold:.3f} (set by hand)",
+                "name": name, "kind": task.kind, "version": task.version, "threshold": task.threshold,
+                "coverage": task.coverage, "target": task.target, "promise": task.promise,
                 "live": live.get(name), "pending": pending.get(name, 0),
                 "drift": escalation_drift(last["escalated"], last["requests"], expected),  # quick; `smallfleet drift`: all
                 "today": last, "week": {k: sum(d.get(k, 0) for d in days.values()) for k in ("requests", "escalated")},
@@ -129,16 +125,16 @@ class ConsolePages:
         return {"tasks": out}
 
     # --- review queue -------------------------------------------------------------------------------------
-    def reviews(self, task: str | None = None) -> dict:
+    def reviews(self, fleet: FleetView, task: str | None = None) -> dict:
         shown = []
         for item in items(self.db, PENDING, task, limit=REVIEWS_SHOWN):
-            form = self.saved_task(item["task"]).answer_form(item["guess"]) if item["task"] in self.fleet.tasks \
+            form = self.saved_task(fleet, item["task"]).answer_form(item["guess"]) if item["task"] in fleet.tasks \
                 else AnswerForm("text", value=item["guess"] or "")  # fmt: skip
             shown.append({**item, "form": form})
         counts = pending_counts(self.db)
         return {"items": shown, "counts": counts, "total": sum(counts.values()), "task": task}
 
-    def answer(self, item_id: int, form: dict[str, str], reviewer: str | None) -> dict:
+    def answer(self, fleet: FleetView, item_id: int, form: dict[str, str], reviewer: str | None) -> dict:
         """Record a review answer posted from the console, through the same code path as `review answer`.
 
         Raises:
@@ -149,16 +145,17 @@ class ConsolePages:
         if form.get("widget") == "record":  # the filled fields as one JSON object, the task checks it
             answer = json.dumps({k[6:]: v for k, v in form.items() if k.startswith("field.") and v.strip()},
                                 ensure_ascii=False)  # fmt: skip
-        return answer_review(self.db, self.saved_task, item_id, answer, reviewer, pending_only=True)
+        return answer_review(self.db, lambda name: self.saved_task(fleet, name), item_id, answer, reviewer,
+                             pending_only=True)  # fmt: skip
 
     # --- requests -----------------------------------------------------------------------------------------
-    def requests(self, task: str | None, tier: str | None, escalated: bool | None, errors: bool,
+    def requests(self, fleet: FleetView, task: str | None, tier: str | None, escalated: bool | None, errors: bool,
                  before: int | None) -> dict:  # fmt: skip
         rows = activity.page(self.db, PAGE_ROWS, before, task, tier, escalated, errors)
-        return {"rows": rows, "older": rows[-1]["id"] if len(rows) == PAGE_ROWS else None, "tasks": list(self.fleet.tasks),
+        return {"rows": rows, "older": rows[-1]["id"] if len(rows) == PAGE_ROWS else None, "tasks": list(fleet.tasks),
                 "filters": {"task": task or "", "tier": tier or "", "escalated": escalated, "errors": errors}}  # fmt: skip
 
-    def request(self, request_id: str) -> dict:
+    def request(self, fleet: FleetView, request_id: str) -> dict:
         """One request's detail. Raises ConfigError when the log has no such request."""
         found = activity.request_detail(self.db, request_id)
         if found is None:
@@ -168,22 +165,22 @@ class ConsolePages:
         return found
 
     # --- versions -----------------------------------------------------------------------------------------
-    def versions(self) -> dict:
-        found = list_versions(self.fleet.folder)
+    def versions(self, fleet: FleetView) -> dict:
+        found = list_versions(fleet.folder)
         for versions in found.values():
             for v in versions:
-                gate = self.fleet.folder / v["folder"] / "GATE.md"
+                gate = fleet.folder / v["folder"] / "GATE.md"
                 v["gate_report"] = gate.read_text(encoding="utf-8") if gate.is_file() else None
                 test = (v.get("metrics") or {}).get("test") or (v.get("metrics") or {}).get("validation") or {}
                 v["score"] = next((f"{k} {test[k]:.3f}" for k in ("accuracy", "f1", "rougeL") if k in test), "-")
-        return {"versions": found, "live": {n: t.version for n, t in self.fleet.tasks.items()}}
+        return {"versions": found, "live": {n: t.version for n, t in fleet.tasks.items()}}
 
-    def promote(self, task: str, version: str) -> str:
-        promote(self.fleet.folder, task, version)
+    def promote(self, fleet: FleetView, task: str, version: str) -> str:
+        promote(fleet.folder, task, version)
         return f"{task}: {version} promoted; the gateway switches to it within seconds"
 
-    def rollback(self, task: str) -> str:
-        version = rollback(self.fleet.folder, task)
+    def rollback(self, fleet: FleetView, task: str) -> str:
+        version = rollback(fleet.folder, task)
         return f"{task}: rolled back to {version}; the gateway switches to it within seconds"
 
 
