@@ -217,7 +217,8 @@ def _acc(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def measure_generate(root: Path, train_rows: int, per_source: int, share: float, seed: int, console: Console) -> dict:
+def measure_generate(root: Path, train_rows: int, rows: int, per_source: int, share: float, seed: int,
+                     console: Console) -> dict:  # fmt: skip
     """Novelty of a DialogSum generate task from the bare base model's input embedding (no adapter: it is not used)."""
     from smallfleet.models.resolve import resolve_base_model
     from smallfleet.models.runtime import choose_runtime, llama_cpp, shared_base
@@ -225,7 +226,8 @@ def measure_generate(root: Path, train_rows: int, per_source: int, share: float,
 
     max_tokens = 512  # generate's default max_length: the input budget of the prompt
     dialogs = lambda split: [r["dialogue"] for r in read_jsonl(root / "dialogsum" / f"{split}.jsonl")]  # noqa: E731
-    train, valid, test = sample(dialogs("train"), train_rows, seed), dialogs("dev"), dialogs("test")
+    train, valid, test = (sample(dialogs("train"), train_rows, seed), sample(dialogs("dev"), rows, seed),
+                          sample(dialogs("test"), rows, seed))  # fmt: skip
     outside = {
         "banking77": sample([r["text"] for r in read_jsonl(root / "banking77" / "test.jsonl")], per_source, seed),
         "sms": sample([r["text"] for r in read_jsonl(root / "sms_spam" / "all.jsonl")], per_source, seed),
@@ -306,6 +308,8 @@ def main() -> None:
                         help="Run only these cases (dialogsum: the generate task; default: banking77 and sms_spam).")
     parser.add_argument("--gen-train", type=int, default=1000, help="DialogSum training dialogues the generate "
                         "case's novelty statistics are fitted on.")
+    parser.add_argument("--gen-rows", type=int, default=500, help="DialogSum dev dialogues (threshold) and test "
+                        "dialogues (in scope) of the generate case.")
     parser.add_argument("--no-update", action="store_true", help="Do not rewrite bench/RESULTS.md.")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -326,7 +330,7 @@ def main() -> None:
 
     only = args.only or ["banking77", "sms_spam"]
     if "dialogsum" in only:
-        gen = measure_generate(root, args.gen_train, n, args.share, args.seed, console)
+        gen = measure_generate(root, args.gen_train, args.gen_rows, n, args.share, args.seed, console)
         env = machine(settings=f"base `smollm2-135m`, seed {args.seed}, {n} out-of-scope texts per source")
         body = render_generate(gen, env)
         Console(width=150).print(body)
