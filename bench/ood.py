@@ -242,8 +242,8 @@ def measure_generate(root: Path, train_rows: int, rows: int, per_source: int, sh
     fit_emb = {"train": embed_inputs(model, tokenizer, train, max_tokens),
                "valid": embed_inputs(model, tokenizer, valid, max_tokens)}  # fmt: skip
     console.print(f"dialogsum: embedded {len(train) + len(valid)} dialogues in {time.perf_counter() - started:.0f} s")
-    runtimes = ["transformers"] + (["llama.cpp"] if llama_cpp.supports(Path(resolved.path) / resolved.gguf_file)
-                                   and resolved.gguf_file else [])  # fmt: skip
+    runtimes = ["transformers"] + (["llama.cpp"] if resolved.gguf_file
+                                   and llama_cpp.supports(Path(resolved.path) / resolved.gguf_file) else [])  # fmt: skip
     out = {"base": resolved.ref, "train_rows": len(train), "valid_rows": len(valid), "n_in": len(test),
            "ood_sources": {s: len(g) for s, g in outside.items()}, "served_runtime": choose_runtime(resolved),
            "methods": {}}  # fmt: skip
