@@ -16,7 +16,17 @@ in-scope answers; and the latency novelty adds to one request.
 
 Specialists are trained once into --work and reused on later runs (delete the folder to retrain).
 
+- generate (`--only dialogsum`): a generate task's novelty is measured on the bare base model's
+  embedding of the input (mean-pooled last hidden state, `embed_inputs`), which the adapter does
+  not change, so no adapter is trained here: one Gaussian (Ledoit-Wolf) is fitted on a seeded
+  sample of DialogSum training dialogues, the threshold set on the DialogSum dev dialogues (at
+  most 5% escalate), and DialogSum test dialogues (in scope) are compared with banking77 test
+  texts, SMS messages and non-banking bitext tickets (out of scope); the fit uses the transformers
+  runtime (as `train` does) and is scored on each runtime that can serve (llama.cpp too, when
+  installed). Written to its own RESULTS.md section (`ood-generate`) and results/ood_generate.json.
+
     OMP_NUM_THREADS=1 python bench/ood.py --epochs 3
+    OMP_NUM_THREADS=1 python bench/ood.py --only dialogsum
 """
 
 from __future__ import annotations
@@ -207,6 +217,84 @@ def _acc(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+def measure_generate(root: Path, train_rows: int, rows: int, per_source: int, share: float, seed: int,
+                     console: Console) -> dict:  # fmt: skip
+    """Novelty of a DialogSum generate task from the bare base model's input embedding (no adapter: it is not used)."""
+    from smallfleet.models.resolve import resolve_base_model
+    from smallfleet.models.runtime import choose_runtime, llama_cpp, shared_base
+    from smallfleet.models.runtime.hf import embed_inputs, load_causal_lm
+
+    max_tokens = 512  # generate's default max_length: the input budget of the prompt
+    dialogs = lambda split: [r["dialogue"] for r in read_jsonl(root / "dialogsum" / f"{split}.jsonl")]  # noqa: E731
+    train, valid, test = (sample(dialogs("train"), train_rows, seed), sample(dialogs("dev"), rows, seed),
+                          sample(dialogs("test"), rows, seed))  # fmt: skip
+    outside = {
+        "banking77": sample([r["text"] for r in read_jsonl(root / "banking77" / "test.jsonl")], per_source, seed),
+        "sms": sample([r["text"] for r in read_jsonl(root / "sms_spam" / "all.jsonl")], per_source, seed),
+        "bitext (non-banking)": sample([r["text"] for r in read_jsonl(root / "bitext_support" / "all.jsonl")
+                                        if r["category"] in BITEXT_UNLIKE_BANKING], per_source, seed),
+    }  # fmt: skip
+    ood_texts = [t for g in outside.values() for t in g]
+    source = np.array([s for s, g in outside.items() for _ in g])
+    resolved = resolve_base_model("smollm2-135m")
+    model, tokenizer = load_causal_lm(resolved)
+    started = time.perf_counter()
+    fit_emb = {"train": embed_inputs(model, tokenizer, train, max_tokens),
+               "valid": embed_inputs(model, tokenizer, valid, max_tokens)}  # fmt: skip
+    console.print(f"dialogsum: embedded {len(train) + len(valid)} dialogues in {time.perf_counter() - started:.0f} s")
+    runtimes = ["transformers"] + (["llama.cpp"] if resolved.gguf_file
+                                   and llama_cpp.supports(Path(resolved.path) / resolved.gguf_file) else [])  # fmt: skip
+    out = {"base": resolved.ref, "train_rows": len(train), "valid_rows": len(valid), "n_in": len(test),
+           "ood_sources": {s: len(g) for s, g in outside.items()}, "served_runtime": choose_runtime(resolved),
+           "methods": {}}  # fmt: skip
+    for runtime in runtimes:
+        if runtime == "transformers":
+            emb_in, emb_ood = embed_inputs(model, tokenizer, test, max_tokens), embed_inputs(model, tokenizer, ood_texts, max_tokens)
+            one = lambda t: embed_inputs(model, tokenizer, t, max_tokens)  # noqa: E731
+        else:
+            base = shared_base(resolved, runtime)
+            emb_in, emb_ood = base.embed(test, max_tokens), base.embed(ood_texts, max_tokens)
+            one = lambda t: base.embed(t, max_tokens)  # noqa: E731
+        for method in METHODS:
+            nm = NoveltyModel.fit(method, fit_emb["train"])
+            info = nm.set_threshold(nm.score(fit_emb["valid"]), share)
+            nov_in, nov_ood = nm.score(emb_in), nm.score(emb_ood)
+            far_in, far_ood = nov_in > nm.threshold, nov_ood > nm.threshold
+            samples = []
+            for text in test[:20]:
+                t0 = time.perf_counter()
+                nm.score(one([text]))
+                samples.append((time.perf_counter() - t0) * 1000)
+            out["methods"][f"{method}/{runtime}"] = {
+                "method": method, "runtime": runtime, "threshold": nm.threshold, "valid_escalated": info["valid_escalated"],
+                "auroc": auroc(nov_in, nov_ood), "fpr95": fpr_at_tpr(nov_in, nov_ood),
+                "escalated_in": rate(far_in), "escalated_ood": rate(far_ood),
+                "by_source": {s: rate(far_ood[source == s]) for s in outside},
+                "p50_ms_per_input": statistics.median(samples),
+            }  # fmt: skip
+            console.print(f"dialogsum {method}/{runtime}: AUROC {auroc(nov_in, nov_ood):.3f}")
+    return out
+
+
+def render_generate(r: dict, env: dict) -> str:
+    lines = [
+        f"Machine: {env['cpu_count']} CPU cores, torch {env['torch']} ({env['threads']} threads), Python {env['python']}; "
+        f"{env['settings']}. Run {env['date']}. No adapter trained (the novelty of a generate task is measured on the "
+        f"bare base model, which the adapter does not change). Fitted on {r['train_rows']} DialogSum training dialogues "
+        f"(transformers runtime, as `train` does); threshold: at most 5% of the {r['valid_rows']} DialogSum dev dialogues "
+        f"escalate. In scope: {r['n_in']} DialogSum test dialogues; out of scope: "
+        + ", ".join(f"{s} {n}" for s, n in r["ood_sources"].items()) + f". `serve` picks runtime {r['served_runtime']} here.",
+        "",
+        "| method / runtime scored on | AUROC | FPR@95 | escalated in-scope | escalated OOD | by source | p50 ms / input |",
+        "|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for key, m in r["methods"].items():
+        parts = ", ".join(f"{s} {v:.0%}" for s, v in m["by_source"].items())
+        lines.append(f"| {key} | {m['auroc']:.3f} | {m['fpr95']:.3f} | {m['escalated_in']:.1%} | {m['escalated_ood']:.1%} "
+                     f"| {parts} | {m['p50_ms_per_input']:.1f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("/tmp/smallfleet-ood-bench"),
@@ -216,7 +304,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--per-source", type=int, default=700, help="Out-of-scope texts drawn from each source.")
     parser.add_argument("--share", type=float, default=0.05, help="novelty_share: most of validation escalated for novelty.")
-    parser.add_argument("--only", choices=["banking77", "sms_spam"], action="append", help="Run only these specialists.")
+    parser.add_argument("--only", choices=["banking77", "sms_spam", "dialogsum"], action="append",
+                        help="Run only these cases (dialogsum: the generate task; default: banking77 and sms_spam).")
+    parser.add_argument("--gen-train", type=int, default=1000, help="DialogSum training dialogues the generate "
+                        "case's novelty statistics are fitted on.")
+    parser.add_argument("--gen-rows", type=int, default=500, help="DialogSum dev dialogues (threshold) and test "
+                        "dialogues (in scope) of the generate case.")
     parser.add_argument("--no-update", action="store_true", help="Do not rewrite bench/RESULTS.md.")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -236,6 +329,17 @@ def main() -> None:
     bitext = [r["text"] for r in read_jsonl(root / "bitext_support" / "all.jsonl") if r["category"] in BITEXT_UNLIKE_BANKING]
 
     only = args.only or ["banking77", "sms_spam"]
+    if "dialogsum" in only:
+        gen = measure_generate(root, args.gen_train, args.gen_rows, n, args.share, args.seed, console)
+        env = machine(settings=f"base `smollm2-135m`, seed {args.seed}, {n} out-of-scope texts per source")
+        body = render_generate(gen, env)
+        Console(width=150).print(body)
+        write_json("ood_generate", {"env": env, **gen})
+        if not args.no_update:
+            update_results("ood-generate", body)
+        only = [o for o in only if o != "dialogsum"]
+        if not only:
+            return
     results, keep, timed = [], {}, None
     if "banking77" in only:
         banking_spec = TaskSpec(name="banking77", train=root / "banking77" / "train.jsonl", settings=settings)

@@ -442,3 +442,38 @@ def test_export_refuses_a_kind_without_an_adapter(tmp_path):
     with pytest.raises(ConfigError, match=r"task kind 'classify' has no adapter to export \(kinds that do: generate\)"):
         get_kind("classify").export_adapter(tmp_path, {"name": "t"}, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+@pytest.mark.parametrize("runtime", ["transformers", "llama.cpp"])
+def test_novelty_from_the_base_models_embedding_of_the_input(runtime, summary_specialist, dialog_data):
+    """Novelty statistics are fitted on the bare base model's embedding of the training inputs; on either runtime,
+    an SMS or a banking question lies farther from them than a held-out dialogue, fails the novelty test, and the
+    answer carries its novelty."""
+    from smallfleet.models.resolve import resolve_base_model
+    from smallfleet.models.runtime import llama_cpp, shared_base
+    from smallfleet.tasks.generate.specialist import GenerateSpecialist, adapter_name
+    from smallfleet.tasks.generate.train import _InMemory
+    from smallfleet.training.artifacts import MANIFEST, read_json
+
+    if runtime == "llama.cpp" and not llama_cpp.available():
+        pytest.skip("llama-cpp-python is not installed (README, 'Faster generation')")
+    folder, _ = summary_specialist
+    manifest = read_json(folder / MANIFEST)
+    info = manifest["novelty"]
+    assert info["method"] == "mahalanobis" and info["threshold"] > 0 and (folder / "novelty.npz").is_file()
+    assert "accept novelty <=" in (folder / "README.md").read_text()
+    base = shared_base(resolve_base_model("smollm2-135m"), runtime)
+    base.add_adapter(adapter_name(folder), folder / "adapter")
+    specialist = GenerateSpecialist(folder, manifest, base, adapter_name(folder))
+    dialogues = [json.loads(line)["dialogue"] for line in (dialog_data / "test.jsonl").read_text().splitlines()]
+    odd = ["WINNER!! As a valued network customer you have been selected to receive a 900 prize reward! Call now.",
+           "I still have not received my new card, how long does delivery take?"]
+    novelty = specialist.input_novelty(dialogues + odd)
+    assert max(novelty[: len(dialogues)]) < min(novelty[len(dialogues) :]), novelty
+    assert all(not specialist.novelty.accepts(n) for n in novelty[len(dialogues) :])
+    answer = specialist.answer(odd[:1])[0]
+    assert answer.novelty == pytest.approx(novelty[len(dialogues)], rel=1e-3)
+    assert specialist.prediction(odd[0], answer)["novelty"] == round(answer.novelty, 6)
+    assert specialist.novelty_line().startswith("accept novelty <=")
+    # a model without an input embedding (here: the one being trained, before saving) runs without the test, and says so
+    bare = GenerateSpecialist(folder, manifest, _InMemory(None, None), None)
+    assert bare.novelty is None and bare.input_novelty(odd) == [None, None]
+    assert bare.novelty_line().startswith("novelty test off (runtime in training gives no input embedding")

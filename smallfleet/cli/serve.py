@@ -86,7 +86,6 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
     """
     import uvicorn
 
-    from smallfleet.novelty import describe_novelty
     from smallfleet.serve.app import create_app
     from smallfleet.serve.fleet import ServedFleet
     from smallfleet.store import Database, database_url
@@ -138,13 +137,13 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
                    f"accept confidence >= {task.threshold:.3f} (set by hand; {task.coverage:.0%} of validation)")
         note = task.specialist.serving_note()
         console.print(f"task [bold]{task.name}[/] ({task.specialist.kind}{', ' + note if note else ''}): {promise}; "
-                      f"{describe_novelty(task.specialist.manifest.get('novelty'))}")  # fmt: skip
+                      f"{task.specialist.novelty_line()}")  # fmt: skip
     for name, shadow in served.shadows.items():
         console.print(f"shadow: {name} {shadow.version} answers live requests after {served.tasks[name].version}")
     if served.router:
         console.print(f"router: {len(served.tasks)} tasks, route confidence >= {served.router.threshold:.3f} "
                       f"({served.router.coverage:.0%} of validation routed); "
-                      f"{describe_novelty(served.router.specialist.manifest.get('novelty'))}")  # fmt: skip
+                      f"{served.router.specialist.novelty_line()}")  # fmt: skip
     for t in served.tiers:
         if TIERS.get(t.kind).costed and not (t.input_price or t.output_price or t.hour_usd):
             console.print(f"[yellow]warning[/] tier {t.name} has no price: its answers are costed at 0 "

@@ -97,12 +97,12 @@ def save_specialist(
 def fit_novelty(spec: TaskSpec, embed: Callable[[list[str]], np.ndarray], train_texts: list[str],
                 train_labels: np.ndarray | None, valid_texts: list[str], ood_texts: list[str] | None,
                 console: Console) -> NoveltyModel | None:  # fmt: skip
-    """Fit an encoder specialist's novelty statistics on its training rows and set the threshold on validation
+    """Fit a specialist's novelty statistics on its training rows and set the threshold on validation
     (tuned on out-of-scope texts when there are some); None when the task's novelty_method is `none`.
 
     Args:
         spec: the task (its settings name the method, the share and the out-of-scope file).
-        embed: texts -> (n, d) pooled embeddings of the trained model.
+        embed: texts -> (n, d) embeddings: the trained encoder's pooled ones, or the bare base model's (generate).
         train_texts: the rows the statistics describe.
         train_labels: their class index (`mahalanobis` keeps one mean per class); None = one class.
         valid_texts: held-out in-distribution rows the threshold is set on.

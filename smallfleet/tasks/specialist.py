@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from smallfleet.calibration import ConfidenceCurve
-from smallfleet.novelty import NoveltyModel
+from smallfleet.novelty import NoveltyModel, describe_novelty
 from smallfleet.training.artifacts import CALIBRATION, read_json
 
 @dataclass
@@ -104,6 +104,10 @@ class Specialist(ABC):
     def stream(self, text: str, options: AnswerOptions | None = None) -> Iterator[str]:
         """Yield pieces of the answer to `text` (kinds with `can_stream`)."""
         raise NotImplementedError(f"{self.kind} specialists do not stream")
+
+    def novelty_line(self) -> str:
+        """`serve`'s start-up words about the novelty test this specialist runs (threshold and what it escalates)."""
+        return describe_novelty(self.manifest.get("novelty"))
 
     def serving_note(self) -> str:
         """Extra words for `serve`'s start-up line about this specialist (e.g. its runtime)."""

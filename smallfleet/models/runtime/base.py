@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from smallfleet.errors import SpecialistError
 from smallfleet.models.resolve import ResolvedModel
 
@@ -151,6 +153,8 @@ class AdapterRuntime:
     """Order in which `auto` tries the runtimes: higher first."""
     resolved: ResolvedModel
     adapters: dict
+    embeds = False
+    """Whether `embed` gives the base model's embedding of an input (what a generate specialist's novelty needs)."""
 
     @classmethod
     def auto_ok(cls, resolved: ResolvedModel) -> bool:
@@ -198,6 +202,17 @@ class AdapterRuntime:
 
     def add_adapter(self, name: str, folder: Path) -> None:
         raise NotImplementedError
+
+    def embed(self, texts: list[str], max_tokens: int) -> np.ndarray:
+        """The bare base model's embedding of each input text (no adapter, no prompt around it), (n, d).
+
+        Runtimes with `embeds` implement it; generate specialists measure novelty on it.
+
+        Args:
+            texts: the inputs, as the user sent them.
+            max_tokens: each text is cut to this many tokens (the prompt's input budget).
+        """
+        raise NotImplementedError(f"runtime {self.runtime} gives no input embedding")
 
     def _generate(self, prompts: list[str], adapter: str | None, decoding: Decoding, on_text) -> list[Generation]:
         raise NotImplementedError

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from smallfleet.models.resolve import ResolvedModel
@@ -117,6 +118,41 @@ def generate(
     return results
 
 
+EMBED_BATCH = 16
+EMBED_LAYER = -1
+"""Which hidden state `embed_inputs` mean-pools: the last (after the final norm); see bench/ood.py for the layers compared."""
+
+
+def embed_inputs(model, tokenizer, texts: list[str], max_tokens: int, layer: int = EMBED_LAYER) -> np.ndarray:
+    """The bare base model's mean-pooled hidden state of each input text, (n, hidden) float32 (not thread-safe).
+
+    A peft model runs with its adapters disabled, so every specialist on the base shares one embedding.
+
+    Args:
+        model: a causal LM or peft model in eval mode.
+        tokenizer: its tokenizer.
+        texts: the inputs, without the prompt around them.
+        max_tokens: each text is cut to this many tokens.
+        layer: which hidden state is pooled (-1 = the last).
+    """
+    from contextlib import nullcontext
+
+    from smallfleet.data.batches import by_length
+
+    out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
+    off = model.disable_adapter() if hasattr(model, "disable_adapter") else nullcontext()
+    with torch.inference_mode(), off:
+        for idx in by_length([len(t) for t in texts], EMBED_BATCH):
+            enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True,
+                            max_length=max_tokens, add_special_tokens=False)  # fmt: skip
+            # positions counted from each text's first token, so padding (left, for decoding) changes nothing
+            positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+            hidden = model(**enc, position_ids=positions, output_hidden_states=True).hidden_states[layer].float()
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            out[idx] = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)).numpy()
+    return out
+
+
 MAX_BATCH_ROWS = 16
 """Most prompts the transformers runtime decodes in one batch (rows of several requests and adapters)."""
 
@@ -147,6 +183,7 @@ class SharedBase(AdapterRuntime):
     """
 
     runtime = "transformers"
+    embeds = True
 
     def __init__(self, resolved: ResolvedModel):
         self.resolved = resolved
@@ -174,6 +211,11 @@ class SharedBase(AdapterRuntime):
                 self.model = PeftModel.from_pretrained(self.model, str(folder), adapter_name=name)
             self.model.eval()
             self.adapters[name] = str(folder)
+
+    def embed(self, texts: list[str], max_tokens: int) -> np.ndarray:
+        """The bare base model's mean-pooled hidden state of each input (`embed_inputs`), between decoding batches."""
+        with self._lock:
+            return embed_inputs(self.model, self.tokenizer, texts, max_tokens)
 
     def _generate(self, prompts: list[str], adapter: str | None, decoding: Decoding, on_text) -> list[Generation]:
         job = _Job(prompts, adapter, decoding, on_text)

@@ -149,6 +149,7 @@ class LlamaCppBase(AdapterRuntime):
 
     runtime = "llama.cpp"
     auto_priority = 10
+    embeds = True
 
     @classmethod
     def auto_ok(cls, resolved: ResolvedModel) -> bool:
@@ -220,6 +221,37 @@ class LlamaCppBase(AdapterRuntime):
         with self._lock:
             self._use(adapter)
             return [self._one(p, decoding, rng, on_text if len(prompts) == 1 else None) for p in prompts]
+
+    def embed(self, texts: list[str], max_tokens: int) -> np.ndarray:
+        """The bare base model's mean-pooled last hidden state (after the final norm) of each input text, (n, d).
+
+        llama.cpp's per-token embeddings of the text, with no adapter and no prompt around it, decoded
+        in chunks of the context's batch size; the same quantity as the transformers runtime's `embed`.
+        """
+        import llama_cpp as lc
+
+        llm = self.llm
+        out = np.zeros((len(texts), llm.n_embd()), dtype=np.float32)
+        with self._lock:
+            self._use(None)
+            lc.llama_set_embeddings(llm.ctx, True)
+            try:
+                for row, text in enumerate(texts):
+                    ids = llm.tokenize(text.encode(), add_bos=False, special=False)[:max_tokens] or [llm.token_eos()]
+                    llm.reset()
+                    llm._ctx.kv_cache_clear()
+                    total = np.zeros(llm.n_embd(), dtype=np.float64)
+                    for start in range(0, len(ids), llm.n_batch):
+                        chunk = ids[start : start + llm.n_batch]
+                        llm._batch.set_batch(chunk, n_past=start, logits_all=True)
+                        llm._ctx.decode(llm._batch)
+                        for i in range(len(chunk)):
+                            total += np.ctypeslib.as_array(lc.llama_get_embeddings_ith(llm.ctx, i), shape=(llm.n_embd(),))
+                    out[row] = total / len(ids)
+            finally:
+                lc.llama_set_embeddings(llm.ctx, False)
+                llm.reset()
+        return out
 
     def _use(self, adapter: str | None) -> None:
         import ctypes

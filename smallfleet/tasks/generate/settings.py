@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from smallfleet.settings import Settings
 
@@ -43,6 +44,12 @@ class GenerateSettings(Settings):
     """Seed for LoRA init, shuffling and the validation split."""
     valid_fraction: float = 0.05
     """Share of training rows held out for validation when no validation file is given."""
+    novelty_method: str = "mahalanobis"
+    """How far an input lies from the training inputs, on the bare base model's mean-pooled embedding of it: mahalanobis (one Gaussian, Ledoit-Wolf covariance), knn (cosine distance to the 10th nearest training input), or none (no novelty test)."""
+    novelty_share: float = 0.05
+    """Most of the in-distribution validation rows that may escalate for novelty: the novelty threshold is the (1 - share) quantile of their novelty (with --out-of-scope, at or above it)."""
+    out_of_scope: Path | None = None
+    """Out-of-scope texts (JSONL or CSV, in the task's text field) that tune the novelty threshold; never trained on as a class."""
 
     def __post_init__(self) -> None:
         self.check("generation", {
@@ -60,4 +67,6 @@ class GenerateSettings(Settings):
             "valid_rows": self.valid_rows >= 2,
             "checkpoint_every": self.checkpoint_every >= 0,
             "valid_fraction": 0 < self.valid_fraction < 0.5,
+            "novelty_method": self.novelty_method in ("mahalanobis", "knn", "none"),
+            "novelty_share": 0 <= self.novelty_share < 1,
         })

@@ -14,6 +14,7 @@ from smallfleet.errors import SpecialistError
 from smallfleet.models.resolve import fingerprint_base, resolve_base_model
 from smallfleet.models.runtime import shared_base
 from smallfleet.models.runtime.base import Decoding, Generation, build_prompt
+from smallfleet.novelty import describe_novelty
 from smallfleet.tasks.specialist import Answer, AnswerOptions, EscalationRequest, Specialist
 from smallfleet.training.artifacts import MANIFEST, read_json
 
@@ -34,6 +35,11 @@ class GenerateSpecialist(Specialist):
         self.max_new_tokens: int = manifest["generation"]["max_new_tokens"]
         self.max_input_tokens: int = manifest["generation"]["max_length"]
         self.confidence_map = LogisticMap.from_dict(manifest["confidence"])
+        self.novelty_off = None
+        """Why the novelty statistics saved with the specialist are not used (its runtime gives no input embedding)."""
+        if self.novelty and not getattr(base, "embeds", False):
+            self.novelty = None
+            self.novelty_off = f"runtime {getattr(base, 'runtime', 'in training')} gives no input embedding"
 
     @classmethod
     def load(cls, folder: Path) -> GenerateSpecialist:
@@ -83,7 +89,19 @@ class GenerateSpecialist(Specialist):
         return out
 
     def answer(self, texts: list[str], options: AnswerOptions | None = None) -> list[Answer]:
-        return [self.as_answer(g) for g in self.generate(texts, self.decoding(options))]
+        novelty = self.input_novelty(texts)
+        return [self.as_answer(g, n) for g, n in zip(self.generate(texts, self.decoding(options)), novelty)]
+
+    def input_novelty(self, texts: list[str]) -> list[float | None]:
+        """How far each input lies from the training inputs, on the bare base model's embedding of it (None: no test)."""
+        if not self.novelty or not texts:
+            return [None] * len(texts)
+        return [float(v) for v in self.novelty.score(self.base.embed(texts, self.max_input_tokens))]
+
+    def novelty_line(self) -> str:
+        if self.novelty_off:
+            return describe_novelty({"threshold": None, "source": self.novelty_off})
+        return super().novelty_line()
 
     can_stream = True
 
@@ -91,11 +109,12 @@ class GenerateSpecialist(Specialist):
         """Yield pieces of the answer to `text` as tokens are generated."""
         return self.base.stream(self.prompts([text])[0], self.adapter, self.decoding(options))
 
-    def as_answer(self, gen: Generation) -> Answer:
+    def as_answer(self, gen: Generation, novelty: float | None = None) -> Answer:
         mean_lp, min_lp = logprob_features(gen)
         return Answer(
             content=gen.text,
             confidence=self.confidence_map([mean_lp, min_lp]),
+            novelty=novelty,
             valid=bool(gen.text),
             detail={"tokens": gen.tokens, "mean_logprob": mean_lp, "min_logprob": min_lp, "ttft_ms": gen.ttft_ms},
         )
@@ -105,8 +124,11 @@ class GenerateSpecialist(Specialist):
         return EscalationRequest(messages=system + [{"role": "user", "content": text}])
 
     def prediction(self, text: str, answer: Answer) -> dict:
-        return {"input": text, "text": answer.content, "confidence": round(answer.confidence, 6),
-                "tokens": answer.detail["tokens"]}  # fmt: skip
+        out = {"input": text, "text": answer.content, "confidence": round(answer.confidence, 6),
+               "tokens": answer.detail["tokens"]}  # fmt: skip
+        if answer.novelty is not None:
+            out["novelty"] = round(answer.novelty, 6)
+        return out
 
     def serving_note(self) -> str:
         return f"runtime {self.base.runtime}"

@@ -8,6 +8,7 @@ never copied.
 
 from __future__ import annotations
 
+import random
 import shutil
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from smallfleet.tasks.generate.card import write_generate_card
 from smallfleet.tasks.generate.data import load_pairs, load_references
 from smallfleet.tasks.generate.metrics import answering, generation_metrics, rouge_per_answer, score_answers
 from smallfleet.tasks.generate.specialist import ADAPTER_DIR, GenerateSpecialist, adapter_name, logprob_features
-from smallfleet.tasks.recipe import manifest_header, save_specialist
+from smallfleet.tasks.recipe import fit_novelty, manifest_header, out_of_scope_texts, save_specialist
 from smallfleet.tasks.spec import TaskSpec
 from smallfleet.training.artifacts import check_output
 
@@ -41,7 +42,7 @@ def train_generator(spec: TaskSpec, out: Path, force: bool = False, console: Con
     Returns:
         The saved metrics: validation (and test when the task has a test file).
     """
-    from smallfleet.models.runtime.hf import load_causal_lm
+    from smallfleet.models.runtime.hf import embed_inputs, load_causal_lm
     from smallfleet.tasks.generate.lora import attach_lora, train_lora
 
     console = console or Console(stderr=True)
@@ -56,6 +57,7 @@ def train_generator(spec: TaskSpec, out: Path, force: bool = False, console: Con
         valid_source = f"{how} of {spec.train.name}"
     test = load_pairs(spec.test, fields.text, fields.output) if spec.test else None
     calib = valid[: settings.valid_rows]
+    ood_texts = out_of_scope_texts(spec)  # read before training: a bad file fails now, not after it
 
     model, tokenizer = load_causal_lm(base)
     model = attach_lora(model, settings)
@@ -64,6 +66,9 @@ def train_generator(spec: TaskSpec, out: Path, force: bool = False, console: Con
     checkpoint = out.resolve().parent / f".{out.resolve().name}.checkpoint"
     result = train_lora(model, tokenizer, [(e.text, e.label) for e in train], settings, checkpoint, console, spec.name)
 
+    novelty = fit_novelty(spec, lambda texts: embed_inputs(model, tokenizer, texts, settings.max_length),
+                          novelty_sample([e.text for e in train], settings.seed), None,
+                          novelty_sample([e.text for e in valid], settings.seed), ood_texts, console)  # fmt: skip
     greedy = Decoding(max_new_tokens=settings.max_new_tokens)
     runtime = choose_runtime(base)
     manifest = manifest_header(spec, base, train_rows=len(train), valid_rows=len(valid), calibration_rows=len(calib),
@@ -74,11 +79,15 @@ def train_generator(spec: TaskSpec, out: Path, force: bool = False, console: Con
                 "last_loss": float(np.mean([h["loss"] for h in result.history[-10:]]))},
         "history": result.history,
         "confidence": {"constant": 0.5, "runtime": runtime},
+        "novelty": novelty.info | {"embedding": "bare base model, mean-pooled last hidden state of the input"}
+        if novelty else None,
     }  # fmt: skip
 
     def write_weights(tmp: Path) -> None:
         model.save_pretrained(tmp / ADAPTER_DIR)
         export_adapter(tmp / ADAPTER_DIR, base, console)  # e.g. the llama.cpp (GGUF) copy
+        if novelty:
+            novelty.save(tmp)
 
     def calibrate(tmp: Path) -> tuple[dict, dict]:
         if runtime == "transformers":  # the model in memory; llama.cpp loads the adapter just saved
@@ -104,6 +113,8 @@ def train_generator(spec: TaskSpec, out: Path, force: bool = False, console: Con
                        "ece": expected_calibration_error(confidence, good),
                        "reliability": reliability_bins(confidence, good), "points": curve.points(),
                        "curve": curve.to_dict()}  # fmt: skip
+        if novelty:
+            calibration["novelty"] = novelty.scores
         metrics = {"validation": generation_metrics([g.text for g in gens], refs, [g.tokens for g in gens],
                                                     [g.ttft_ms for g in gens], seconds)}  # fmt: skip
         metrics["validation"]["calibration"] = {"quality_bar": settings.quality_bar, "good_rate": float(good.mean()),
@@ -118,6 +129,15 @@ def train_generator(spec: TaskSpec, out: Path, force: bool = False, console: Con
                               inputs=[e.text for e in train])
     shutil.rmtree(checkpoint, ignore_errors=True)
     return metrics
+
+
+NOVELTY_ROWS = 2000
+"""Most training (and validation) inputs the novelty statistics are fitted (and thresholded) on: a seeded sample."""
+
+
+def novelty_sample(texts: list[str], seed: int) -> list[str]:
+    """Up to NOVELTY_ROWS of `texts`, a seeded sample (embedding every input of a large set is slow on a CPU)."""
+    return texts if len(texts) <= NOVELTY_ROWS else random.Random(seed).sample(texts, NOVELTY_ROWS)
 
 
 class _InMemory:
