@@ -120,6 +120,8 @@ def train_fleet(fleet: FleetSpec, out: Path, force: bool = False, console: Conso
             "cascade": route_threshold(out / ROUTER_DIR, fleet.router.target),
             "novelty": read_json(out / ROUTER_DIR / MANIFEST).get("novelty"),
             "out_of_scope": str(fleet.router.out_of_scope) if fleet.router.out_of_scope else None,
+            # with the router's manifest (base, training settings), what `retrain` refits it from
+            "text_field": fleet.router.text_field, "max_per_task": fleet.router.max_per_task,
         }
         v = metrics["validation"]
         console.print(f"router: validation accuracy {v['accuracy']:.3f} over {len(fleet.tasks)} tasks"
