@@ -1,9 +1,11 @@
 """`smallfleet retrain`: train a candidate version of a task on its training data plus its
 labelled traffic, gate it against the served version, and promote it when the gate passes.
 
-- The **frozen evaluation set** is never trained on: the task's test file, or else a seeded
-  slice of its original training data (then the served v1 has seen it, which can only
-  favour the served version).
+- The **frozen evaluation set** is never trained on: the task's test file, or else the
+  seeded slice of its original training data that `train` set aside at the first training
+  (`fleet.set_aside_frozen`, recorded in the card). A fleet trained before that existed
+  falls back to a seeded slice of the training data (v1 has seen it, which can only favour
+  the served version).
 - A seeded fifth of the **new** labelled traffic is held back as a fresh evaluation slice
   (when there are at least 10 new rows); the rest, with the traffic earlier versions
   used, joins the training data.
@@ -84,7 +86,7 @@ def retrain(fleet: Path, task: str, db: Database, console: Console, promote_when
     work = Path(tempfile.mkdtemp(prefix=f".retrain-{task}-", dir=fleet))
     try:
         original = [row for _, row in read_rows(spec.train)]
-        frozen_note = f"the task's test file {spec.test}"
+        frozen_note = spec.test_note or f"the task's test file {spec.test}"
         frozen = spec.test
         if frozen is None:  # a seeded slice of the original data, never trained on by a candidate
             original, held, _ = holdout_split(original, FROZEN_SHARE, SEED)

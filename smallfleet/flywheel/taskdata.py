@@ -26,6 +26,6 @@ def task_spec(fleet: Path, name: str, entry: dict, saved: SavedTask) -> TaskSpec
             raise ConfigError(f"task {name!r}: its {split} file {path} is gone")
     cascade = m.get("cascade") or {}
     return TaskSpec(name=name, kind=kind.name, train=paths["train"], valid=paths.get("valid"), test=paths.get("test"),
-                    fields=FieldMap(**m["fields"]), base=m["base"]["ref"] or "",
+                    test_note=m.get("data", {}).get("test_note", ""), fields=FieldMap(**m["fields"]), base=m["base"]["ref"] or "",
                     settings=build(kind.settings_class, m[kind.settings_key], f"{name}: manifest"),
                     target=cascade.get("target", 0.95), delta=cascade.get("delta", 0.05))  # fmt: skip
