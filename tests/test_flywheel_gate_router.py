@@ -15,7 +15,7 @@ from smallfleet.flywheel.gate import GateSettings, bootstrap_worse, decide
 from smallfleet.store import Database
 from smallfleet.tasks import TaskSpec, get_kind
 from smallfleet.tasks.extract.metrics import record_f1
-from smallfleet.training.artifacts import read_json
+from smallfleet.training.artifacts import MANIFEST, read_json
 
 from test_retrain import TRAFFIC, log_traffic
 
@@ -76,14 +76,14 @@ def test_the_router_is_refit_on_labelled_traffic_and_a_running_gateway_follows(f
     (fleet / "support_ticket" / TRAFFIC_IDS).write_text(json.dumps([f"chatcmpl-t{i}" for i in range(len(TRAFFIC))]))
     served = ServedFleet.load(fleet)
     watcher = FleetWatcher(served)
-    old_router = served.router
-    before = read_json(fleet / "_router" / "manifest.json")["data"]
+    old_router, old_batcher = served.router, served.router_batcher
+    before = read_json(fleet / "_router" / MANIFEST)["data"]
 
     entry = refit_router(fleet, Database(url), Console(quiet=True), "test")
     assert entry["folder"] == "_versions/_router/r1" and entry["previous"] == ["_router"]
     index = read_json(fleet / "fleet.json")
     assert index["router"]["folder"] == entry["folder"] and index["router"]["cascade"]["target"] == 0.95
-    after = read_json(fleet / entry["folder"] / "manifest.json")["data"]
+    after = read_json(fleet / entry["folder"] / MANIFEST)["data"]
     rows = lambda d: d["train_rows"] + d["valid_rows"]  # noqa: E731
     assert rows(after) == rows(before) + len(TRAFFIC)  # every traffic text is new to the router
 
@@ -95,4 +95,5 @@ def test_the_router_is_refit_on_labelled_traffic_and_a_running_gateway_follows(f
     swapped, route = asyncio.run(follow())
     assert swapped == ["_router"] and served.router is not old_router and served.router_folder == entry["folder"]
     assert route.task == "support_ticket"
+    old_batcher.close()  # the watcher retires it a few seconds later; the event loop is gone by then
     served.close()
