@@ -184,14 +184,17 @@ def retrain_command(fleet, task, promote_when_passed, json_out, alpha, max_ece, 
     only when it provably does no worse than the served version.
 
     \b
-    The gate compares both versions on a frozen evaluation set (the task's test file, else a
-    seeded slice of its training data) and on a held-back fifth of the new labelled traffic:
+    The gate compares both versions on a frozen evaluation set (the task's test file, else the
+    seeded slice of its training data `train` set aside) and on a held-back fifth of the new
+    labelled traffic:
       - not worse by a paired test at --alpha: exact one-sided McNemar on right/wrong answers
         (labels); a paired bootstrap of the mean item score (field F1, ROUGE-L) whose lower
         bound must clear -(--margin) for graded kinds;
       - calibration error at most --max-ece;
       - at the task's quality target, it accepts at least as many requests (fewer escalations).
-    Every decision is written into the candidate's folder (gate.json and GATE.md). With no new
+    Every decision is written into the candidate's folder (gate.json and GATE.md). On promotion
+    the fleet's router, if it has one, is refit on the tasks' texts plus their labelled traffic.
+    With no new
     labelled rows nothing changes. A crash or Ctrl-C leaves the served version as it was.
     """
     from smallfleet.flywheel.gate import GateSettings
