@@ -194,8 +194,7 @@ def retrain_command(fleet, task, promote_when_passed, json_out, alpha, max_ece, 
       - at the task's quality target, it accepts at least as many requests (fewer escalations).
     Every decision is written into the candidate's folder (gate.json and GATE.md). On promotion
     the fleet's router, if it has one, is refit on the tasks' texts plus their labelled traffic.
-    With no new
-    labelled rows nothing changes. A crash or Ctrl-C leaves the served version as it was.
+    With no new labelled rows nothing changes. A crash or Ctrl-C leaves the served version as it was.
     """
     from smallfleet.flywheel.gate import GateSettings
     from smallfleet.flywheel.retrain import retrain
