@@ -5,6 +5,7 @@ serving settings, and each task's cascade threshold."""
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -19,6 +20,10 @@ from smallfleet.tasks.specialist import confidence_curve
 from smallfleet.training.artifacts import MANIFEST, check_output, read_json, write_json
 
 FLEET_INDEX = "fleet.json"
+FROZEN_DIR = "_frozen"
+FROZEN_SHARE, FROZEN_SEED, FROZEN_MIN_ROWS = 0.2, 20261201, 50
+"""A task without a test file gets a seeded FROZEN_SHARE of its training rows set aside (when it has at least
+FROZEN_MIN_ROWS) as its frozen evaluation set."""
 
 
 def fleet_index(folder: Path, empty_ok: bool = False) -> dict:
@@ -63,6 +68,29 @@ def route_threshold(folder: Path, target: float) -> dict:
     return {"target": target, "threshold": round(threshold, 6), "validation_coverage": round(coverage, 4)}
 
 
+def set_aside_frozen(task: TaskSpec, out: Path) -> TaskSpec:
+    """For a task with no test file, a seeded slice of its training rows set aside, never trained on, as the frozen
+    evaluation set every later version is gated on: the task with `train` the rest and `test` the slice (both written
+    under `<out>/_frozen/<task>/`). A task with a test file, or too few rows, comes back as it is."""
+    from smallfleet.data import holdout_split, read_rows
+
+    if task.test is not None:
+        return task
+    rows = [row for _, row in read_rows(task.train)]
+    if len(rows) < FROZEN_MIN_ROWS:
+        return task
+    kept, frozen, how = holdout_split(rows, FROZEN_SHARE, FROZEN_SEED)
+    folder = out / FROZEN_DIR / task.name
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {}
+    for name, part in (("train.jsonl", kept), ("frozen.jsonl", frozen)):
+        tmp = folder / f".{name}.tmp"
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part), encoding="utf-8")
+        files[name] = tmp.replace(folder / name)
+    note = f"{len(frozen)} rows set aside from {task.train} at first training ({how}), never trained on"
+    return replace(task, train=files["train.jsonl"], test=files["frozen.jsonl"], test_note=note)
+
+
 def train_fleet(fleet: FleetSpec, out: Path, force: bool = False, console: Console | None = None, **overrides) -> dict:
     """Train all tasks of `fleet` (and its router) into `out`, printing each task's test evaluation.
 
@@ -94,6 +122,7 @@ def train_fleet(fleet: FleetSpec, out: Path, force: bool = False, console: Conso
                  retrain_when=asdict(fleet.retrain_when))
     for task in fleet.tasks:
         task = replace(task, settings=task.settings.replace(**{k: v for k, v in overrides.items() if hasattr(task.settings, k)}))
+        task = set_aside_frozen(task, out)
         started = time.monotonic()
         metrics = train_task(task, out / task.name, force, console)
         index["tasks"][task.name] = {
@@ -106,6 +135,7 @@ def train_fleet(fleet: FleetSpec, out: Path, force: bool = False, console: Conso
             # what `retrain` starts from: the data files, by absolute path (settings are in the manifest)
             "data": {split: str(Path(p).resolve()) if p else None
                      for split, p in (("train", task.train), ("valid", task.valid), ("test", task.test))},
+            "frozen": task.test_note or None,
         }
         write_json(out / FLEET_INDEX, index)
         if "test" in metrics:
@@ -120,6 +150,8 @@ def train_fleet(fleet: FleetSpec, out: Path, force: bool = False, console: Conso
             "cascade": route_threshold(out / ROUTER_DIR, fleet.router.target),
             "novelty": read_json(out / ROUTER_DIR / MANIFEST).get("novelty"),
             "out_of_scope": str(fleet.router.out_of_scope) if fleet.router.out_of_scope else None,
+            # with the router's manifest (base, training settings), what `retrain` refits it from
+            "text_field": fleet.router.text_field, "max_per_task": fleet.router.max_per_task,
         }
         v = metrics["validation"]
         console.print(f"router: validation accuracy {v['accuracy']:.3f} over {len(fleet.tasks)} tasks"

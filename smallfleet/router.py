@@ -28,14 +28,18 @@ ROUTER_DIR = "_router"
 ROUTER_KIND = "classify"  # the router is a classify specialist over task names
 
 
-def router_examples(fleet: FleetSpec) -> list[dict]:
-    """Training rows for the router: up to `max_per_task` texts per task, plus out-of-scope texts as `none`."""
+def router_examples(fleet: FleetSpec, extra: dict[str, list[str]] | None = None) -> list[dict]:
+    """Training rows for the router: up to `max_per_task` texts per task, plus out-of-scope texts as `none`.
+
+    Args:
+        extra: task -> more input texts of that task (its labelled traffic, when the router is refit).
+    """
     rng = random.Random(fleet.router.training.seed)
     rows = []
     for task in fleet.tasks:
         if task.name == NONE:
             raise ConfigError(f"a task may not be called {NONE!r}: the router uses that name for 'no task'")
-        texts = sorted(set(task.task_kind.input_texts(task)))
+        texts = sorted(set(task.task_kind.input_texts(task)) | set((extra or {}).get(task.name, [])))
         rng.shuffle(texts)
         rows += [{"text": t, "label": task.name} for t in texts[: fleet.router.max_per_task]]
     if fleet.router.out_of_scope:
@@ -46,9 +50,10 @@ def router_examples(fleet: FleetSpec) -> list[dict]:
     return rows
 
 
-def train_router(fleet: FleetSpec, out: Path, force: bool = False, console: Console | None = None) -> dict:
-    """Train and calibrate the router of `fleet` into `out`; returns its metrics."""
-    rows = router_examples(fleet)
+def train_router(fleet: FleetSpec, out: Path, force: bool = False, console: Console | None = None,
+                 extra: dict[str, list[str]] | None = None) -> dict:  # fmt: skip
+    """Train and calibrate the router of `fleet` into `out` (see `router_examples` for `extra`); returns its metrics."""
+    rows = router_examples(fleet, extra)
     with tempfile.TemporaryDirectory(prefix="smallfleet-router-") as tmp:
         data = Path(tmp) / "router_train.jsonl"
         data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")

@@ -175,25 +175,32 @@ def rollback_command(fleet, task):
 @click.option("--alpha", type=float, default=0.05, show_default=True,
               help="Gate: significance of the paired test that would find the candidate worse.")
 @click.option("--max-ece", type=float, default=0.10, show_default=True, help="Gate: largest calibration error allowed.")
+@click.option("--margin", type=float, default=0.01, show_default=True,
+              help="Gate, graded kinds (field F1, ROUGE): how far below zero the lower bound of the candidate's "
+                   "mean score improvement (paired bootstrap) may fall.")
 @db_option
-def retrain_command(fleet, task, promote_when_passed, json_out, alpha, max_ece, db_url):
+def retrain_command(fleet, task, promote_when_passed, json_out, alpha, max_ece, margin, db_url):
     """Train a candidate version of --task on its training data plus its labelled traffic, and promote it
     only when it provably does no worse than the served version.
 
     \b
-    The gate compares both versions on a frozen evaluation set (the task's test file, else a
-    seeded slice of its training data) and on a held-back fifth of the new labelled traffic:
-      - not worse by an exact one-sided McNemar test at --alpha;
+    The gate compares both versions on a frozen evaluation set (the task's test file, else the
+    seeded slice of its training data `train` set aside) and on a held-back fifth of the new
+    labelled traffic:
+      - not worse by a paired test at --alpha: exact one-sided McNemar on right/wrong answers
+        (labels); a paired bootstrap of the mean item score (field F1, ROUGE-L) whose lower
+        bound must clear -(--margin) for graded kinds;
       - calibration error at most --max-ece;
       - at the task's quality target, it accepts at least as many requests (fewer escalations).
-    Every decision is written into the candidate's folder (gate.json and GATE.md). With no new
-    labelled rows nothing changes. A crash or Ctrl-C leaves the served version as it was.
+    Every decision is written into the candidate's folder (gate.json and GATE.md). On promotion
+    the fleet's router, if it has one, is refit on the tasks' texts plus their labelled traffic.
+    With no new labelled rows nothing changes. A crash or Ctrl-C leaves the served version as it was.
     """
     from smallfleet.flywheel.gate import GateSettings
     from smallfleet.flywheel.retrain import retrain
 
     result = retrain(fleet, task, open_database(fleet, db_url), Console(stderr=True), promote_when_passed,
-                     GateSettings(alpha=alpha, max_ece=max_ece))  # fmt: skip
+                     GateSettings(alpha=alpha, max_ece=max_ece, margin=margin))  # fmt: skip
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -1,12 +1,16 @@
 """`smallfleet retrain`: train a candidate version of a task on its training data plus its
 labelled traffic, gate it against the served version, and promote it when the gate passes.
 
-- The **frozen evaluation set** is never trained on: the task's test file, or else a seeded
-  slice of its original training data (then the served v1 has seen it, which can only
-  favour the served version).
+- The **frozen evaluation set** is never trained on: the task's test file, or else the
+  seeded slice of its original training data that `train` set aside at the first training
+  (`fleet.set_aside_frozen`, recorded in the card). A fleet trained before that existed
+  falls back to a seeded slice of the training data (v1 has seen it, which can only favour
+  the served version).
 - A seeded fifth of the **new** labelled traffic is held back as a fresh evaluation slice
   (when there are at least 10 new rows); the rest, with the traffic earlier versions
   used, joins the training data.
+- When the candidate is promoted and the fleet has a router, the router is refit on the
+  tasks' training texts plus their labelled traffic (`router_refit.py`), staged the same way.
 - The candidate trains into its own version folder through the kind's usual (crash-safe)
   recipe; fleet.json changes only when the version is registered, and the served pointer
   only on promotion, so a crash or Ctrl-C leaves the served version untouched.
@@ -29,34 +33,15 @@ from smallfleet.errors import ConfigError
 from smallfleet.fleet import cascade_threshold, fleet_index, headline
 from smallfleet.flywheel.gate import GateSettings, decide, summary_markdown
 from smallfleet.flywheel.traffic import labelled_traffic
+from smallfleet.flywheel.router_refit import refit_router
+from smallfleet.flywheel.taskdata import TRAFFIC_IDS, task_spec
 from smallfleet.flywheel.versions import add_version, list_versions, promote, served_version, version_folder
-from smallfleet.settings import build
 from smallfleet.store import Database
-from smallfleet.tasks import FieldMap, SavedTask, TaskSpec
+from smallfleet.tasks import SavedTask
 from smallfleet.training.artifacts import write_json
 
-TRAFFIC_IDS = "traffic_ids.json"
-"""In a version folder: the request ids of the labelled traffic it has seen (trained on or held back for its gate)."""
 FRESH_SHARE, FRESH_MIN = 0.2, 10
 FROZEN_SHARE, SEED = 0.2, 20261201
-
-
-def task_spec(fleet: Path, name: str, entry: dict, saved: SavedTask) -> TaskSpec:
-    """The served version's TaskSpec: its data files (fleet.json) and its settings, fields and base (manifest)."""
-    data = entry.get("data")
-    if not data or not data.get("train"):
-        raise ConfigError(f"fleet.json of {fleet} does not name task {name!r}'s data files (trained before retraining "
-                          "existed): train the fleet again with `smallfleet train`")  # fmt: skip
-    m, kind = saved.manifest, saved.kind
-    paths = {k: Path(v) if v else None for k, v in data.items()}
-    for split, path in paths.items():
-        if path is not None and not path.is_file():
-            raise ConfigError(f"task {name!r}: its {split} file {path} is gone")
-    cascade = m.get("cascade") or {}
-    return TaskSpec(name=name, kind=kind.name, train=paths["train"], valid=paths.get("valid"), test=paths.get("test"),
-                    fields=FieldMap(**m["fields"]), base=m["base"]["ref"] or "",
-                    settings=build(kind.settings_class, m[kind.settings_key], f"{name}: manifest"),
-                    target=cascade.get("target", 0.95), delta=cascade.get("delta", 0.05))  # fmt: skip
 
 
 def unseen_rows(fleet: Path, task: str, rows: list) -> list:
@@ -101,7 +86,7 @@ def retrain(fleet: Path, task: str, db: Database, console: Console, promote_when
     work = Path(tempfile.mkdtemp(prefix=f".retrain-{task}-", dir=fleet))
     try:
         original = [row for _, row in read_rows(spec.train)]
-        frozen_note = f"the task's test file {spec.test}"
+        frozen_note = spec.test_note or f"the task's test file {spec.test}"
         frozen = spec.test
         if frozen is None:  # a seeded slice of the original data, never trained on by a candidate
             original, held, _ = holdout_split(original, FROZEN_SHARE, SEED)
@@ -122,7 +107,8 @@ def retrain(fleet: Path, task: str, db: Database, console: Console, promote_when
     cascade = cascade_threshold(out, spec.target, spec.delta)
     served_cascade = entry.get("cascade") or cascade_threshold(fleet / entry["folder"], spec.target, spec.delta)
     frozen_answers = sets["frozen set"]["candidate_answers"]
-    decision = decide({k: {"served": v["served"], "candidate": v["candidate"]} for k, v in sets.items()},
+    paired = ("served", "candidate", "served_scores", "candidate_scores")
+    decision = decide({k: {p: v[p] for p in paired} for k, v in sets.items()},
                       frozen_answers["confidence"], frozen_answers["correct"], served_cascade.get("coverage", 0.0),
                       cascade["coverage"], settings)  # fmt: skip
     promoted = decision["passed"] and promote_when_passed
@@ -134,13 +120,17 @@ def retrain(fleet: Path, task: str, db: Database, console: Console, promote_when
     (out / TRAFFIC_IDS).write_text(json.dumps(sorted(r.request_id for r in traffic.rows)), encoding="utf-8")
     add_version(fleet, task, out, {split: headline(m) for split, m in metrics.items()}, cascade,
                 {"gate": {"passed": decision["passed"], "why": decision["why"], "against": served_name}})  # fmt: skip
+    router = None
     if promoted:
         promote(fleet, task, version)
+        # the served task now knows its labelled traffic: so must the router (when the fleet has one)
+        router = refit_router(fleet, db, console, f"{task} {version} promoted with {len(new)} new labelled rows")
     verdict = "promoted" if promoted else ("gate passed, not promoted (--no-promote)" if decision["passed"] else
                                            f"not promoted ({decision['why']})")  # fmt: skip
     console.print(f"{task}: {version} {verdict}; report in {out / 'GATE.md'}")
     return {"candidate": version, "promoted": promoted, "added_rows": len(new), "served": served_name if not promoted
-            else version, "gate": decision, "report": str(out / "gate.json")}  # fmt: skip
+            else version, "gate": decision, "report": str(out / "gate.json"),
+            "router": {"folder": router["folder"], "metrics": router["metrics"]} if router else None}  # fmt: skip
 
 
 def _jsonl(path: Path, rows: list[dict]) -> Path:
@@ -151,10 +141,12 @@ def _jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def _paired(served: SavedTask, candidate: SavedTask, data: Path, console: Console) -> dict:
-    """Both versions' right/wrong answers on `data`, row for row."""
+    """Both versions' right/wrong answers on `data`, row for row, and their graded scores for graded kinds."""
     quiet = Console(quiet=True)
     served_answers = served.kind.evaluate(served.load(), data, quiet, {})["answers"]
     candidate_answers = candidate.kind.evaluate(candidate.load(), data, quiet, {})["answers"]
     console.print(f"gate: scored both versions on {data.name} ({len(served_answers['correct'])} rows)")
     return {"served": served_answers["correct"], "candidate": candidate_answers["correct"],
+            "served_scores": served.kind.item_scores(served_answers),
+            "candidate_scores": candidate.kind.item_scores(candidate_answers),
             "candidate_answers": candidate_answers}  # fmt: skip

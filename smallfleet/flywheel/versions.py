@@ -117,3 +117,18 @@ def _serve(fleet: Path, task: str, entry: dict, version: str) -> None:
         raise ConfigError(f"version {version} of {task!r} is missing its folder {Path(fleet) / info['folder']}")
     entry.update(folder=info["folder"], metrics=info.get("metrics", {}), cascade=info.get("cascade"), served=version)
     entry.pop("shadow_only", None)  # a distilled task answers once a version of it is promoted
+
+
+def serve_router(fleet: Path, folder: Path, metrics: dict, cascade: dict, reason: str) -> dict:
+    """Serve the router in `folder` (a refit); the one served before stays listed under `previous`. Returns the
+    fleet.json router entry. A running gateway switches within seconds."""
+    index = _index(fleet)
+    old = index.get("router")
+    if not old:
+        raise ConfigError(f"{fleet} has no router to replace")
+    entry = {**old, "folder": str(Path(folder).resolve().relative_to(Path(fleet).resolve())), "metrics": metrics,
+             "cascade": cascade, "refit": {"created": datetime.now(UTC).isoformat(timespec="seconds"), "why": reason},
+             "previous": [*old.get("previous", []), old["folder"]]}  # fmt: skip
+    index["router"] = entry
+    _write(fleet, index)
+    return entry

@@ -62,6 +62,12 @@ def load_task(fleet: Path, name: str, entry: dict, target: float | None, delta: 
                       served_version(entry), entry["folder"], template, not entry.get("shadow_only"))  # fmt: skip
 
 
+def load_router(folder: Path, entry: dict) -> tuple[Router, Batcher]:
+    """The router that fleet.json's `router` entry names, with its batcher."""
+    router = Router.load(folder / entry["folder"], entry["cascade"]["target"])
+    return router, Batcher(lambda texts, _options: router.route(texts), "router")
+
+
 class ServedFleet:
     """Everything `smallfleet serve` needs from a fleet folder (or a single specialist folder)."""
 
@@ -72,6 +78,8 @@ class ServedFleet:
         self.tasks = tasks
         self.router = router
         self.router_batcher = router_batcher
+        self.router_folder: str | None = None
+        """The router's folder as fleet.json names it (a refit router gets a new one, which hot reload follows)."""
         self.tiers = tiers
         self.serving = serving
         self.shadows: dict[str, ServedTask] = {}
@@ -105,12 +113,11 @@ class ServedFleet:
             raise SpecialistError(f"--threshold names unknown task(s) {', '.join(thresholds)} (tasks: {', '.join(tasks)})")
         router = router_batcher = None
         if index.get("router") and len(tasks) > 1:
-            entry = index["router"]
-            router = Router.load(folder / entry["folder"], entry["cascade"]["target"])
-            router_batcher = Batcher(lambda texts, _options: router.route(texts), "router")
+            router, router_batcher = load_router(folder, index["router"])
         tiers = [TierSpec(**t) for t in index.get("tiers", [])]
         serving = ServingSpec(**index.get("serving", {}))
         fleet = cls(index.get("name", folder.name), folder, tasks, router, router_batcher, tiers, serving)
+        fleet.router_folder = index["router"]["folder"] if router else None
         fleet.overrides = {"target": target, "delta": delta, "thresholds": dict(manual)}
         if serving.triage:
             fleet.use_triage(serving.triage)

@@ -14,7 +14,7 @@ import asyncio
 import logging
 
 from smallfleet.fleet import FLEET_INDEX
-from smallfleet.serve.fleet import ServedFleet
+from smallfleet.serve.fleet import ServedFleet, load_router
 from smallfleet.training.artifacts import read_json
 
 log = logging.getLogger("smallfleet.reload")
@@ -49,7 +49,8 @@ class FleetWatcher:
                 log.exception("fleet reload failed; still serving the versions loaded before")
 
     async def check(self) -> list[str]:
-        """Swap every task whose served folder changed in fleet.json; returns their names."""
+        """Swap every task whose served folder changed in fleet.json, and the router when it was refit; returns
+        their names (`_router` for the router)."""
         stamp = self._stat()
         if stamp is None or stamp == self._stamp:
             return []
@@ -74,4 +75,13 @@ class FleetWatcher:
             asyncio.get_running_loop().call_later(RETIRE_SECONDS, current.batcher.close)
             log.warning("task %s: now serving %s (was %s)", name, new.version, current.version)
             swapped.append(name)
+        router = index.get("router")
+        if self.fleet.router is not None and router and router.get("folder") != self.fleet.router_folder:
+            new_router, batcher = await asyncio.to_thread(load_router, self.fleet.folder, router)
+            old = self.fleet.router_batcher
+            self.fleet.router, self.fleet.router_batcher = new_router, batcher  # one step on the event loop
+            self.fleet.router_folder = router["folder"]
+            asyncio.get_running_loop().call_later(RETIRE_SECONDS, old.close)
+            log.warning("router: now serving %s", router["folder"])
+            swapped.append("_router")
         return swapped

@@ -62,6 +62,7 @@ def render_card(manifest: dict, settings_key: str, parts: CardParts, calibration
         "## Training data",
         "",
         *parts.data,
+        *([f"- frozen evaluation set: {manifest['data']['test_note']}"] if manifest["data"].get("test_note") else []),
         *fingerprint_lines(manifest["data"]["fingerprint"]),
         "",
         "## Settings",

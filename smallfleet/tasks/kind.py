@@ -175,6 +175,12 @@ class TaskKind(ABC):
         raise ConfigError(f"task kind {self.name!r} has no adapter to export (kinds that do: "
                           f"{', '.join(n for n in KINDS.names() if KINDS.get(n).exports_adapter) or 'none'})")  # fmt: skip
 
+    def item_scores(self, answers: dict) -> list[float] | None:
+        """Each item's graded score (in [0, 1]) from the `answers` of `evaluate`, for kinds whose quality is a
+        graded figure (field F1, ROUGE): the promotion gate then compares versions with a paired bootstrap on
+        these scores. None (the default) for kinds judged right or wrong: the gate uses McNemar on `correct`."""
+        return None
+
     def input_texts(self, spec) -> list[str]:
         """The input texts of a task's training file (the router learns from them)."""
         from smallfleet.data import read_rows

@@ -56,7 +56,8 @@ def manifest_header(spec: TaskSpec, base: ResolvedModel, device: str = "cpu", **
                  "sha256": fingerprint_base(base)},  # fmt: skip
         "fields": dataclasses.asdict(spec.fields),
         spec.task_kind.settings_key: settings_record(spec.settings),
-        "data": {**data, "fingerprint": fingerprint_files(spec.data_files())},
+        "data": {**data, **({"test_note": spec.test_note} if spec.test_note else {}),
+                 "fingerprint": fingerprint_files(spec.data_files())},
         "cascade": {"target": spec.target, "delta": spec.delta},
         "machine": {"device": device, "torch_threads": torch.get_num_threads(), "python": platform.python_version()},
     }

@@ -42,6 +42,8 @@ class TaskSpec:
     """Validation file; when absent a seeded split of `train` is held out (stratified by label where there is one)."""
     test: Path | None = None
     """Held-out test file, evaluated after training."""
+    test_note: str = ""
+    """Where the test file came from when the fleet made it (the frozen slice set aside at first training); in the card."""
     fields: FieldMap = field(default_factory=FieldMap)
     """Field mapping for all of this task's files."""
     base: str = ""

@@ -48,6 +48,9 @@ class ExtractKind(TaskKind):
 
         return ExtractSpecialist.load(folder)
 
+    def item_scores(self, answers: dict) -> list[float] | None:
+        return answers.get("score")
+
     def evaluate(self, specialist, data, console, fields, limit=None, **options) -> dict:
         from smallfleet.tasks.extract.metrics import evaluate_file
 

@@ -59,6 +59,16 @@ def field_scores(gold: list[dict], predicted: list[dict], fields: list[str]) -> 
     return per_field, _prf(total["tp"], total["fp"], total["fn"]), exact
 
 
+def record_f1(gold: list[dict], predicted: list[dict], fields: list[str]) -> list[float]:
+    """Each record's field F1 (counted as in `field_scores`); 1.0 for a record with no value in gold or prediction."""
+    out = []
+    for g, p in zip(gold, predicted):
+        tp = sum(f in g and f in p and same_value(g[f], p[f]) for f in fields)
+        fp, fn = sum(f in p for f in fields) - tp, sum(f in g for f in fields) - tp
+        out.append(1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn))
+    return out
+
+
 def bio_entities(tags: list[str]) -> set[tuple[str, int, int]]:
     """(type, first, last) of each entity; an I- not continuing its type starts one (conlleval)."""
     out, current = set(), None
@@ -209,7 +219,8 @@ def evaluate_file(specialist, data: Path, console: Console, fields: dict[str, st
     metrics["data"] = str(data)
     gold = [gold_record(specialist.schema, e) for e in examples]
     exact = field_scores(gold, [x.record for x in out], specialist.schema.names)[2]
-    metrics["answers"] = {"confidence": [x.record_confidence for x in out], "correct": exact}
+    scores = record_f1(gold, [x.record for x in out], specialist.schema.names)
+    metrics["answers"] = {"confidence": [x.record_confidence for x in out], "correct": exact, "score": scores}
     if not bio:
         metrics["unaligned_values"] = len(loaded.unaligned)
     print_extraction_report(metrics, console, title=f"{specialist.name} on {data}")

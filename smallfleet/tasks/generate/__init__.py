@@ -39,6 +39,9 @@ class GenerateKind(TaskKind):
 
         return GenerateSpecialist.load(folder)
 
+    def item_scores(self, answers: dict) -> list[float] | None:
+        return answers.get("score")
+
     def evaluate(self, specialist, data, console, fields, limit=None, **options) -> dict:
         from smallfleet.tasks.generate.metrics import evaluate_file
 

@@ -132,7 +132,8 @@ def score_answers(specialist, examples: list[Example], refs: list[list[str]], de
     """ROUGE and speed of the specialist's (or the bare base's) greedy answers to `examples`.
 
     Args:
-        keep_answers: add `answers`: each answer's confidence and whether it is good (ROUGE-L >= quality bar).
+        keep_answers: add `answers`: each answer's confidence, whether it is good (ROUGE-L >= quality bar) and
+            its ROUGE-L (`score`).
     """
     what = "fine-tuned" if with_adapter else "base zero-shot"
     with answering(console, f"{specialist.name}: {what} answers", len(examples)) as done:
@@ -147,7 +148,7 @@ def score_answers(specialist, examples: list[Example], refs: list[list[str]], de
         bar = specialist.manifest["generation"]["quality_bar"]
         rouge_l = [s["rougeL"] for s in rouge_per_answer([g.text for g in gens], refs)]
         metrics["answers"] = {"confidence": [specialist.as_answer(g).confidence for g in gens],
-                              "correct": [r >= bar for r in rouge_l]}  # fmt: skip
+                              "correct": [r >= bar for r in rouge_l], "score": rouge_l}  # fmt: skip
     return metrics
 
 
