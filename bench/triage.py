@@ -13,7 +13,7 @@ outside the repo, see triage_cache.py):
   gateway's rule `routing.strong_scores`): a logistic head per tier, their L2 strength C chosen
   by the decision's APGR in 3-fold cross-validation inside the training folds only
   (`triage.tuning`); strong score = the predicted gain P(GPT-4 right) - P(Mixtral right);
-- the same heads with C fixed at 1, or chosen per head by its own log-loss; the previous decision rule (strong score = 1 - P(Mixtral
+- the same heads with C fixed at 1; the previous decision rule (strong score = 1 - P(Mixtral
   right), the cheapest tier predicted good enough); a head on the gap target (P(GPT-4 right and
   Mixtral wrong)); the gain read from a kNN over embeddings; the mean of the logistic and kNN gains.
 The MMLU subject is a field of the dataset, not of the request, so no router reads it.
@@ -35,7 +35,7 @@ from rich.table import Table
 from triage_cache import cached_embeddings
 
 from smallfleet.settings import datasets_dir
-from smallfleet.triage.model import TriageModel, choose_c, fit_head, training_arrays
+from smallfleet.triage.model import TriageModel, fit_head
 from smallfleet.triage.routing import evaluate_router, plot_curves, rank_shares, strong_scores, summarize, sweep
 from smallfleet.triage.rows import TriageRow
 from smallfleet.triage.train import fit_heads
@@ -49,7 +49,6 @@ GOAL = 0.45
 TIERS = ["Mixtral-8x7B", "GPT-4"]
 MAIN = "triage (shipped): predicted gain, C cross-validated on the decision"
 FIXED = "predicted gain, C=1"
-LOGLOSS = "predicted gain, C per head by its log-loss"
 PREVIOUS = "previous rule: 1 - P(Mixtral right), C=1"
 PREVIOUS_CV = "previous rule, C cross-validated"
 GAP = "gap head: P(GPT-4 right, Mixtral wrong), C=1"
@@ -127,23 +126,12 @@ def main() -> None:
 
         return out_of_fold(fit, X, fold, size=size, width=len(TIERS))
 
-    def per_head_logloss(train):
-        sub = [rows[i] for i in train]
-        heads = {}
-        for t in TIERS:
-            arrays = training_arrays(sub, X[train], t)
-            heads[t] = fit_head(*arrays, c=choose_c(*arrays))
-        model = TriageModel(TIERS, heads, "minilm")
-        return lambda Z: np.stack([model.predict_embedded(Z)[t] for t in TIERS], axis=1)
-
     probs = {"cv": timed("shipped (C cross-validated)", lambda: shipped(None)),
-             "c1": timed("heads C=1", lambda: shipped(1.0)),
-             "logloss": timed("C per head by log-loss", lambda: out_of_fold(per_head_logloss, X, fold, width=len(TIERS)))}  # fmt: skip
+             "c1": timed("heads C=1", lambda: shipped(1.0))}  # fmt: skip
     knn_probs = timed("knn", lambda: out_of_fold(lambda tr: knn(X[tr], quality[tr]), X, fold, width=len(TIERS)))
     scores = {
         MAIN: strong_scores(probs["cv"], shares),
         FIXED: strong_scores(probs["c1"], shares),
-        LOGLOSS: strong_scores(probs["logloss"], shares),
         PREVIOUS: 1 - probs["c1"][:, 0],
         PREVIOUS_CV: 1 - probs["cv"][:, 0],
         GAP: timed("gap", lambda: out_of_fold(lambda tr: logistic(X[tr], gap[tr]), X, fold)),
@@ -249,9 +237,9 @@ def section(payload, results, curve, curve_previous, full, random_mean) -> None:
         "",
         "Reading: ranking by the predicted gain rather than by P(Mixtral right) alone stops sending questions both "
         "models miss to GPT-4 for nothing; most of the improvement comes from that rule. Choosing C for the "
-        "decision (the APGR of the gain ranking, inside the training folds) adds the rest: it picks stronger "
-        "regularisation than each head's own log-loss would, which smooths the difference of two noisy heads "
-        "(MMLU difficulty is a weak signal in a frozen MiniLM embedding). The oracle's "
+        "decision (the APGR of the gain ranking, inside the training folds) adds the rest: it picks strong "
+        "regularisation, which smooths the difference of two noisy heads (MMLU difficulty is a weak signal in a "
+        "frozen MiniLM embedding). The oracle's "
         "APGR is above 1 because it beats GPT-4 alone (Mixtral is right on questions GPT-4 misses).",
         "",
         f"Machine: {m['cpu_count']} CPU cores, torch {m['torch']} ({m['threads']} threads), Python {m['python']}, "

@@ -45,7 +45,7 @@ def group() -> None:
 @click.option("--min-rows", type=click.IntRange(min=2), default=50, show_default=True,
               help="Fewest labelled rows a tier needs for a head; below it triage falls back to the tier order.")
 @click.option("--c", "c", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Inverse L2 strength of the per-tier logistic heads [default: chosen from 0.01 to 10 by 3-fold "
+              help="Inverse L2 strength of the per-tier logistic heads [default: chosen from 0.03 to 3 by 3-fold "
                    "cross-validation on the training rows: by the routing decision's APGR when 60+ rows score every "
                    "tier, else per head by its log-loss].")
 @click.option("--force", is_flag=True, help="Replace an existing triage model in --out.")
