@@ -80,7 +80,8 @@ def train_command(data, from_log, out, text_field, scores_field, fleet, db_url, 
         if not rows:
             raise DataError(f"no row scores a tier of the fleet ({', '.join(tiers)})")
     with console.status(f"embedding {len(rows)} rows and fitting the heads"):
-        model = train_triage(rows, out, base=base, min_rows=min_rows, c=c, force=force, notes=notes, source=source)
+        model = train_triage(rows, out, base=base, min_rows=min_rows, c=c, force=force, notes=notes, source=source,
+                             order=tiers if from_log else None)  # fmt: skip
     for tier, info in model.card["per_tier"].items():
         auc = info.get("valid_auc")
         line = f"tier {tier}: {info['rows']} rows, good share {info['good_share']:.3f}, " + (

@@ -36,7 +36,7 @@ def drop_unknown_tiers(rows: list[TriageRow], fleet_tiers: list[str]) -> tuple[l
 
 def train_triage(rows: list[TriageRow], out: Path, base: str = DEFAULT_BASE, min_rows: int = MIN_ROWS,
                  c: float | None = None, seed: int = 13, force: bool = False, notes: list[str] | None = None,
-                 source: str = "", embedder: Embedder | None = None) -> TriageModel:  # fmt: skip
+                 source: str = "", embedder: Embedder | None = None, order: list[str] | None = None) -> TriageModel:  # fmt: skip
     """Fit one head per tier with enough rows, score them on a held-out fifth, refit on all rows and save to `out`.
 
     Args:
@@ -45,12 +45,15 @@ def train_triage(rows: list[TriageRow], out: Path, base: str = DEFAULT_BASE, min
         c: inverse L2 strength of the logistic heads; None = chosen per head by cross-validation on the rows.
         notes: lines for the card (e.g. tiers left out); lines about short tiers are added.
         source: where the rows came from, for the card.
+        order: the tiers cheapest first (e.g. the fleet's, for rows from its log that each score one tier);
+            default: as the rows name them.
     """
     from smallfleet.training.artifacts import staged_folder
 
     if not rows:
         raise DataError("no triage rows to train on")
-    tiers = tier_order(rows)
+    named = tier_order(rows)
+    tiers = [t for t in order or [] if t in named] + [t for t in named if t not in (order or [])]
     notes = list(notes or [])
     embedder = embedder or Embedder(base)
     vectors = embedder.embed([r.text for r in rows])
