@@ -223,7 +223,8 @@ def section(payload, results, curve, curve_previous, full, random_mean) -> None:
         "Learning curve (the shipped triage, C chosen inside the N rows, trained on N labelled rows drawn "
         "from each fold's training part; the previous rule on the same heads beside it):",
         "",
-        "| labelled rows | APGR | GPT-4 calls for 95% of GPT-4 quality | previous rule: APGR | previous rule: GPT-4 calls |",
+        "| labelled rows | APGR | GPT-4 calls for 95% of GPT-4 quality | previous rule: APGR "
+        "| previous rule: GPT-4 calls |",
         "|---|---|---|---|---|",
         *[f"| {k:,} | {v['apgr']:.3f} | {pct(v['strong_share_at_95'])} | {curve_previous[k]['apgr']:.3f} | "
           f"{pct(curve_previous[k]['strong_share_at_95'])} |" for k, v in curve.items()],
