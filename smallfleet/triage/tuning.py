@@ -46,4 +46,5 @@ def choose_shared_c(rows: list[TriageRow], vectors: np.ndarray, tiers: list[str]
                 w, b = fit_head(*training_arrays([sub[i] for i in train], X[train], tier), c=c)
                 probs[test, j] = 1 / (1 + np.exp(-(X[test] @ w + b)))
         scores.append(summarize(sweep(quality, probs, strong_scores(probs, shares)), weak, strong)["apgr"])
-    return float(grid[int(np.argmax(scores))])
+    best = max(scores)  # ties (e.g. rows the heads separate at any C) go to the weakest L2: the sharpest probabilities
+    return float(max(c for c, score in zip(grid, scores) if score >= best - 1e-9))
