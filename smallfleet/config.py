@@ -72,10 +72,12 @@ class ServingSpec:
     see smallfleet/pii.py) or `none`."""
     triage: str = ""
     """Triage model folder (`smallfleet triage train`), absolute or relative to the fleet folder; empty = no triage.
-    With one, requests no task owns and requests for model `auto` go to the cheapest tier predicted good enough."""
+    With one, requests no task owns and requests for model `auto` go to the tier whose predicted gain is worth its price."""
     willingness_to_pay: float = 0.5
-    """Predicted probability of a good-enough answer a cheaper tier needs to be chosen by triage; higher pays for
-    stronger tiers more often (0 = always the cheapest, 1 = always the most expensive)."""
+    """Triage's one knob: it sends a request to the tier with the best predicted quality minus
+    (1 - willingness_to_pay) x its price as a share of the dearest tier's, so a dearer tier answers when its
+    predicted gain in P(good answer) is at least (1 - willingness_to_pay) x that extra price share (1 = the tier
+    predicted best whatever its price)."""
     drift_every: float = 300.0
     """Seconds between the gateway's drift checks (exported on /metrics, computed in the background); 0 = none."""
     console_cache_seconds: float = 3.0

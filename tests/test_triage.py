@@ -1,5 +1,5 @@
 """Triage: the per-tier quality model, its RouteLLM-style evaluation, and the gateway sending free-form
-requests to the cheapest tier predicted good enough (a real gateway process, two fake upstream tiers)."""
+requests to the tier whose predicted gain is worth its price (a real gateway process, two fake upstream tiers)."""
 
 from __future__ import annotations
 
@@ -15,22 +15,29 @@ from fake_upstream import FakeUpstream
 from gateway_process import GatewayProcess
 from test_gateway import ask, extra, fleet_with_tiers
 
-from smallfleet.triage.model import TriageModel
-from smallfleet.triage.routing import evaluate_router, oracle_curve, random_scores, summarize, sweep
+from smallfleet.triage.model import C_GRID, TriageModel, choose_c
+from smallfleet.triage.routing import (evaluate_router, oracle_curve, random_scores, rank_shares, strong_scores, summarize,
+                                       sweep)
 
 EASY_TEXT = "My order 55120 arrived with a cracked screen, how do I get a replacement?"
 HARD_TEXT = ("Find the maximum possible order for some element of Z_8 x Z_10 x Z_24.\nA. 8\nB. 120\nC. 240\nD. 24\n"
              "Answer:")  # fmt: skip
+HOPELESS_TEXT = ("#Person1#: Did you finish the report for Friday?\n#Person2#: Not yet, the figures from sales came in late.\n"
+                 "#Person1#: Then let's move the meeting to Monday and tell the manager.")  # fmt: skip
 
 
 def replay_rows(quickstart_data, shared_datasets, start: int, count: int) -> list[dict]:
-    """Real texts: support tickets the cheap tier answers well, abstract-algebra questions only the frontier does."""
+    """Real texts in threes: support tickets both tiers answer well, abstract-algebra questions only the frontier
+    does, and dialogues neither does (the frontier would be paid for nothing)."""
     tickets = [json.loads(x)["text"] for x in (quickstart_data / "tickets_train.jsonl").read_text().splitlines()]
     mmlu = [json.loads(x) for x in (shared_datasets / "routellm_mmlu" / "all.jsonl").open().readlines()[:400]]
     algebra = [r["prompt"] for r in mmlu if r["subject"] == "abstract_algebra"]
+    with (shared_datasets / "dialogsum" / "train.jsonl").open() as f:
+        dialogues = [json.loads(next(f))["dialogue"] for _ in range(start + count)]
     easy = [{"text": t, "scores": {"cheap": 1, "frontier": 1}} for t in tickets[start : start + count]]
     hard = [{"text": t, "scores": {"cheap": 0, "frontier": 1}} for t in algebra[start : start + count]]
-    return [row for pair in zip(easy, hard) for row in pair]
+    hopeless = [{"text": t, "scores": {"cheap": 0, "frontier": 0}} for t in dialogues[start : start + count]]
+    return [row for three in zip(easy, hard, hopeless) for row in three]
 
 
 def write_rows(path, rows) -> None:
@@ -42,25 +49,34 @@ def triage_model(tmp_path_factory, quickstart_data, shared_datasets):
     folder = tmp_path_factory.mktemp("triage")
     write_rows(folder / "train.jsonl", replay_rows(quickstart_data, shared_datasets, 0, 30))
     proc = run("triage", "train", "--data", folder / "train.jsonl", "--out", folder / "model", "--min-rows", "20")
-    assert "tier cheap: 60 rows, good share 0.500, head" in proc.stderr
+    assert "tier cheap: 90 rows, good share 0.333, head, C=" in proc.stderr
     return folder / "model"
 
 
 def test_train_and_eval_follow_the_command_contract(triage_model, quickstart_data, shared_datasets, tmp_path):
     card = json.loads((triage_model / "triage.json").read_text())
-    assert card["tiers"] == ["cheap", "frontier"] and card["per_tier"]["cheap"]["rows"] == 60
-    assert card["heads"] == ["cheap"]  # the frontier is right on every row: nothing to learn, and never needed
-    assert "| cheap | 60 | 0.500 | yes |" in (triage_model / "README.md").read_text()
-    write_rows(tmp_path / "test.jsonl", replay_rows(quickstart_data, shared_datasets, 30, 20))
+    assert card["tiers"] == ["cheap", "frontier"] and card["per_tier"]["cheap"]["rows"] == 90
+    assert card["heads"] == ["cheap", "frontier"] and card["c"] == "cross-validated"
+    # 90 rows score both tiers: one C for both heads, chosen by the decision's APGR in cross-validation
+    assert card["per_tier"]["cheap"]["c"] == card["per_tier"]["frontier"]["c"] in C_GRID
+    assert card["per_tier"]["cheap"]["c_chosen_by"] == "decision"
+    assert "| cheap | 90 | 0.333 | yes |" in (triage_model / "README.md").read_text()
+    rows = replay_rows(quickstart_data, shared_datasets, 30, 20)
+    write_rows(tmp_path / "test.jsonl", rows)
     out = tmp_path / "eval.json"
     proc = run("triage", "eval", triage_model, "--data", tmp_path / "test.jsonl", "--json", out, "--plot", tmp_path / "c.png")
     result = json.loads(out.read_text())
-    assert result["n"] == 40 and result["tiers"] == ["cheap", "frontier"]
-    assert result["weak_quality"] == 0.5 and result["strong_quality"] == 1.0
-    # tickets and algebra questions are easy to tell apart: the frontier is needed for the questions only
-    assert result["apgr"] > 0.7 > result["random"]["apgr"]
-    assert result["strong_share_at_95"] < 0.6 < result["random"]["strong_share_at_95"]
+    assert result["n"] == 60 and result["tiers"] == ["cheap", "frontier"]
+    assert result["weak_quality"] == pytest.approx(1 / 3, abs=1e-4) and result["strong_quality"] == pytest.approx(2 / 3, abs=1e-4)
+    # ranked by predicted gain, the algebra questions (a third of the rows) go to the frontier first
+    assert result["apgr"] > 0.8 > 0.6 > result["random"]["apgr"]
+    assert result["strong_share_at_95"] < 0.4 < 0.55 < result["random"]["strong_share_at_95"]
     assert "triage" in proc.stdout and (tmp_path / "c.png").stat().st_size > 1000
+    # the previous rule (1 - P(cheap good)) on the same predictions pays the frontier for the dialogues too
+    predicted = TriageModel.load(triage_model).predict([r["text"] for r in rows])
+    quality = np.array([[r["scores"]["cheap"], r["scores"]["frontier"]] for r in rows], dtype=float)
+    previous = summarize(sweep(quality, None, 1 - np.array([p["cheap"] for p in predicted])), 1 / 3, 2 / 3)
+    assert previous["strong_share_at_95"] > 0.5 > result["strong_share_at_95"] + 0.1
 
 
 def test_rows_naming_unknown_tiers_are_reported_and_short_tiers_fall_back(tmp_path, quickstart_data, shared_datasets):
@@ -68,12 +84,12 @@ def test_rows_naming_unknown_tiers_are_reported_and_short_tiers_fall_back(tmp_pa
     fleet.mkdir()
     (fleet / "fleet.json").write_text(json.dumps({"name": "f", "tasks": {}, "tiers": [{"name": "cheap"}, {"name": "frontier"}]}))
     rows = replay_rows(quickstart_data, shared_datasets, 0, 5)
-    rows[3]["scores"]["mystery"] = 1
+    rows[4]["scores"]["mystery"] = 1
     write_rows(tmp_path / "rows.jsonl", rows)
     proc = run("triage", "train", "--data", tmp_path / "rows.jsonl", "--fleet", fleet, "--out", tmp_path / "m")
     said = " ".join(proc.stderr.split())  # the console wraps long lines
-    assert f"tier 'mystery' is not in the fleet (tiers: cheap, frontier): 1 row(s), e.g. {tmp_path / 'rows.jsonl'}:4" in said
-    assert "tier cheap: 10 rows, good share 0.500, no head: too few labelled rows, falls back to the tier order" in said
+    assert f"tier 'mystery' is not in the fleet (tiers: cheap, frontier): 1 row(s), e.g. {tmp_path / 'rows.jsonl'}:5" in said
+    assert "tier cheap: 15 rows, good share 0.333, no head: too few labelled rows, falls back to the tier order" in said
     model = TriageModel.load(tmp_path / "m")
     decision = model.decide({}, ["cheap", "frontier"], 0.5)
     assert decision.tier is None and "too few labelled rows for tier(s) cheap" in decision.fallback
@@ -108,18 +124,62 @@ def test_apgr_is_one_for_the_oracle_and_one_half_for_a_random_router():
     assert as_router["apgr"] > 0.9 and as_router["strong_share_at_95"] < 0.2
 
 
-def test_the_sweep_cuts_scores_at_routellm_quantiles_and_picks_the_cheapest_tier_clearing_the_bar():
+def test_the_sweep_cuts_scores_at_routellm_quantiles_and_ranks_rows_by_predicted_gain():
     scores = np.arange(11) / 10  # RouteLLM cuts at the 0, 10, ..., 100 % quantiles (pd.qcut(scores, 10)): here 0, 0.1, ..., 1
     points = sweep(np.ones((11, 2)), None, scores)
     assert sorted(p["threshold"] for p in points) == pytest.approx(list(scores))
     # strong when the score is at or above the cut (all rows at the lowest), strictly above for the last cut (none)
     assert points[0]["strong_share"] == 0 and points[-1]["strong_share"] == 1 and len(points) == 11
-    # three tiers: a row goes to the cheapest tier whose predicted quality clears the bar 1 - cut
+    # two tiers: the strong score orders rows by P(strong good) - P(weak good), not by 1 - P(weak good)
+    probs = np.array([[0.1, 0.15], [0.1, 0.9], [0.8, 0.95]])  # both miss / only strong / both right
+    assert list(np.argsort(-strong_scores(probs, rank_shares(2)))) == [1, 2, 0]
+    # three tiers (price shares 1/3, 2/3, 1): a row goes to the tier with the best P - cut x share
     quality = np.array([[0, 1, 1], [1, 1, 1], [0, 0, 1]], dtype=float)
-    probs = np.array([[0.3, 0.9], [0.95, 0.9], [0.1, 0.2]])
-    (mid,) = [p for p in sweep(quality, probs, 1 - probs.max(1), num_results=3) if p["strong_share"] == pytest.approx(1 / 3)]
+    probs = np.array([[0.3, 0.9, 0.95], [0.95, 0.9, 0.95], [0.1, 0.2, 0.9]])
+    # row 0: the frontier gains 0.05 over mid for 1/3 of its price: 0.15; row 1: nothing over cheap; row 2: 0.7 / (1/3)
+    # over mid, 0.8 / (2/3) over cheap: 1.2
+    assert strong_scores(probs, rank_shares(3)) == pytest.approx([0.15, 0.0, 1.2])
+    (mid,) = [p for p in sweep(quality, probs, strong_scores(probs, rank_shares(3)), num_results=3)
+              if p["strong_share"] == pytest.approx(1 / 3)]  # fmt: skip
     assert mid["quality"] == 1.0 and mid["tier_shares"] == pytest.approx([1 / 3, 1 / 3, 1 / 3])
     assert oracle_curve(quality)[0]["quality"] == pytest.approx(2 / 3)
+
+
+def test_the_decision_pays_for_a_dearer_tier_only_when_its_predicted_gain_is_worth_its_price():
+    tiers, costs = ["cheap", "mid", "frontier"], [0.1, 1.0, 10.0]  # price shares 0.01, 0.1, 1
+    model = TriageModel(tiers, {t: (np.zeros(4, dtype=np.float32), 0.0) for t in tiers}, "minilm")
+
+    def chosen(predicted, wtp, costs=costs):
+        return model.decide(dict(zip(tiers, predicted)), tiers, wtp, costs).tier
+
+    assert chosen([0.3, 0.8, 0.9], 0.5) == "mid"  # mid gains 0.5 for 0.09 of the frontier's price; the frontier 0.1 for 0.9
+    assert chosen([0.3, 0.8, 0.9], 0.95) == "frontier"  # paying 0.05 of quality per frontier price: the frontier is worth it
+    assert chosen([0.3, 0.8, 0.9], 0.0) == "mid"  # even at 0: a gain of 0.5 for 0.09 of the price
+    assert chosen([0.3, 0.8, 0.9], 0.0, [1, 9, 10]) == "cheap"  # ... but not for 0.8 of it
+    assert chosen([0.3, 0.32, 0.33], 0.5) == "cheap"  # small gains are not worth paying for
+    assert chosen([0.1, 0.1, 0.12], 1.0) == "frontier"  # at 1 the tier predicted best answers, whatever its price
+    # the previous rule (cheapest tier with P >= 0.5, else the frontier) sent this one to the frontier: no tier will
+    # answer it well, so the cheapest answers
+    assert chosen([0.1, 0.1, 0.12], 0.5) == "cheap"
+    # a fleet tier the model does not know is never chosen, even when predicted best
+    assert model.decide({"cheap": 0.1, "other": 0.99, "frontier": 0.12}, ["cheap", "other", "frontier"], 1.0).tier == "frontier"
+    short = TriageModel(["cheap", "frontier"], {"cheap": (np.zeros(4, dtype=np.float32), 0.0)}, "minilm")
+    # the dearest tier without a head (too few rows) is taken to be good enough
+    assert short.decide({"cheap": 0.3}, ["cheap", "frontier"], 0.5, [0.1, 10]).tier == "frontier"
+    assert short.decide({"cheap": 0.7}, ["cheap", "frontier"], 0.5, [0.1, 10]).tier == "cheap"
+    fallback = TriageModel(["cheap", "frontier"], {"frontier": (np.zeros(4, dtype=np.float32), 0.0)}, "minilm")
+    decision = fallback.decide({"frontier": 0.9}, ["cheap", "frontier"], 0.5)
+    assert decision.tier is None and "too few labelled rows for tier(s) cheap" in decision.fallback
+
+
+def test_each_heads_l2_strength_is_chosen_by_cross_validation_on_the_training_rows():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 16))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    ones = np.ones(len(X))
+    clean = (X[:, 0] > 0).astype(float)  # learnable: little regularisation wins
+    noise = rng.integers(0, 2, len(X)).astype(float)  # nothing to learn: stronger regularisation wins
+    assert choose_c(X, noise, ones) < 1.0 <= choose_c(X, clean, ones)
 
 
 def logged(db, count: int, timeout: float = 10.0) -> list[tuple]:
@@ -133,7 +193,8 @@ def logged(db, count: int, timeout: float = 10.0) -> list[tuple]:
         time.sleep(0.1)
 
 
-def test_gateway_sends_easy_requests_to_the_cheap_tier_and_hard_ones_to_the_frontier(fleet_dir, triage_model, tmp_path):
+def test_gateway_sends_easy_and_hopeless_requests_to_the_cheap_tier_and_hard_ones_to_the_frontier(fleet_dir, triage_model,
+                                                                                                   tmp_path):
     with FakeUpstream() as cheap, FakeUpstream() as frontier:
         cheap.mode, frontier.mode = "reply:cheap answer", "reply:frontier answer"
         tiers = [{"name": "frontier", "kind": "openai", "base_url": frontier.base_url, "model": "big", "input_price": 10,
@@ -153,19 +214,23 @@ def test_gateway_sends_easy_requests_to_the_cheap_tier_and_hard_ones_to_the_fron
             assert sf["frontier_cost_usd"] > 10 * sf["cost_usd"]  # the saving against all-frontier is counted
             hard = extra(ask(c, "auto", HARD_TEXT))
             assert hard["tier"] == "frontier" and hard["triage"]["tier"] == "frontier"
-            assert hard["triage"]["predicted"]["cheap"] < 0.5
+            assert hard["triage"]["predicted"]["cheap"] < 0.5 < hard["triage"]["predicted"]["frontier"]
+            hopeless = extra(ask(c, "auto", HOPELESS_TEXT))  # neither tier will answer it well: the frontier gains nothing
+            assert hopeless["tier"] == "cheap" and hopeless["triage"]["tier"] == "cheap"
+            assert hopeless["triage"]["predicted"]["frontier"] < hard["triage"]["predicted"]["frontier"]
             free = extra(ask(c, "fleet", HARD_TEXT))  # the router marks it `none`: triage picks the tier
             assert free["task"] is None and free["tier"] == "frontier" and free["triage"]["tier"] == "frontier"
             cheap.mode = "fail"  # the chosen tier fails: the cascade moves on
             moved = extra(ask(c, "auto", EASY_TEXT))
             assert moved["triage"]["tier"] == "cheap" and moved["tier"] == "frontier" and moved["escalated"]
             assert moved["tried"] == ["cheap: HTTP 500 (1 attempt)"]
-        rows = logged(db, 4)
+        rows = logged(db, 5)
         assert [(m, t, tt) for m, t, tt, *_ in rows] == [("auto", "cheap", "cheap"), ("auto", "frontier", "frontier"),
-                                                         ("fleet", "frontier", "frontier"), ("auto", "frontier", "cheap")]  # fmt: skip
+                                                         ("auto", "cheap", "cheap"), ("fleet", "frontier", "frontier"),
+                                                         ("auto", "frontier", "cheap")]  # fmt: skip
         assert json.loads(rows[0][3])["willingness_to_pay"] == 0.5
         costs = json.loads(run("costs", folder, "--db", f"sqlite:///{db}", "--json").stdout)
-        assert {t: g["requests"] for t, g in costs["by_triage"].items()} == {"cheap": 2, "frontier": 2}
+        assert {t: g["requests"] for t, g in costs["by_triage"].items()} == {"cheap": 3, "frontier": 2}
         assert costs["by_triage"]["cheap"]["saving_usd"] > 0  # counted for free-form traffic too
 
 

@@ -50,9 +50,10 @@ from smallfleet.store.journal import JOURNAL_FOLDER
               "each input: all of it, with personal data replaced by typed placeholders, or nothing (replaces the fleet's).")
 @click.option("--triage", "triage", type=click.Path(exists=True, file_okay=False),
               help="Triage model folder (`smallfleet triage train`): requests no task owns, and requests for model "
-              "`auto`, go to the cheapest tier predicted good enough (replaces the fleet's serving.triage).")
-@click.option("--willingness-to-pay", type=click.FloatRange(0, 1), help="Predicted quality a cheaper tier needs "
-              "to be chosen by triage; higher pays for stronger tiers more often (replaces the fleet's).")
+              "`auto`, go to the tier whose predicted gain is worth its price (replaces the fleet's serving.triage).")
+@click.option("--willingness-to-pay", type=click.FloatRange(0, 1), help="Triage's knob: a dearer tier answers "
+              "when its predicted gain in P(good answer) is at least (1 - this) x its extra price as a share of the "
+              "dearest tier's; 1 = the tier predicted best whatever its price (replaces the fleet's).")
 @click.option("--console-cache-seconds", type=click.FloatRange(min=0), help="Seconds a console page is kept for "
               "the session that loaded it (an answer, promotion or rollback clears them); 0 = none [default: the "
               "fleet's serving.console_cache_seconds, 3].")
@@ -67,8 +68,8 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
     \b
     Endpoints (OpenAI protocol; the official clients work unchanged):
       POST /v1/chat/completions   model "fleet" routes; "fleet/<task>" picks a task;
-                                  "auto" (with --triage) goes to the cheapest tier
-                                  predicted good enough; any other model name goes
+                                  "auto" (with --triage) goes to the tier whose
+                                  predicted gain is worth its price; any other model name goes
                                   to the first openai tier
       POST /v1/feedback           {"request_id", "answer"} or {"request_id", "correct"}
       GET  /v1/models   /healthz   /metrics (Prometheus)
@@ -152,7 +153,7 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
     console.print(f"escalation tiers: {tiers}")
     if served.triage:
         heads = ", ".join(served.triage.heads) or "none (tier order)"
-        console.print(f"triage: free-form and `auto` requests go to the cheapest tier predicted good enough at "
+        console.print(f"triage: free-form and `auto` requests go to the tier whose predicted gain is worth its price at "
                       f"willingness_to_pay {served.serving.willingness_to_pay} (heads: {heads})")  # fmt: skip
     if served.serving.audit_rate:
         audit_tier = next((t.name for t in served.tiers if t.model), None)

@@ -28,7 +28,7 @@ from smallfleet.tiers.base import Tier, TierFailure, TierReply, TierRequest
 log = logging.getLogger("smallfleet.gateway")
 FLEET_MODEL = "fleet"
 AUTO_MODEL = "auto"
-"""Model alias whose requests triage sends to the cheapest tier predicted good enough."""
+"""Model alias whose requests triage sends to the tier whose predicted gain is worth its price."""
 
 
 class GatewayError(Exception):
@@ -329,12 +329,14 @@ class Gateway:
                            guess=answer.content, guess_confidence=answer.confidence)  # fmt: skip
 
     async def _triaged(self, request: ChatCompletionRequest, text: str, escalated: bool) -> Completion:
-        """Triage picks the tier to ask first (the cheapest predicted good enough); the others follow in order
+        """Triage picks the tier to ask first (its predicted gain worth its price); the others follow in order
         if it fails. `escalated`: the request left the specialist fleet (router `none`), whichever tier answers."""
         predicted, seconds = await self.fleet.triage_batcher.submit(text)
         messages = request.model_dump(include={"messages"})["messages"]
-        by_price = sorted(self.tiers, key=lambda t: (t.estimate_cost(messages, text), self.tiers.index(t)))
-        decision = self.fleet.triage.decide(predicted, [t.name for t in by_price], self.fleet.serving.willingness_to_pay)
+        costs = {t.name: t.estimate_cost(messages, text) for t in self.tiers}
+        by_price = sorted(self.tiers, key=lambda t: (costs[t.name], self.tiers.index(t)))
+        decision = self.fleet.triage.decide(predicted, [t.name for t in by_price], self.fleet.serving.willingness_to_pay,
+                                            [costs[t.name] for t in by_price])  # fmt: skip
         first = [t for t in self.tiers if t.name == decision.tier]
         order = first + [t for t in self.tiers if t.name != decision.tier]
         completion = await self._passthrough(request, text, order, escalated=escalated)

@@ -2,9 +2,11 @@
 
 One logistic-regression head per tier over frozen sentence embeddings (see `embed.py`),
 multi-label: a row teaches the heads of the tiers it scores, and a float quality q counts
-as q of a good answer and 1 - q of a bad one. The decision is concrete code shared by the
-gateway and the evaluation: the cheapest tier whose predicted quality reaches the
-willingness-to-pay bar answers, else the most expensive one.
+as q of a good answer and 1 - q of a bad one. A tier whose labelled rows all agree gets a
+constant head (its good share). The decision is concrete code shared by the gateway and the
+evaluation (`routing.choose_tiers`): the tier with the best predicted quality minus
+(1 - willingness_to_pay) times its price as a share of the dearest tier's, i.e. a dearer tier
+answers when its predicted gain over the cheaper ones is worth its extra price.
 """
 
 from __future__ import annotations
@@ -16,12 +18,16 @@ from pathlib import Path
 import numpy as np
 
 from smallfleet.errors import SpecialistError
+from smallfleet.triage.routing import choose_tiers, price_shares, rank_shares
 from smallfleet.triage.rows import TriageRow
 
 MANIFEST = "triage.json"
 HEADS_FILE = "heads.safetensors"
 MIN_ROWS = 50
-"""Fewest labelled rows (with both good and bad answers) a tier needs for a head of its own."""
+"""Fewest labelled rows a tier needs for a head of its own (a constant one when its answers are all alike)."""
+C_GRID = (0.03, 0.1, 0.3, 1.0, 3.0)  # unit-norm embeddings: past 3 the heads barely change
+"""Inverse L2 strengths tried for each head when none is given (chosen by cross-validation on the training rows)."""
+C_FOLDS = 3
 
 
 @dataclass
@@ -66,22 +72,35 @@ class TriageModel:
         probs = self.predict_embedded(self.embedder.embed(texts))
         return [{t: float(p[i]) for t, p in probs.items()} for i in range(len(texts))]
 
-    def decide(self, predicted: dict[str, float], tiers: list[str], willingness_to_pay: float) -> TriageDecision:
-        """The cheapest of `tiers` (cheapest first) predicted good enough, else the most expensive one.
+    def decide(self, predicted: dict[str, float], tiers: list[str], willingness_to_pay: float,
+               costs: list[float] | None = None) -> TriageDecision:  # fmt: skip
+        """The tier of `tiers` (cheapest first) with the best predicted quality - (1 - willingness_to_pay) * its
+        price share (`routing.choose_tiers`): a dearer tier is chosen when its predicted gain is worth its price.
 
-        A tier without a head is never chosen on a prediction; when no cheaper tier has one,
-        triage falls back to the tier order (decision tier None) and says so.
+        Args:
+            predicted: tier -> P(good enough), from `predict`.
+            tiers: the fleet's tiers, cheapest first.
+            willingness_to_pay: the knob in [0, 1]; 1 = the tier predicted best whatever its price, 0 = a dearer
+                tier only when its predicted gain is at least its whole extra price share.
+            costs: each tier's price for this request (any unit); None = evenly spaced by rank.
+
+        A cheaper tier without a head is never chosen on a prediction; the dearest tier without one is taken to
+        be good enough. When no cheaper tier has a head triage falls back to the tier order (tier None) and says so.
         """
-        known = [t for t in tiers if t in self.tiers]
+        known = [i for i, t in enumerate(tiers) if t in self.tiers]
         if not known:
             return TriageDecision(None, predicted, willingness_to_pay,
                                   f"the triage model knows none of the tiers ({', '.join(tiers)})")  # fmt: skip
-        cheaper = [t for t in known[:-1] if t in self.heads]
-        if not cheaper and len(known) > 1:
-            short = ", ".join(t for t in known[:-1] if t not in self.heads)
+        names = [tiers[i] for i in known]
+        if len(names) > 1 and not any(t in self.heads for t in names[:-1]):
+            short = ", ".join(t for t in names[:-1] if t not in self.heads)
             return TriageDecision(None, predicted, willingness_to_pay,
                                   f"too few labelled rows for tier(s) {short} (fewer than {MIN_ROWS})")  # fmt: skip
-        chosen = next((t for t in cheaper if predicted.get(t, 0.0) >= willingness_to_pay), known[-1])
+        shares = price_shares([costs[i] for i in known]) if costs is not None else rank_shares(len(names))
+        probs = np.array([[predicted.get(t, np.nan) for t in names]], dtype=np.float64)
+        if np.isnan(probs[0, -1]):
+            probs[0, -1] = 1.0
+        chosen = names[int(choose_tiers(probs, shares, 1 - willingness_to_pay)[0])]
         return TriageDecision(chosen, predicted, willingness_to_pay)
 
     def save(self, folder: Path) -> None:
@@ -122,16 +141,43 @@ def training_arrays(rows: list[TriageRow], vectors: np.ndarray, tier: str) -> tu
 
 
 def fit_head(X: np.ndarray, y: np.ndarray, weight: np.ndarray, c: float = 1.0) -> tuple[np.ndarray, float]:
-    """A logistic head (L2, inverse strength `c`) on embeddings."""
+    """A logistic head (L2, inverse strength `c`) on embeddings; a constant one when `y` holds one class."""
     from sklearn.linear_model import LogisticRegression
 
+    share = float(np.average(y, weights=weight)) if weight.sum() > 0 else 0.5
+    if share in (0.0, 1.0):
+        p = min(max(share, 1e-3), 1 - 1e-3)
+        return np.zeros(X.shape[1], dtype=np.float32), float(np.log(p / (1 - p)))
     clf = LogisticRegression(C=c, max_iter=2000)
     clf.fit(X, y, sample_weight=weight)
     return clf.coef_[0].astype(np.float32), float(clf.intercept_[0])
 
 
+def choose_c(X: np.ndarray, y: np.ndarray, weight: np.ndarray, grid: tuple[float, ...] = C_GRID,
+             folds: int = C_FOLDS, seed: int = 13) -> float:  # fmt: skip
+    """The inverse L2 strength of `grid` with the lowest weighted log-loss in `folds`-fold cross-validation on
+    these rows only (a good row and its bad twin, from one float quality, stay in the same fold)."""
+    n = len(X)
+    if n < 2 * folds or len(set(y.tolist())) < 2:
+        return 1.0
+    keys = np.unique(X, axis=0, return_inverse=True)[1].ravel()  # one text's rows stay together
+    fold = np.random.default_rng(seed).permutation(keys.max() + 1)[keys] % folds
+    losses = []
+    for c in grid:
+        loss = 0.0
+        for f in range(folds):
+            train, test = fold != f, fold == f
+            if not test.any() or len(set(y[train].tolist())) < 2:
+                continue
+            w, b = fit_head(X[train], y[train], weight[train], c)
+            p = np.clip(1 / (1 + np.exp(-(X[test] @ w + b))), 1e-6, 1 - 1e-6)
+            loss -= float(np.sum(weight[test] * (y[test] * np.log(p) + (1 - y[test]) * np.log(1 - p))))
+        losses.append(loss)
+    return float(grid[int(np.argmin(losses))])
+
+
 def head_is_trainable(rows: list[TriageRow], tier: str, min_rows: int) -> tuple[bool, int, float]:
-    """Whether `tier` has enough labelled rows, with good and bad answers both present; (ok, rows, good share)."""
+    """Whether `tier` has at least `min_rows` labelled rows; (ok, rows, good share)."""
     scores = [r.scores[tier] for r in rows if tier in r.scores]
     good = float(np.mean(scores)) if scores else 0.0
-    return len(scores) >= min_rows and 0 < good < 1, len(scores), good
+    return len(scores) >= min_rows, len(scores), good
