@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 import time
 
 import httpx
 import pytest
+from cli_run import cli
 from gateway_process import GatewayProcess, metric
 from openai import OpenAI
 
@@ -21,10 +20,6 @@ from smallfleet.store.ledger import SPECIALIST_TIER, new_row
 from smallfleet.tasks import load_specialist
 
 TASK = "support_ticket"
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "smallfleet", *args], capture_output=True, text=True, check=True)
 
 
 @pytest.fixture(scope="module")

@@ -4,22 +4,17 @@ the labelled traffic the log gathers from reviews, feedback and upstream answers
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import httpx
 import openai
 import pytest
+from cli_run import cli
 from fake_upstream import FakeUpstream
 from gateway_process import GatewayProcess
 
 TICKET = "I was charged twice for order 88412, please refund the extra payment"
 REVIEW = "Stopped charging after a week and support never answered."
 KETTLE = "It arrived. It is a kettle."
-
-
-def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "smallfleet", *args], capture_output=True, text=True, check=check)
 
 
 @pytest.fixture(scope="module")

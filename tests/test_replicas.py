@@ -5,19 +5,15 @@ other and in the export, and a key's budget is spent once across both."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 import time
 
 import httpx
 import openai
 import pytest
+from cli_run import cli, copy_fleet
 from gateway_process import GatewayProcess
 
-from smallfleet.flywheel.versions import add_version, version_folder
 from smallfleet.store import Database
 from smallfleet.store.keys import create_key
 from smallfleet.store.limits import KeyLimits, usage
@@ -26,21 +22,10 @@ TICKET = "I was charged twice for order 88412, please refund the extra payment"
 REVIEW = "The kettle arrived on time and boils water."
 
 
-def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "smallfleet", *args], capture_output=True, text=True, check=check,
-                          env={**os.environ, "COLUMNS": "200"})  # fmt: skip
-
-
 @pytest.fixture
 def fleet(fleet_dir, tmp_path):
     """A copy of the test fleet (a promotion rewrites its fleet.json) with a second version of support_ticket."""
-    copy = tmp_path / "fleet"
-    shutil.copytree(fleet_dir, copy, ignore=shutil.ignore_patterns("*.db*", "*.log"))
-    v2 = version_folder(copy, "support_ticket", "v2")
-    shutil.copytree(copy / "support_ticket", v2)
-    entry = json.loads((copy / "fleet.json").read_text())["tasks"]["support_ticket"]
-    assert add_version(copy, "support_ticket", v2, entry["metrics"], entry["cascade"]) == "v2"
-    return copy
+    return copy_fleet(fleet_dir, tmp_path / "fleet", second_version="support_ticket")
 
 
 class Console:

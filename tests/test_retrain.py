@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+from cli_run import cli, copy_fleet
 
 from smallfleet.flywheel.gate import GateSettings, decide, mcnemar_worse
 from smallfleet.store import Database
@@ -27,10 +27,6 @@ TRAFFIC = [
 ]  # fmt: skip
 
 
-def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "smallfleet", *args], capture_output=True, text=True, check=check)
-
-
 def log_traffic(url: str, rows) -> None:
     db = Database(url)
     with db.engine.begin() as conn:
@@ -41,9 +37,7 @@ def log_traffic(url: str, rows) -> None:
 
 @pytest.fixture
 def fleet(fleet_dir, tmp_path):
-    copy = tmp_path / "fleet"
-    shutil.copytree(fleet_dir, copy, ignore=shutil.ignore_patterns("*.db*", "*.log"))
-    return copy
+    return copy_fleet(fleet_dir, tmp_path / "fleet")
 
 
 def test_retrain_gates_a_candidate_and_a_crash_leaves_the_served_version(fleet, tmp_path):
