@@ -119,7 +119,8 @@ def test_serve_on_a_public_address_without_keys_refuses_to_start(tmp_path):
         assert refused.returncode == 1 and f"refusing to serve on {host} with no API key" in refused.stderr
         assert "--insecure" in refused.stderr and "keys create" in refused.stderr
     for host in ("127.0.0.1", "127.0.0.2", "::1", "localhost"):  # loopback: on to loading the (missing) fleet
-        assert "refusing" not in run("serve", tmp_path, "--host", host, *db, check=False).stderr
+        empty = run("serve", tmp_path, "--host", host, *db, check=False)
+        assert empty.returncode == 1 and "refusing" not in empty.stderr and "--escalate-to" in empty.stderr
 
 
 def test_serve_on_a_public_address_needs_a_key_or_insecure(fleet_dir, tmp_path):

@@ -8,7 +8,7 @@ import time
 
 import httpx
 import pytest
-from cli_run import cli
+from cli_process import cli
 from gateway_process import GatewayProcess, metric
 from openai import OpenAI
 

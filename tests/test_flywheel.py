@@ -8,7 +8,7 @@ import json
 import httpx
 import openai
 import pytest
-from cli_run import cli
+from cli_process import cli
 from fake_upstream import FakeUpstream
 from gateway_process import GatewayProcess
 

@@ -10,7 +10,8 @@ import sys
 import time
 
 import pytest
-from cli_run import cli, copy_fleet
+from cli_process import cli
+from fleet_copy import copy_fleet
 
 from smallfleet.flywheel.gate import GateSettings, decide, mcnemar_worse
 from smallfleet.store import Database

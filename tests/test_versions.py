@@ -11,7 +11,8 @@ from collections import Counter
 
 import openai
 import pytest
-from cli_run import cli, copy_fleet
+from cli_process import cli
+from fleet_copy import copy_fleet
 from gateway_process import GatewayProcess
 
 from smallfleet.flywheel.versions import version_folder

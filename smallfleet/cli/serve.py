@@ -126,6 +126,10 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
                                         api_key_env=escalate_key_env, input_price=escalate_input_price,
                                         output_price=escalate_output_price, timeout=escalate_timeout,
                                         retries=escalate_retries))  # fmt: skip
+    if not served.tasks and not served.tiers:
+        raise SmallfleetError(f"{fleet} holds no fleet (fleet.json) and no specialist, and no tier to pass requests "
+                              "to: train a fleet into it, or serve it as a pass-through gateway that logs "
+                              "everything with --escalate-to URL --escalate-model M")  # fmt: skip
     flags = {"cpu_hour_usd": cpu_hour_usd, "audit_rate": audit_rate, "max_pending_reviews": max_pending_reviews,
              "journal_fsync": journal_fsync, "log_inputs": log_inputs, "willingness_to_pay": willingness_to_pay,
              "drift_every": drift_every, "console_cache_seconds": console_cache_seconds}  # fmt: skip

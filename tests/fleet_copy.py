@@ -1,21 +1,12 @@
-"""Run the `smallfleet` CLI as a user would, and copy the session's trained fleet for tests that change it."""
+"""Copies of the session's trained fleet, for tests that change it (promote, retrain, roll back)."""
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 from smallfleet.flywheel.versions import add_version, version_folder
-
-
-def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """`python -m smallfleet ARGS` in a fresh process, output captured (wide, so rich does not wrap lines)."""
-    return subprocess.run([sys.executable, "-m", "smallfleet", *args], capture_output=True, text=True, check=check,
-                          env={**os.environ, "COLUMNS": "200"})  # fmt: skip
 
 
 def copy_fleet(fleet_dir: Path, dst: Path, second_version: str | None = None) -> Path:
