@@ -43,3 +43,24 @@ def update_results(section: str, body: str, path: Path = HERE / "RESULTS.md") ->
     else:
         text = text.rstrip() + "\n\n" + block + "\n"
     path.write_text(text)
+
+
+def chat_completion(model: str, content: str, prompt_tokens: int, completion_tokens: int) -> dict:
+    """An OpenAI chat completion body answering `content`, as a stand-in upstream returns it."""
+    return {"id": "up", "object": "chat.completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens}}  # fmt: skip
+
+
+def serve_in_thread(app, port: int):
+    """Run ASGI `app` on 127.0.0.1:`port` in a daemon thread; returns the started uvicorn server."""
+    import threading
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    return server

@@ -22,7 +22,6 @@ import json
 import random
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -32,7 +31,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, update_results, write_json  # noqa: E402
+from common import chat_completion, machine, serve_in_thread, update_results, write_json  # noqa: E402
 from gateway import free_port, wait_up  # noqa: E402
 
 from smallfleet.data import read_rows  # noqa: E402
@@ -61,15 +60,9 @@ def stand_in_upstream(gold: dict[str, str], labels: list[str], accuracy: float, 
         rng = random.Random(f"{SEED}:{text}")
         if rng.random() >= accuracy:
             label = rng.choice([x for x in labels if x != label])
-        return {"id": "up", "object": "chat.completion", "created": 0, "model": body.get("model", "oracle"),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": label}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": prompt, "completion_tokens": answer, "total_tokens": prompt + answer}}  # fmt: skip
+        return chat_completion(body.get("model", "oracle"), label, prompt, answer)
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    return server
+    return serve_in_thread(app, port)
 
 
 def send_round(url: str, texts: list[str]) -> list[dict]:

@@ -25,7 +25,6 @@ import json
 import random
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +35,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, update_results, write_json  # noqa: E402
+from common import chat_completion, machine, serve_in_thread, update_results, write_json  # noqa: E402
 from gateway import free_port, wait_up  # noqa: E402
 
 from smallfleet.settings import datasets_dir  # noqa: E402
@@ -106,15 +105,9 @@ def stand_in_upstream(gold: dict[str, str], port: int) -> uvicorn.Server:
         body = await request.json()
         answer = gold.get(body["messages"][-1]["content"], "I cannot help with that.")
         prompt, out = estimate_prompt_tokens(body["messages"]), estimate_tokens(answer)
-        return {"id": "up", "object": "chat.completion", "created": 0, "model": body.get("model", MODEL),
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": prompt, "completion_tokens": out, "total_tokens": prompt + out}}  # fmt: skip
+        return chat_completion(body.get("model", MODEL), answer, prompt, out)
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    return server
+    return serve_in_thread(app, port)
 
 
 def send(url: str, items: list[dict]) -> list[dict]:
