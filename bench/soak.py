@@ -227,6 +227,8 @@ def main() -> None:
                         help="The gateway's serving.drift_every (seconds between drift checks; 0 = none) "
                              "[default: the fleet's setting].")  # fmt: skip
     parser.add_argument("--no-update", action="store_true", help="Do not rewrite bench/RESULTS.md.")
+    parser.add_argument("--knee-only", action="store_true",
+                        help="Only the knee, no soak: writes results/soak_knee.json and the knee plot.")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     console = Console(stderr=True)
@@ -252,12 +254,19 @@ def main() -> None:
         wait_up(f"http://127.0.0.1:{gw_port}/healthz", procs[1], "gateway")
         url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
         console.print(f"soak: {args.minutes:g} min at {args.rate:g} req/s, sampling every {args.every:g} s")
-        result = soak(url, procs[1].pid, db_file, args.minutes, args.rate, args.every, texts, console)
+        if not args.knee_only:
+            result = soak(url, procs[1].pid, db_file, args.minutes, args.rate, args.every, texts, console)
         knee_rows = knee(url, [float(r) for r in args.knee_rates.split(",") if r], args.knee_seconds, texts, console)
     finally:
         for p in reversed(procs):
             p.terminate()
             p.wait(timeout=60)
+    knee_rate = max((r["rate"] for r in knee_rows if r["p99_ms"] < 100), default=None)
+    if args.knee_only:
+        plot(knee_rows, HERE / "results" / "soak_knee.png")
+        write_json("soak_knee", {"env": machine(), "knee_rate": knee_rate, "knee": knee_rows})
+        Console().print(f"knee (p99 < 100 ms on the specialist path): {knee_rate} req/s")
+        return
     import sqlite3
 
     with sqlite3.connect(db_file) as conn:  # after a clean shutdown every queued row is written
@@ -277,7 +286,7 @@ def main() -> None:
         "errors": result["errors"], "lost_rows": lost,
         "rss_growth_pct": round(100 * (steady[-1]["rss_mb"] / steady[0]["rss_mb"] - 1), 2),
         "p99_spread_pct": spread("p99_ms"), "p99_spread_no_generate_pct": spread("p99_no_generate_ms"),
-        "knee_rate": max((r["rate"] for r in knee_rows if r["p99_ms"] < 100), default=None),
+        "knee_rate": knee_rate,
     }  # fmt: skip
     table = Table(title="soak")
     for key in summary:

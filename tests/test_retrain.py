@@ -16,6 +16,7 @@ from fleet_copy import copy_fleet
 from smallfleet.flywheel.gate import GateSettings, decide, mcnemar_worse
 from smallfleet.store import Database
 from smallfleet.store.ledger import new_row
+from smallfleet.tasks.specialist import confidence_curve
 
 # requests the frontier answered (distillation), none of them in the task's test file (the frozen set)
 TRAFFIC = [
@@ -75,6 +76,9 @@ def test_retrain_gates_a_candidate_and_a_crash_leaves_the_served_version(fleet, 
     v2 = fleet / "_versions" / "support_ticket" / "v2"
     report = json.loads((v2 / "gate.json").read_text())
     assert report["decision"]["passed"] == gate["passed"] and "McNemar" in (v2 / "GATE.md").read_text()
+    # no validation file: calibrated on a slice of the task's own rows, never on the frontier's answers
+    assert report["calibrated_on"].endswith("upstream answers only trained on")
+    assert len(confidence_curve(v2).confidence) == int(report["calibrated_on"].split()[0])
     versions = json.loads(cli("versions", str(fleet), "--task", "support_ticket", "--json").stdout)
     assert [(v["version"], v["served"]) for v in versions] == [("v1", True), ("v2", False)]
     assert versions[1]["gate"]["against"] == "v1" and versions[1]["metrics"]["test"]["n"] == 90

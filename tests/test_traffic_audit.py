@@ -212,3 +212,53 @@ def test_a_distilled_task_shadows_then_after_promote_answers_its_template_for_th
     with db.engine.connect() as conn:
         shadowed = conn.execute(db.shadow.select()).fetchall()
     assert len(shadowed) == 4 and {row.served_version for row in shadowed} == {"upstream"}
+
+
+INTENT_PREFIX = "Which banking request is this? Answer with its intent: "
+
+
+def test_a_second_distilled_task_gets_the_fleet_a_router_that_sends_its_shadow_traffic_upstream(
+        tmp_path, shared_datasets):  # fmt: skip
+    spam = _rows(shared_datasets, "sms_spam/all.jsonl", 80, seed=5)
+    labels = {"card_arrival", "exchange_rate", "lost_or_stolen_card", "top_up_failed"}
+    banking = [r for r in _rows(shared_datasets, "banking77/train.jsonl", 2000, seed=5) if r["label"] in labels][:90]
+    export = tmp_path / "export.jsonl"
+    rows = [({"role": "system", "content": SPAM_SYSTEM}, r["text"], r["label"]) for r in spam]
+    rows += [(None, INTENT_PREFIX + r["text"], r["label"]) for r in banking[:80]]
+    export.write_text("".join(json.dumps({"messages": [m for m in (system, {"role": "user", "content": text}) if m],
+                                          "response": answer}) + "\n" for system, text, answer in rows))  # fmt: skip
+    folder = tmp_path / "fleet"
+    out = tmp_path / "audit.json"
+    run("audit", folder, "--from", export, "--json", out)
+    clusters = json.loads(out.read_text())["clusters"]
+    spam_id = next(c["id"] for c in clusters if (c["template"] or {}).get("system") == SPAM_SYSTEM)
+    intent_id = next(c["id"] for c in clusters if (c["template"] or {}).get("prefix") == INTENT_PREFIX)
+    first = run("distill", folder, "--cluster", spam_id, "--name", "spam", "--epochs", "2", "--max-length", "48").stdout
+    assert "router:" not in first and "router" not in json.loads((folder / "fleet.json").read_text())  # one task
+    second = run("distill", folder, "--cluster", intent_id, "--name", "intent", "--epochs", "3",
+                 "--max-length", "48").stdout  # fmt: skip
+    assert "router: refit with intent" in second
+    index = json.loads((folder / "fleet.json").read_text())
+    assert index["router"]["refit"]["why"].startswith("task intent distilled") and (folder / index["router"]["folder"]).is_dir()
+    gold = {r["text"]: r["label"] for r in banking}
+    with FakeUpstream() as upstream:
+        upstream.mode = "answer"
+        upstream.answer = lambda body: gold.get(body["messages"][-1]["content"], "ham")
+        with GatewayProcess(folder, "--escalate-to", upstream.base_url, "--escalate-model", "gpt-4o-mini") as gw:
+            client = openai.OpenAI(base_url=gw.base_url, api_key="none")
+            ask = lambda r: client.chat.completions.create(  # noqa: E731
+                model="fleet", messages=[{"role": "user", "content": r["text"]}]).model_extra["smallfleet"]
+            shadowed = [ask(r) for r in banking[80:85]]  # the router may pick `intent`, still in shadow: upstream
+            assert all(s["tier"] != "specialist" for s in shadowed)
+            run("promote", folder, "--task", "intent", "--version", "v1")
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and "intent: now answering" not in gw.output():
+                time.sleep(0.2)
+            answered = [ask(r) for r in banking[80:90]]
+    assert sum(s["tier"] == "specialist" and s["task"] == "intent" for s in answered) >= 5
+    from smallfleet.store import Database, database_url
+
+    db = Database(database_url(folder))
+    with db.engine.connect() as conn:
+        followed = conn.execute(db.shadow.select()).fetchall()
+    assert {row.task for row in followed} == {"intent"} and len(followed) >= 3  # the shadow answered what the router sent

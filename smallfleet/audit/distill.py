@@ -4,7 +4,9 @@ The input is the user turn with the cluster's template stripped; the label is th
 answer, shaped by the task's kind (`TaskKind.distill_rows`: a label set, JSON records checked
 against an inferred schema the user can edit, or text as it is). A seeded share of the cluster is
 held back and the specialist's agreement with the frontier measured on it. The task joins the
-fleet in shadow (`shadow_only` in fleet.json): requests carrying its template still go upstream
+fleet in shadow (`shadow_only` in fleet.json), and the fleet's router is refit to know it (a first
+router once the fleet has two tasks; the router sends a request to a task in shadow upstream, and
+the task answers it in the background too): requests carrying its template still go upstream
 while the specialist answers them in the background (the `shadow` table), until `smallfleet
 promote` (or `--auto-promote`, when the held-back agreement of the answers it would accept
 clears the task's target with confidence 1 - delta).
@@ -24,7 +26,9 @@ from rich.console import Console
 from smallfleet.audit import cluster_rows, read_audit
 from smallfleet.errors import ConfigError, DataError
 from smallfleet.fleet import FLEET_INDEX, cascade_threshold, headline
+from smallfleet.flywheel.router_refit import refit_router
 from smallfleet.guarantee import DEFAULT_DELTA, error_upper_bound
+from smallfleet.store import Database
 from smallfleet.tasks import FieldMap, TaskSpec, get_kind, load_specialist
 from smallfleet.training.artifacts import MANIFEST, read_json, write_json
 
@@ -49,6 +53,8 @@ class DistillResult:
     promoted: bool
     folder: Path
     data: Path
+    router: str | None = None
+    """The router's folder, refit with the new task (None: the fleet has a single task, so no router)."""
 
     def as_dict(self) -> dict:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in self.__dict__.items()}
@@ -56,7 +62,7 @@ class DistillResult:
 
 def distill(fleet: Path, cluster: int, name: str, kind: str | None = None, settings: dict | None = None,
             target: float = DEFAULT_TARGET, delta: float = DEFAULT_DELTA, auto_promote: bool = False,
-            force: bool = False, console: Console | None = None) -> DistillResult:  # fmt: skip
+            force: bool = False, console: Console | None = None, db: Database | None = None) -> DistillResult:  # fmt: skip
     """Build, train and add to `fleet` (in shadow) a task from audited cluster `cluster`.
 
     Args:
@@ -67,6 +73,7 @@ def distill(fleet: Path, cluster: int, name: str, kind: str | None = None, setti
         settings: The kind's training settings to change (setting -> value).
         auto_promote: Serve the task at once when its held-back accepted agreement clears `target`.
         force: Replace a task of that name.
+        db: The request log, for the labelled traffic retrained tasks learned from (the router is refit on it).
 
     Raises:
         DataError: no audit, no such cluster, too few requests (with the number needed), unusable answers.
@@ -123,8 +130,10 @@ def distill(fleet: Path, cluster: int, name: str, kind: str | None = None, setti
                       "accepted_agreement": None if accepted_agreement is None else round(accepted_agreement, 4)},
     }  # fmt: skip
     write_json(index_path, index)
+    # the router learns the new task too (a fleet's first router once it has two tasks); a running gateway follows
+    router = refit_router(fleet, db, console, f"task {name} distilled from cluster {cluster}")
     return DistillResult(name, task_kind.name, len(train_rows), held, agreement, accepted, accepted_agreement, promote,
-                         out, data)  # fmt: skip
+                         out, data, router["folder"] if router else None)  # fmt: skip
 
 
 def _held_back_agreement(folder: Path, rows: list[dict], threshold: float) -> tuple[float, float, float | None]:

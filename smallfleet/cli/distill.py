@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from smallfleet.cli.options import db_option, open_database
 from smallfleet.cli.settings_flags import settings_flags, split_field_flags
 from smallfleet.errors import ConfigError
 from smallfleet.tasks import KINDS, get_kind
@@ -24,8 +25,9 @@ from smallfleet.tasks import KINDS, get_kind
               help="Serve the task at once when the held-back agreement of the answers it would accept clears "
                    "--target with confidence 1 - delta; otherwise it stays in shadow until `smallfleet promote`.")
 @click.option("--force", is_flag=True, help="Replace a task of that name.")
+@db_option
 @settings_flags
-def command(fleet, cluster, name, kind, target, delta, auto_promote, force, **flags):
+def command(fleet, cluster, name, kind, target, delta, auto_promote, force, db_url, **flags):
     """Train task NAME on audited cluster ID of FLEET, the frontier's answers as labels.
 
     \b
@@ -37,7 +39,8 @@ def command(fleet, cluster, name, kind, target, delta, auto_promote, force, **fl
 
     The task joins the served fleet in shadow: requests carrying the cluster's system prompt
     or template still go upstream, and the specialist answers them in the background (see
-    `smallfleet versions`). `smallfleet promote FLEET --task NAME --version v1` makes it answer
+    `smallfleet versions`). The fleet's router is refit to know the task (a first router once
+    the fleet has two tasks); it sends requests for a task in shadow upstream too. `smallfleet promote FLEET --task NAME --version v1` makes it answer
     them itself, in the frontier's format, for the same model name the client uses.
     A cluster of fewer than 60 requests is refused, with the number needed.
     """
@@ -52,11 +55,14 @@ def command(fleet, cluster, name, kind, target, delta, auto_promote, force, **fl
         if wrong:
             raise ConfigError(f"--{wrong[0].replace('_', '-')} does not apply to --kind {kind}")
     console = Console(stderr=True)
-    result = distill(fleet, cluster, name, kind, settings, target, delta, auto_promote, force, console)
+    result = distill(fleet, cluster, name, kind, settings, target, delta, auto_promote, force, console,
+                     open_database(fleet, db_url))  # fmt: skip
     accepted = "-" if result.accepted_agreement is None else f"{result.accepted_agreement:.1%}"
     click.echo(f"task {result.task} ({result.kind}): trained on {result.rows} rows in {result.data}; on "
                f"{result.held_back} held-back requests it agrees with the frontier on {result.agreement:.1%}, "
                f"would answer {result.accepted_share:.1%} itself, agreeing on {accepted} of those")  # fmt: skip
+    if result.router:
+        click.echo(f"router: refit with {result.task}, serving {result.router}")
     if result.promoted:
         click.echo(f"promoted: {result.task} now answers requests carrying its template")
     else:

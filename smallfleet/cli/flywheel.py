@@ -178,8 +178,11 @@ def rollback_command(fleet, task):
 @click.option("--margin", type=float, default=0.01, show_default=True,
               help="Gate, graded kinds (field F1, ROUGE): how far below zero the lower bound of the candidate's "
                    "mean score improvement (paired bootstrap) may fall.")
+@click.option("--calibrate-on", type=click.Choice(["trusted", "all"]), default="trusted", show_default=True,
+              help="Without a validation file, calibrate the candidate on a slice of the task's data plus human and "
+                   "feedback answers (trusted), or on a slice of everything it trains on, upstream answers included (all).")
 @db_option
-def retrain_command(fleet, task, promote_when_passed, json_out, alpha, max_ece, margin, db_url):
+def retrain_command(fleet, task, promote_when_passed, json_out, alpha, max_ece, margin, calibrate_on, db_url):
     """Train a candidate version of --task on its training data plus its labelled traffic, and promote it
     only when it provably does no worse than the served version.
 
@@ -190,7 +193,8 @@ def retrain_command(fleet, task, promote_when_passed, json_out, alpha, max_ece, 
       - not worse by a paired test at --alpha: exact one-sided McNemar on right/wrong answers
         (labels); a paired bootstrap of the mean item score (field F1, ROUGE-L) whose lower
         bound must clear -(--margin) for graded kinds;
-      - calibration error at most --max-ece;
+      - calibration error at most --max-ece (the candidate is calibrated on the task's validation
+        file, else on --calibrate-on's rows);
       - at the task's quality target, it accepts at least as many requests (fewer escalations).
     Every decision is written into the candidate's folder (gate.json and GATE.md). On promotion
     the fleet's router, if it has one, is refit on the tasks' texts plus their labelled traffic.
@@ -200,7 +204,7 @@ def retrain_command(fleet, task, promote_when_passed, json_out, alpha, max_ece, 
     from smallfleet.flywheel.retrain import retrain
 
     result = retrain(fleet, task, open_database(fleet, db_url), Console(stderr=True), promote_when_passed,
-                     GateSettings(alpha=alpha, max_ece=max_ece, margin=margin))  # fmt: skip
+                     GateSettings(alpha=alpha, max_ece=max_ece, margin=margin, calibrate_on=calibrate_on))  # fmt: skip
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

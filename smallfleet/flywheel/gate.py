@@ -24,6 +24,9 @@ import numpy as np
 from smallfleet.calibration import expected_calibration_error
 
 
+CALIBRATE_ON = ("trusted", "all")
+
+
 @dataclass
 class GateSettings:
     alpha: float = 0.05
@@ -35,6 +38,15 @@ class GateSettings:
     may fall below zero (non-inferiority margin)."""
     resamples: int = 2000
     """Paired bootstrap: number of resamples (seeded, so a decision can be reproduced)."""
+    calibrate_on: str = "trusted"
+    """What a candidate is calibrated on when the task has no validation file: `trusted` = a seeded slice of
+    the task's own data plus human and feedback answers (upstream answers are trained on, never calibrated
+    on: a frontier model right 83% of the time would otherwise teach the candidate that it is wrong 17% of
+    the time); `all` = a slice of everything it trains on, upstream answers included."""
+
+    def __post_init__(self) -> None:
+        if self.calibrate_on not in CALIBRATE_ON:
+            raise ValueError(f"calibrate_on must be one of {', '.join(CALIBRATE_ON)}, got {self.calibrate_on!r}")
 
 
 def mcnemar_worse(served: list[bool], candidate: list[bool]) -> dict:

@@ -9,6 +9,11 @@ labelled traffic, gate it against the served version, and promote it when the ga
 - A seeded fifth of the **new** labelled traffic is held back as a fresh evaluation slice
   (when there are at least 10 new rows); the rest, with the traffic earlier versions
   used, joins the training data.
+- The candidate is **calibrated** (and its threshold set) on labels people vouch for: the
+  task's validation file, else a seeded slice of its own data plus human and feedback answers.
+  Upstream answers are trained on but not calibrated on (`GateSettings.calibrate_on`), since
+  a frontier model that is wrong 17% of the time would make a better candidate look worse
+  calibrated on clean data than the version it should replace.
 - When the candidate is promoted and the fleet has a router, the router is refit on the
   tasks' training texts plus their labelled traffic (`router_refit.py`), staged the same way.
 - The candidate trains into its own version folder through the kind's usual (crash-safe)
@@ -32,7 +37,7 @@ from smallfleet.data.split import holdout_split
 from smallfleet.errors import ConfigError
 from smallfleet.fleet import cascade_threshold, fleet_index, headline
 from smallfleet.flywheel.gate import GateSettings, decide, summary_markdown
-from smallfleet.flywheel.traffic import labelled_traffic
+from smallfleet.flywheel.traffic import SOURCES, labelled_traffic
 from smallfleet.flywheel.router_refit import refit_router
 from smallfleet.flywheel.taskdata import TRAFFIC_IDS, task_spec
 from smallfleet.flywheel.versions import add_version, list_versions, promote, served_version, version_folder
@@ -92,8 +97,21 @@ def retrain(fleet: Path, task: str, db: Database, console: Console, promote_when
             original, held, _ = holdout_split(original, FROZEN_SHARE, SEED)
             frozen = _jsonl(work / "frozen.jsonl", held)
             frozen_note = f"a seeded {FROZEN_SHARE:.0%} slice (seed {SEED}) of {spec.train}, which v1 trained on"
-        combined = _jsonl(work / "train.jsonl", original + [served.training_row(r.text, r.answer) for r in train_traffic])
-        candidate_spec = replace(spec, train=combined, test=frozen)
+        rows = {source: [served.training_row(r.text, r.answer) for r in train_traffic if r.source == source]
+                for source in SOURCES}  # fmt: skip
+        valid, calibrated_on = spec.valid, f"the task's validation file {spec.valid}"
+        if valid is None and settings.calibrate_on == "trusted":  # upstream answers are trained on, not calibrated on
+            fraction = getattr(spec.settings, "valid_fraction", FRESH_SHARE)
+            trusted, held, how = holdout_split(original + rows["human"] + rows["feedback"], fraction, SEED)
+            original, rows["human"], rows["feedback"] = trusted, [], []
+            valid = _jsonl(work / "valid.jsonl", held)
+            calibrated_on = (f"{len(held)} rows of the task's data and human or feedback answers ({how}); "
+                             "upstream answers only trained on")  # fmt: skip
+        elif valid is None:
+            calibrated_on = "a slice of the training data, upstream answers included (--calibrate-on all)"
+        combined = _jsonl(work / "train.jsonl", original + [row for source in SOURCES for row in rows[source]])
+        console.print(f"{task}: calibrated on {calibrated_on}")
+        candidate_spec = replace(spec, train=combined, valid=valid, test=frozen)
         version = f"v{1 + max(int(v['version'][1:]) for v in list_versions(fleet, task)[task])}"
         out = version_folder(fleet, task, version)
         metrics = spec.task_kind.train(candidate_spec, out, force=False, console=console)
@@ -113,7 +131,7 @@ def retrain(fleet: Path, task: str, db: Database, console: Console, promote_when
                       cascade["coverage"], settings)  # fmt: skip
     promoted = decision["passed"] and promote_when_passed
     report = {"task": task, "candidate": version, "served": served_name, "decision": decision, "promoted": promoted,
-              "frozen_set": frozen_note, "added_rows": len(new), "traffic": traffic.summary()}  # fmt: skip
+              "frozen_set": frozen_note, "calibrated_on": calibrated_on, "added_rows": len(new), "traffic": traffic.summary()}  # fmt: skip
     write_json(out / "gate.json", report)
     (out / "GATE.md").write_text(summary_markdown(task, version, served_name, decision, promoted), encoding="utf-8")
     # every row this version has seen, trained on or held back (held-back rows join the next version's training)

@@ -119,16 +119,22 @@ def _serve(fleet: Path, task: str, entry: dict, version: str) -> None:
     entry.pop("shadow_only", None)  # a distilled task answers once a version of it is promoted
 
 
-def serve_router(fleet: Path, folder: Path, metrics: dict, cascade: dict, reason: str) -> dict:
+def serve_router(fleet: Path, folder: Path, metrics: dict, cascade: dict, reason: str,
+                 first: dict | None = None) -> dict:  # fmt: skip
     """Serve the router in `folder` (a refit); the one served before stays listed under `previous`. Returns the
-    fleet.json router entry. A running gateway switches within seconds."""
+    fleet.json router entry. A running gateway switches within seconds.
+
+    Args:
+        first: for a fleet without a router yet, the entry's settings (`out_of_scope`, `text_field`, `max_per_task`).
+    """
     index = _index(fleet)
     old = index.get("router")
-    if not old:
+    if not old and first is None:
         raise ConfigError(f"{fleet} has no router to replace")
-    entry = {**old, "folder": str(Path(folder).resolve().relative_to(Path(fleet).resolve())), "metrics": metrics,
-             "cascade": cascade, "refit": {"created": datetime.now(UTC).isoformat(timespec="seconds"), "why": reason},
-             "previous": [*old.get("previous", []), old["folder"]]}  # fmt: skip
+    entry = {**(old or first), "folder": str(Path(folder).resolve().relative_to(Path(fleet).resolve())),
+             "metrics": metrics, "cascade": cascade,
+             "refit": {"created": datetime.now(UTC).isoformat(timespec="seconds"), "why": reason},
+             "previous": [*old.get("previous", []), old["folder"]] if old else []}  # fmt: skip
     index["router"] = entry
     _write(fleet, index)
     return entry

@@ -238,6 +238,9 @@ class Gateway:
                 completion = await self._triaged(request, text, escalated=True)
             elif route.task is None:
                 completion = await self._passthrough(request, text, self.tiers, escalated=True)
+            elif not self.fleet.tasks[route.task].live:  # a distilled task in shadow: the tiers answer, it follows
+                completion = await self._passthrough(request, text, self.tiers, escalated=True)
+                self.shadow.follow_upstream(self.fleet.tasks[route.task], text, request.options(), completion)
             else:
                 completion = await self._answer(self.fleet.tasks[route.task], request, text)
             if route.task is None:

@@ -76,12 +76,13 @@ class FleetWatcher:
             log.warning("task %s: now serving %s (was %s)", name, new.version, current.version)
             swapped.append(name)
         router = index.get("router")
-        if self.fleet.router is not None and router and router.get("folder") != self.fleet.router_folder:
+        if router and router.get("folder") != self.fleet.router_folder:  # refit, or a first one (distill)
             new_router, batcher = await asyncio.to_thread(load_router, self.fleet.folder, router)
             old = self.fleet.router_batcher
             self.fleet.router, self.fleet.router_batcher = new_router, batcher  # one step on the event loop
             self.fleet.router_folder = router["folder"]
-            asyncio.get_running_loop().call_later(RETIRE_SECONDS, old.close)
+            if old is not None:
+                asyncio.get_running_loop().call_later(RETIRE_SECONDS, old.close)
             log.warning("router: now serving %s", router["folder"])
             swapped.append("_router")
         return swapped
