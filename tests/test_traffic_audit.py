@@ -244,7 +244,8 @@ def test_a_second_distilled_task_gets_the_fleet_a_router_that_sends_its_shadow_t
     with FakeUpstream() as upstream:
         upstream.mode = "answer"
         upstream.answer = lambda body: gold.get(body["messages"][-1]["content"], "ham")
-        with GatewayProcess(folder, "--escalate-to", upstream.base_url, "--escalate-model", "gpt-4o-mini") as gw:
+        with GatewayProcess(folder, "--escalate-to", upstream.base_url, "--escalate-model", "gpt-4o-mini",
+                            "--threshold", "intent=0") as gw:  # 64 rows cannot support a 95% guarantee: set by hand
             client = openai.OpenAI(base_url=gw.base_url, api_key="none")
             ask = lambda r: client.chat.completions.create(  # noqa: E731
                 model="fleet", messages=[{"role": "user", "content": r["text"]}]).model_extra["smallfleet"]
@@ -255,7 +256,7 @@ def test_a_second_distilled_task_gets_the_fleet_a_router_that_sends_its_shadow_t
             while time.monotonic() < deadline and "intent: now answering" not in gw.output():
                 time.sleep(0.2)
             answered = [ask(r) for r in banking[80:90]]
-    assert sum(s["tier"] == "specialist" and s["task"] == "intent" for s in answered) >= 5
+    assert sum(s["tier"] == "specialist" and s["task"] == "intent" for s in answered) >= 5, answered
     from smallfleet.store import Database, database_url
 
     db = Database(database_url(folder))
