@@ -227,6 +227,9 @@ def main() -> None:
                         help="The gateway's serving.drift_every (seconds between drift checks; 0 = none) "
                              "[default: the fleet's setting].")  # fmt: skip
     parser.add_argument("--no-update", action="store_true", help="Do not rewrite bench/RESULTS.md.")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="The gateway's serving.threads (torch threads of its models; 0 = one per core) "
+                             "[default: the fleet's setting].")  # fmt: skip
     parser.add_argument("--knee-only", action="store_true",
                         help="Only the knee, no soak: writes results/soak_knee.json and the knee plot.")
     args = parser.parse_args()
@@ -249,7 +252,8 @@ def main() -> None:
                             "--escalate-output-price", "10", "--threshold", "support_ticket=0",
                             "--threshold", "slots=0", "--threshold", "summary=0",
                             "--threshold", "review_sentiment=1.01",
-                            *(["--drift-every", str(args.drift_every)] if args.drift_every is not None else [])],
+                            *(["--drift-every", str(args.drift_every)] if args.drift_every is not None else []),
+                            *(["--threads", str(args.threads)] if args.threads is not None else [])],
                            work / "gateway.log"))  # fmt: skip
         wait_up(f"http://127.0.0.1:{gw_port}/healthz", procs[1], "gateway")
         url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
@@ -264,7 +268,8 @@ def main() -> None:
     knee_rate = max((r["rate"] for r in knee_rows if r["p99_ms"] < 100), default=None)
     if args.knee_only:
         plot(knee_rows, HERE / "results" / "soak_knee.png")
-        write_json("soak_knee", {"env": machine(), "knee_rate": knee_rate, "knee": knee_rows})
+        write_json("soak_knee", {"env": machine(), "threads": args.threads, "drift_every": args.drift_every,
+                                 "knee_rate": knee_rate, "knee": knee_rows})  # fmt: skip
         Console().print(f"knee (p99 < 100 ms on the specialist path): {knee_rate} req/s")
         return
     import sqlite3

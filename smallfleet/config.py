@@ -84,7 +84,14 @@ class ServingSpec:
     """Seconds a console page is kept for the session that loaded it (cleared by any answer, promotion or rollback
     given in the console); 0 = every load builds the page again."""
 
+    threads: int = 0
+    """Torch threads of the gateway's models (and llama.cpp's, which takes torch's count); 0 = torch's default, one
+    per core. Measured on 2 cores: one MiniLM request took 19 ms on 1 thread and 53 ms on 2, while batches of 64
+    were faster on 2 (bench/RESULTS.md, soak): on a small machine, 1 leaves a core to a second model or request."""
+
     def __post_init__(self) -> None:
+        if self.threads < 0:
+            raise ConfigError(f"serving: threads must not be negative, got {self.threads}")
         if min(self.cpu_hour_usd, self.gpu_hour_usd) < 0 or self.max_request_bytes < 1024 or self.max_tokens < 1:
             raise ConfigError("serving: prices must not be negative, max_request_bytes >= 1024, max_tokens >= 1")
         if not 0 <= self.audit_rate <= 1:

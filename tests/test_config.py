@@ -56,6 +56,7 @@ def test_paths_resolve_relative_to_the_yaml_and_defaults_merge(tmp_path):
          "breaker_failures not negative"),
         ("name: f\ntasks:\n  - {name: a, train: x.jsonl}\nserving: {max_pending_reviews: 0}\n",
          "max_pending_reviews must be at least 1"),
+        ("name: f\ntasks:\n  - {name: a, train: x.jsonl}\nserving: {threads: -1}\n", "threads must not be negative"),
     ],
 )
 def test_bad_fleet_files_name_the_file_and_key(tmp_path, body, expected):
@@ -74,7 +75,7 @@ def test_settings_replace_ignores_none():
 def test_tier_and_serving_reliability_settings_load_from_the_fleet_file(tmp_path):
     fleet = FleetSpec.from_file(write(tmp_path, "name: f\ntasks:\n  - {name: a, train: x.jsonl}\ntiers:\n"
                                       "  - {name: h, kind: review, deadline: 10, breaker_failures: 5, breaker_seconds: 60}\n"
-                                      "serving: {max_pending_reviews: 500}\n"))  # fmt: skip
+                                      "serving: {max_pending_reviews: 500, threads: 1}\n"))  # fmt: skip
     (tier,) = fleet.tiers
     assert (tier.deadline, tier.breaker_failures, tier.breaker_seconds) == (10, 5, 60)
-    assert fleet.serving.max_pending_reviews == 500
+    assert (fleet.serving.max_pending_reviews, fleet.serving.threads) == (500, 1)

@@ -32,7 +32,7 @@ def gateway(fleet_dir, upstream, tmp_path_factory):
     db = tmp_path_factory.mktemp("db") / "log.db"
     args = ["--db", f"sqlite:///{db}", "--escalate-to", upstream.base_url, "--escalate-model", "frontier-model",
             "--escalate-key-env", "UPSTREAM_KEY", "--escalate-input-price", "2.5", "--escalate-output-price", "10",
-            "--threshold", "support_ticket=0", "--threshold", "review_sentiment=2"]  # fmt: skip
+            "--threshold", "support_ticket=0", "--threshold", "review_sentiment=2", "--threads", "1"]  # fmt: skip
     with GatewayProcess(fleet_dir, *args, env={"UPSTREAM_KEY": UPSTREAM_KEY}) as proc:
         proc.db = db
         yield proc
@@ -60,6 +60,10 @@ def extra(response) -> dict:
 
 def ask(client, model: str, text: str, **kw):
     return client.chat.completions.create(model=model, messages=[{"role": "user", "content": text}], **kw)
+
+
+def test_the_models_run_on_the_threads_asked_for(gateway):
+    assert "model threads: 1 (--threads)" in gateway.output()
 
 
 def test_accepted_answer_comes_from_the_specialist(client, fleet_dir):

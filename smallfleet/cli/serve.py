@@ -57,12 +57,15 @@ from smallfleet.store.journal import JOURNAL_FOLDER
 @click.option("--console-cache-seconds", type=click.FloatRange(min=0), help="Seconds a console page is kept for "
               "the session that loaded it (an answer, promotion or rollback clears them); 0 = none [default: the "
               "fleet's serving.console_cache_seconds, 3].")
+@click.option("--threads", type=click.IntRange(min=0), help="Torch threads of the models (llama.cpp takes the same "
+              "count); 0 = one per core. On a small machine 1 answers single requests faster and leaves a core to "
+              "the next [default: the fleet's serving.threads, 0].")
 @runtime_option
 @click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shadows, escalate_url, escalate_model, escalate_key_env, escalate_input_price,
             escalate_output_price, escalate_timeout, escalate_retries, cpu_hour_usd, audit_rate, max_pending_reviews,
-            journal_fsync, log_inputs, triage, willingness_to_pay, drift_every, console_cache_seconds, runtime,
-            log_level):  # fmt: skip
+            journal_fsync, log_inputs, triage, willingness_to_pay, drift_every, console_cache_seconds, threads,
+            runtime, log_level):  # fmt: skip
     """Serve FLEET (a folder made by `smallfleet train`, or one specialist folder) over HTTP.
 
     \b
@@ -114,7 +117,7 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
     if delta is not None and not 0 < delta < 1:
         raise click.BadParameter("must be in (0, 1)", param_hint="--delta")
     with console.status("loading the fleet"):
-        served = ServedFleet.load(fleet, target=target, thresholds=manual, delta=delta)
+        served = ServedFleet.load(fleet, target=target, thresholds=manual, delta=delta, threads=threads)
     for item in shadows:
         task, sep, version = item.partition("=")
         if not sep or not version:
@@ -155,6 +158,7 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
                           "(set input_price/output_price, or hour_usd for a self-hosted endpoint)")  # fmt: skip
     tiers = ", ".join(f"{t.name} ({t.kind})" for t in served.tiers) or "none (low-confidence answers are returned as is)"
     console.print(f"escalation tiers: {tiers}")
+    console.print(f"model threads: {served.serving.threads or 'one per core'} (--threads)")
     if served.triage:
         heads = ", ".join(served.triage.heads) or "none (tier order)"
         console.print(f"triage: free-form and `auto` requests go to the tier whose predicted gain is worth its price at "

@@ -92,7 +92,7 @@ class ServedFleet:
 
     @classmethod
     def load(cls, folder: Path, target: float | None = None, thresholds: dict[str, float] | None = None,
-             delta: float | None = None) -> ServedFleet:  # fmt: skip
+             delta: float | None = None, threads: int | None = None) -> ServedFleet:  # fmt: skip
         """Load a fleet folder (with fleet.json) or one specialist folder as a one-task fleet.
 
         Each task's threshold is the guaranteed one (`guarantee.guaranteed_threshold`) at its target and delta.
@@ -101,12 +101,16 @@ class ServedFleet:
             target: quality target for every task, replacing the ones stored with the fleet.
             delta: failure probability of every task's guarantee, replacing the stored ones.
             thresholds: task -> confidence threshold set by hand (overrides the target; above 1 escalates all).
+            threads: torch threads of the models (replaces the fleet's `serving.threads`), set before any loads.
         """
         manual = dict(thresholds or {})
         thresholds = dict(manual)
         folder = Path(folder)
         # an empty or new folder is a pure pass-through gateway that logs everything (tasks come later, e.g. distill)
         index = fleet_index(folder, empty_ok=True)
+        serving = ServingSpec(**{**index.get("serving", {}), **({"threads": threads} if threads is not None else {})})
+        if serving.threads:
+            torch.set_num_threads(serving.threads)
         tasks = {name: load_task(folder, name, entry, target, delta, thresholds.pop(name, None))
                  for name, entry in index["tasks"].items()}  # fmt: skip
         if thresholds:
@@ -115,7 +119,6 @@ class ServedFleet:
         if index.get("router") and len(tasks) > 1:
             router, router_batcher = load_router(folder, index["router"])
         tiers = [TierSpec(**t) for t in index.get("tiers", [])]
-        serving = ServingSpec(**index.get("serving", {}))
         fleet = cls(index.get("name", folder.name), folder, tasks, router, router_batcher, tiers, serving)
         fleet.router_folder = index["router"]["folder"] if router else None
         fleet.overrides = {"target": target, "delta": delta, "thresholds": dict(manual)}
