@@ -95,7 +95,7 @@ def accepted_accuracy(fleet: Path, test: list[dict]) -> dict:
             "accuracy": sum(a.content == r["label"] for a, r in zip(answers, test)) / len(test)}  # fmt: skip
 
 
-def run(accuracy: float, rounds: int, epochs: int, work: Path, log) -> dict:
+def run(accuracy: float, rounds: int, epochs: int, work: Path, log, calibrate_on: str = "all") -> dict:
     data = datasets_dir() / "banking77"
     train = [row for _, row in read_rows(data / "train.jsonl")]
     test = [row for _, row in read_rows(data / "test.jsonl")]
@@ -139,8 +139,8 @@ def run(accuracy: float, rounds: int, epochs: int, work: Path, log) -> dict:
             served_seconds = time.monotonic() - started
             out = work / f"retrain-{number}.json"
             started = time.monotonic()
-            subprocess.run([sys.executable, "-m", "smallfleet", "retrain", str(fleet), "--task", TASK, "--json", str(out)],
-                           check=True, stdout=log, stderr=log)  # fmt: skip
+            subprocess.run([sys.executable, "-m", "smallfleet", "retrain", str(fleet), "--task", TASK, "--json", str(out),
+                            "--calibrate-on", calibrate_on], check=True, stdout=log, stderr=log)  # fmt: skip
             result = json.loads(out.read_text())
             rows.append({"round": number, "requests": len(batch), "served_version": quality["version"],
                          "escalation_rate": escalated / len(batch), "test_coverage": quality["coverage"],
@@ -191,12 +191,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--accuracy", type=float, action="append", help="Upstream accuracy (repeatable) [1.0, 0.83].")
     parser.add_argument("--work", type=Path, default=Path("/tmp/smallfleet-flywheel"))
+    parser.add_argument("--calibrate-on", choices=["all", "trusted"], default="all",
+                        help="`retrain --calibrate-on`: calibrate candidates on everything (upstream answers included) "
+                             "or on trusted labels only.")  # fmt: skip
     args = parser.parse_args()
     results = []
     env = machine()
     with (args.work.parent / f"{args.work.name}.log").open("a") as log:
         for accuracy in args.accuracy or [1.0, 0.83]:
-            results.append(run(accuracy, args.rounds, args.epochs, args.work / f"up{int(accuracy * 100)}", log))
+            results.append(run(accuracy, args.rounds, args.epochs, args.work / f"up{int(accuracy * 100)}", log,
+                               args.calibrate_on))  # fmt: skip
             write_json("flywheel", {"machine": env, "epochs": args.epochs, "results": results})
             update_results("flywheel", "## Flywheel: learning from traffic (`bench/flywheel.py`)\n\n" +
                            render(results, env, args.epochs))  # fmt: skip

@@ -65,7 +65,8 @@ def test_retrain_gates_a_candidate_and_a_crash_leaves_the_served_version(fleet, 
     assert not (fleet / "_versions" / "support_ticket" / "v2").exists()
 
     out = tmp_path / "retrain.json"
-    cli("retrain", str(fleet), "--task", "support_ticket", "--db", url, "--no-promote", "--json", str(out))
+    cli("retrain", str(fleet), "--task", "support_ticket", "--db", url, "--no-promote", "--json", str(out),
+        "--calibrate-on", "trusted")  # fmt: skip
     result = json.loads(out.read_text())
     assert (result["candidate"], result["promoted"], result["added_rows"]) == ("v2", False, len(TRAFFIC))
     gate = result["gate"]
@@ -76,7 +77,7 @@ def test_retrain_gates_a_candidate_and_a_crash_leaves_the_served_version(fleet, 
     v2 = fleet / "_versions" / "support_ticket" / "v2"
     report = json.loads((v2 / "gate.json").read_text())
     assert report["decision"]["passed"] == gate["passed"] and "McNemar" in (v2 / "GATE.md").read_text()
-    # no validation file: calibrated on a slice of the task's own rows, never on the frontier's answers
+    # no validation file, --calibrate-on trusted: calibrated on a slice of the task's own rows, not the frontier's answers
     assert report["calibrated_on"].endswith("upstream answers only trained on")
     assert len(confidence_curve(v2).confidence) == int(report["calibrated_on"].split()[0])
     versions = json.loads(cli("versions", str(fleet), "--task", "support_ticket", "--json").stdout)

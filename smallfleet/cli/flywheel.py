@@ -178,9 +178,11 @@ def rollback_command(fleet, task):
 @click.option("--margin", type=float, default=0.01, show_default=True,
               help="Gate, graded kinds (field F1, ROUGE): how far below zero the lower bound of the candidate's "
                    "mean score improvement (paired bootstrap) may fall.")
-@click.option("--calibrate-on", type=click.Choice(["trusted", "all"]), default="trusted", show_default=True,
-              help="Without a validation file, calibrate the candidate on a slice of the task's data plus human and "
-                   "feedback answers (trusted), or on a slice of everything it trains on, upstream answers included (all).")
+@click.option("--calibrate-on", type=click.Choice(["all", "trusted"]), default="all", show_default=True,
+              help="Without a validation file, calibrate the candidate (and set its threshold) on a slice of everything "
+                   "it trains on, upstream answers included, so the guarantee is agreement with the upstream (all); or "
+                   "on a slice of the task's data plus human and feedback answers only (trusted), for an upstream "
+                   "that is often wrong.")
 @db_option
 def retrain_command(fleet, task, promote_when_passed, json_out, alpha, max_ece, margin, calibrate_on, db_url):
     """Train a candidate version of --task on its training data plus its labelled traffic, and promote it

@@ -38,11 +38,13 @@ class GateSettings:
     may fall below zero (non-inferiority margin)."""
     resamples: int = 2000
     """Paired bootstrap: number of resamples (seeded, so a decision can be reproduced)."""
-    calibrate_on: str = "trusted"
-    """What a candidate is calibrated on when the task has no validation file: `trusted` = a seeded slice of
-    the task's own data plus human and feedback answers (upstream answers are trained on, never calibrated
-    on: a frontier model right 83% of the time would otherwise teach the candidate that it is wrong 17% of
-    the time); `all` = a slice of everything it trains on, upstream answers included."""
+    calibrate_on: str = "all"
+    """What a candidate is calibrated on (and its threshold set on) when the task has no validation file: `all` = a
+    slice of everything it trains on, upstream answers included, so the guarantee is agreement with the upstream
+    (the frontier model the fleet stands in for); `trusted` = a seeded slice of the task's own data plus human and
+    feedback answers only, so the guarantee is against labels people vouch for (upstream answers are trained on,
+    never calibrated on: an upstream right 83% of the time would otherwise teach the candidate that it is wrong
+    17% of the time on clean data)."""
 
     def __post_init__(self) -> None:
         if self.calibrate_on not in CALIBRATE_ON:

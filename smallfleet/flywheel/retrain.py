@@ -9,11 +9,10 @@ labelled traffic, gate it against the served version, and promote it when the ga
 - A seeded fifth of the **new** labelled traffic is held back as a fresh evaluation slice
   (when there are at least 10 new rows); the rest, with the traffic earlier versions
   used, joins the training data.
-- The candidate is **calibrated** (and its threshold set) on labels people vouch for: the
-  task's validation file, else a seeded slice of its own data plus human and feedback answers.
-  Upstream answers are trained on but not calibrated on (`GateSettings.calibrate_on`), since
-  a frontier model that is wrong 17% of the time would make a better candidate look worse
-  calibrated on clean data than the version it should replace.
+- The candidate is **calibrated** (and its threshold set) on the task's validation file, else
+  on a slice of its training data: with `GateSettings.calibrate_on` = `all` (the default)
+  upstream answers included, so its guarantee is agreement with the upstream; with `trusted`
+  only the task's own data and human and feedback answers, for an upstream that is often wrong.
 - When the candidate is promoted and the fleet has a router, the router is refit on the
   tasks' training texts plus their labelled traffic (`router_refit.py`), staged the same way.
 - The candidate trains into its own version folder through the kind's usual (crash-safe)
