@@ -46,7 +46,7 @@ def _check_in_process() -> None:
     try:
         report = check_drift(tasks, router, db, DriftSettings(**job["settings"]), SentenceEmbedder())
     finally:
-        db.engine.dispose()
+        db.close()
     json.dump(report, sys.stdout)
 
 
@@ -58,7 +58,7 @@ class DriftMonitor:
         self.db = db
         self.metrics = metrics
         self.settings = settings or DriftSettings()
-        self.separate = db.url not in ("sqlite://", "sqlite:///:memory:")
+        self.separate = db.shareable
         self._embedder = None  # only for a log in memory: loaded at the first check, on the worker thread
         self.last: dict | None = None
         """The latest report (as `smallfleet drift --json` gives it, without `signals`)."""

@@ -49,6 +49,11 @@ class Database:
         self.key_usage = meta.tables["key_usage"]
         self.requests_hourly = meta.tables["requests_hourly"]
 
+    @property
+    def shareable(self) -> bool:
+        """Whether another process can open this database by its URL (not so a SQLite database in memory)."""
+        return self.url not in ("sqlite://", "sqlite:///:memory:")
+
     def close(self) -> None:
         self.engine.dispose()
 

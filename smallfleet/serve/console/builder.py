@@ -128,7 +128,7 @@ class Console:
         self.pages = ConsolePages(db)
         self.cache = PageCache(cache_seconds)
         self.pacer = Pacer()
-        self.separate = db.url not in ("sqlite://", "sqlite:///:memory:")
+        self.separate = db.shareable
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
 
