@@ -66,9 +66,11 @@ def load(url: str, model: str, requests: int, concurrency: int, key: str) -> dic
     return json.loads(out.stdout)
 
 
-def in_process_latency(folder: Path, n: int) -> dict:
+def in_process_latency(folder: Path, n: int, runtime: str) -> dict:
+    from smallfleet.models.encoder_runtime import ENCODER_RUNTIME_ENV
     from smallfleet.tasks import load_specialist
 
+    os.environ[ENCODER_RUNTIME_ENV] = runtime
     specialist = load_specialist(folder)
     for _ in range(20):
         specialist.answer([TEXT])
@@ -103,6 +105,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="Requests per concurrent run.")
     parser.add_argument("--sequential", type=int, default=500, help="Requests per one-at-a-time run.")
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="Model threads of the gateways (serve --threads) and of the in-process rows; 0 = one per core.")
     parser.add_argument("--no-update", action="store_true", help="Do not rewrite bench/RESULTS.md.")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -111,14 +115,19 @@ def main() -> None:
         console.print(f"training the quickstart fleet into {args.fleet}")
         subprocess.run([sys.executable, "-m", "smallfleet", "train", str(ROOT / "examples/quickstart/fleet.yaml"),
                         "--out", str(args.fleet), "--force"], check=True)  # fmt: skip
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="smallfleet-bench-gw-"))
     procs: list[subprocess.Popen] = []
     results: dict = {}
     try:
         console.print("in-process specialist latency")
-        results["in_process"] = in_process_latency(args.fleet / args.task, args.sequential)
+        results["in_process"] = in_process_latency(args.fleet / args.task, args.sequential, "auto")
+        results["in_process_torch"] = in_process_latency(args.fleet / args.task, args.sequential, "torch")
 
-        up_port, gw_port, lt_port = free_port(), free_port(), free_port()
+        up_port, gw_port, lt_port, torch_port = free_port(), free_port(), free_port(), free_port()
         upstream = f"http://127.0.0.1:{up_port}/v1"
         procs.append(start([sys.executable, str(HERE / "upstream.py"), str(up_port)], work / "upstream.log"))
         wait_up(f"http://127.0.0.1:{up_port}/docs", procs[-1], "upstream")
@@ -127,10 +136,14 @@ def main() -> None:
         gw_key = subprocess.run([sys.executable, "-m", "smallfleet", "keys", "create", str(args.fleet), "bench", "--db", db],
                                 capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
         lt_key = "sk-bench-" + os.urandom(16).hex()
-        procs.append(start([sys.executable, "-m", "smallfleet", "serve", str(args.fleet), "--port", str(gw_port),
-                            "--db", db, "--escalate-to", upstream,
-                            "--escalate-model", "upstream-model", "--threshold", f"{args.task}=0"], work / "gateway.log"))  # fmt: skip
-        wait_up(f"http://127.0.0.1:{gw_port}/healthz", procs[-1], "smallfleet gateway")
+        for port, runtime in ((gw_port, "auto"), (torch_port, "torch")):  # the default, and fp32 torch as the baseline
+            procs.append(start([sys.executable, "-m", "smallfleet", "serve", str(args.fleet), "--port", str(port),
+                                "--db", db, "--escalate-to", upstream, "--runtime", runtime, "--threads", str(args.threads),
+                                "--escalate-model", "upstream-model", "--threshold", f"{args.task}=0"],
+                               work / f"gateway-{runtime}.log"))  # fmt: skip
+            wait_up(f"http://127.0.0.1:{port}/healthz", procs[-1], f"smallfleet gateway ({runtime})")
+        results["gateway_runtime"] = next((line.strip() for line in (work / "gateway-auto.log").read_text().splitlines()
+                                           if f"task {args.task}" in line), "")  # fmt: skip
         have_litellm = args.litellm.is_file()
         if have_litellm:
             cfg = litellm_config(work / "litellm.yaml", upstream)
@@ -142,13 +155,16 @@ def main() -> None:
             console.print(f"[yellow]LiteLLM not found at {args.litellm}[/]: run `make bench-venv-litellm` for the anchor rows")
 
         gw = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+        gw_torch = f"http://127.0.0.1:{torch_port}/v1/chat/completions"
         lt = f"http://127.0.0.1:{lt_port}/v1/chat/completions"
         runs = [
             ("upstream direct", f"{upstream}/chat/completions", "upstream-model", 1),
             ("smallfleet specialist", gw, f"fleet/{args.task}", 1),
+            ("smallfleet specialist, torch", gw_torch, f"fleet/{args.task}", 1),
             ("smallfleet passthrough", gw, "upstream-model", 1),
             ("litellm passthrough", lt, "upstream-model", 1),
             ("smallfleet specialist", gw, f"fleet/{args.task}", args.concurrency),
+            ("smallfleet specialist, torch", gw_torch, f"fleet/{args.task}", args.concurrency),
             ("smallfleet passthrough", gw, "upstream-model", args.concurrency),
             ("litellm passthrough", lt, "upstream-model", args.concurrency),
         ]
@@ -173,19 +189,24 @@ def main() -> None:
     summary = {
         "specialist_overhead_p50_ms": seq["smallfleet specialist"]["p50_ms"] - results["in_process"]["p50_ms"],
         "specialist_overhead_p99_ms": seq["smallfleet specialist"]["p99_ms"] - results["in_process"]["p99_ms"],
+        "specialist_torch_overhead_p50_ms": seq["smallfleet specialist, torch"]["p50_ms"]
+        - results["in_process_torch"]["p50_ms"],
+        "specialist_p50_ratio_to_torch": seq["smallfleet specialist"]["p50_ms"] / seq["smallfleet specialist, torch"]["p50_ms"],
+        "specialist_rps_ratio_to_torch": conc["smallfleet specialist"]["rps"] / conc["smallfleet specialist, torch"]["rps"],
         "passthrough_overhead_p50_ms": seq["smallfleet passthrough"]["p50_ms"] - seq["upstream direct"]["p50_ms"],
     }
     if "litellm passthrough" in seq:
         summary["litellm_overhead_p50_ms"] = seq["litellm passthrough"]["p50_ms"] - seq["upstream direct"]["p50_ms"]
         summary["rps_ratio_vs_litellm"] = conc["smallfleet passthrough"]["rps"] / conc["litellm passthrough"]["rps"]
     results["summary"] = summary
-    env = machine(concurrency=args.concurrency, litellm=_litellm_version(args.litellm) if have_litellm else None)
+    env = machine(concurrency=args.concurrency, model_threads=args.threads or "one per core", litellm=_litellm_version(args.litellm) if have_litellm else None)
 
     table = Table(title="gateway: latency and throughput on loopback")
     for col in ("path", "concurrency", "requests", "p50 ms", "p99 ms", "req/s", "errors"):
         table.add_column(col, justify="right")
-    table.add_row("specialist in-process", "1", str(results["in_process"]["requests"]),
-                  f"{results['in_process']['p50_ms']:.2f}", f"{results['in_process']['p99_ms']:.2f}", "", "")  # fmt: skip
+    for key, label in (("in_process", "specialist in-process"), ("in_process_torch", "specialist in-process, torch")):
+        table.add_row(label, "1", str(results[key]["requests"]),
+                      f"{results[key]['p50_ms']:.2f}", f"{results[key]['p99_ms']:.2f}", "", "")  # fmt: skip
     for r in rows:
         table.add_row(r["name"], str(r["concurrency"]), str(r["requests"]), f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}",
                       f"{r['rps']:.0f}", str(r["errors"]))  # fmt: skip
@@ -203,14 +224,16 @@ def _litellm_version(path: Path) -> str:
 
 
 def render_markdown(results: dict, rows: list[dict], summary: dict, env: dict) -> str:
-    ip = results["in_process"]
+    ip, it = results["in_process"], results["in_process_torch"]
     lines = [
-        f"Machine: {env['cpu_count']} CPU cores, torch {env['torch']}, Python {env['python']}; LiteLLM {env['litellm']}. "
+        f"Machine: {env['cpu_count']} CPU cores, torch {env['torch']}, Python {env['python']}; LiteLLM {env['litellm']}; "
+        f"model threads {env.get('model_threads', 'one per core')}. "
         f"Run {env['date']}.",
         "",
         "| path | concurrency | requests | p50 ms | p99 ms | req/s | errors |",
         "|---|---|---|---|---|---|---|",
         f"| specialist called in-process | 1 | {ip['requests']} | {ip['p50_ms']:.2f} | {ip['p99_ms']:.2f} | | |",
+        f"| specialist called in-process, torch | 1 | {it['requests']} | {it['p50_ms']:.2f} | {it['p99_ms']:.2f} | | |",
     ]
     for r in rows:
         lines.append(f"| {r['name']} | {r['concurrency']} | {r['requests']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
@@ -218,7 +241,11 @@ def render_markdown(results: dict, rows: list[dict], summary: dict, env: dict) -
     lines += [
         "",
         f"- Gateway overhead on the specialist path: p50 {summary['specialist_overhead_p50_ms']:+.2f} ms, "
-        f"p99 {summary['specialist_overhead_p99_ms']:+.2f} ms (through the gateway minus in-process).",
+        f"p99 {summary['specialist_overhead_p99_ms']:+.2f} ms (through the gateway minus in-process); on torch "
+        f"p50 {summary['specialist_torch_overhead_p50_ms']:+.2f} ms.",
+        f"- Specialist path, default runtime ({results.get('gateway_runtime', '').split('(')[-1].split(')')[0]}) "
+        f"against torch fp32, same run: p50 x{summary['specialist_p50_ratio_to_torch']:.2f}, concurrent "
+        f"throughput x{summary['specialist_rps_ratio_to_torch']:.2f}.",
         f"- Passthrough overhead over calling the upstream directly: smallfleet p50 {summary['passthrough_overhead_p50_ms']:+.2f} ms"
         + (f", LiteLLM p50 {summary['litellm_overhead_p50_ms']:+.2f} ms." if "litellm_overhead_p50_ms" in summary else "."),
     ]

@@ -66,6 +66,12 @@ def test_the_models_run_on_the_threads_asked_for(gateway):
     assert "model threads: 1 (--threads)" in gateway.output()
 
 
+def test_encoder_specialists_and_the_router_answer_on_onnx_int8(gateway):
+    out = " ".join(gateway.output().split())  # one line however the terminal wrapped it
+    assert "task support_ticket (classify, encoder on onnx int8)" in out
+    assert "router: 2 tasks, encoder on onnx int8" in out
+
+
 def test_accepted_answer_comes_from_the_specialist(client, fleet_dir):
     r = ask(client, "fleet/support_ticket", TICKET)
     sf = extra(r)

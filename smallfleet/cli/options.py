@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from smallfleet.models.runtime import RUNTIME_ENV, runtime_names
+from smallfleet.models.encoder_runtime import ENCODER_RUNTIME_ENV, encoder_runtime_names
+from smallfleet.models.runtime import AUTO, RUNTIME_ENV, runtime_names
 
 fleet_argument = click.argument("fleet", type=click.Path(exists=True, file_okay=False, path_type=Path))
 db_option = click.option(
@@ -16,16 +17,24 @@ db_option = click.option(
 )
 
 runtime_option = click.option(
-    "--runtime", type=click.Choice(runtime_names()), envvar=RUNTIME_ENV,
-    help="Generate specialists: decoding runtime [default: $SMALLFLEET_RUNTIME or auto = llama.cpp when "
-    "llama-cpp-python is installed and the base is a llama-architecture GGUF, else transformers].",
+    "--runtime", "runtime", multiple=True, type=click.Choice((*runtime_names(), *encoder_runtime_names())),
+    help="Where the models run; repeat to name both. Encoder specialists (classify, extract, router): onnx (int8 on "
+    "ONNX Runtime, the `onnx` extra) or torch (fp32) [default: $SMALLFLEET_ENCODER_RUNTIME or auto = onnx for a "
+    "specialist trained with its int8 export, on a CPU, when onnxruntime is installed]. Generate specialists: "
+    "llama.cpp or transformers [default: $SMALLFLEET_RUNTIME or auto = llama.cpp when llama-cpp-python is installed "
+    "and the base is a llama-architecture GGUF, else transformers].",
 )
 
 
-def use_runtime(runtime: str | None) -> None:
-    """Make --runtime the choice of every generate specialist this process loads."""
-    if runtime:
-        os.environ[RUNTIME_ENV] = runtime
+def use_runtime(runtime: tuple[str, ...] | str | None) -> None:
+    """Make each --runtime the choice of every specialist of its family this process loads (auto: both families)."""
+    for name in (runtime,) if isinstance(runtime, str) else runtime or ():
+        if name == AUTO:
+            os.environ[RUNTIME_ENV] = os.environ[ENCODER_RUNTIME_ENV] = AUTO
+        elif name in encoder_runtime_names():
+            os.environ[ENCODER_RUNTIME_ENV] = name
+        else:
+            os.environ[RUNTIME_ENV] = name
 
 
 def saved_task(fleet: Path, task: str | None):

@@ -149,8 +149,9 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
     for name, shadow in served.shadows.items():
         console.print(f"shadow: {name} {shadow.version} answers live requests after {served.tasks[name].version}")
     if served.router:
-        console.print(f"router: {len(served.tasks)} tasks, route confidence >= {served.router.threshold:.3f} "
-                      f"({served.router.coverage:.0%} of validation routed); "
+        note = served.router.specialist.serving_note()
+        console.print(f"router: {len(served.tasks)} tasks{', ' + note if note else ''}, route confidence >= "
+                      f"{served.router.threshold:.3f} ({served.router.coverage:.0%} of validation routed); "
                       f"{served.router.specialist.novelty_line()}")  # fmt: skip
     for t in served.tiers:
         if TIERS.get(t.kind).costed and not (t.input_price or t.output_price or t.hour_usd):

@@ -23,6 +23,7 @@ from rich.console import Console
 import smallfleet
 from smallfleet.data import read_rows
 from smallfleet.errors import DataError
+from smallfleet.models.encoder_runtime import runtimes_to_calibrate
 from smallfleet.models.resolve import ResolvedModel, fingerprint_base
 from smallfleet.novelty import NoveltyModel
 from smallfleet.tasks.spec import TaskSpec
@@ -93,6 +94,35 @@ def save_specialist(
             write_json(tmp / DRIFT_BASELINE, drift_baseline(inputs))
         write_card(tmp, manifest, metrics, calibration)
     return metrics
+
+
+def calibrate_on_runtimes(tmp: Path, manifest: dict, calibration: dict, encoder: torch.nn.Module,
+                          calibrate: Callable[[torch.nn.Module], tuple[dict, dict]], console: Console) -> None:  # fmt: skip
+    """Calibrate a freshly trained encoder specialist a second time on each runtime that serves it differently
+    (ONNX int8), so its confidence, threshold and guarantee hold for the model that will answer.
+
+    For each such runtime that can run here: the runtime writes its copy of `encoder` into the staging folder
+    `tmp` (e.g. onnx/encoder.int8.onnx), `calibrate(module)` redoes the kind's calibration with that module in
+    place of the encoder, and the result goes under "runtimes" in calibration.json and the manifest.
+
+    Args:
+        tmp: the staging folder (weights saved).
+        manifest: completed in place: manifest["runtimes"][name] = the facts `calibrate` returns plus temperature
+            and ECE; manifest["calibration"]["runtimes"][name] = temperature and ECE.
+        calibration: calibration.json's content, completed in place with the runtime's whole record.
+        encoder: the trained torch encoder.
+        calibrate: module -> (calibration record like the kind's own, facts such as validation accuracy).
+        console: where the result is reported.
+    """
+    for runtime in runtimes_to_calibrate():
+        module = runtime.load(tmp, manifest, encoder)
+        record, facts = calibrate(module)
+        short = {k: record[k] for k in ("temperature", "ece_before", "ece_after") if k in record}
+        calibration.setdefault("runtimes", {})[runtime.name] = record
+        manifest.setdefault("calibration", {}).setdefault("runtimes", {})[runtime.name] = short
+        manifest.setdefault("runtimes", {})[runtime.name] = {**runtime.export_facts(), **facts, **short}
+        said = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in {**facts, **short}.items())
+        console.print(f"{manifest.get('name', tmp.name)}: calibrated on {runtime.describe(manifest)}: {said}")
 
 
 def fit_novelty(spec: TaskSpec, embed: Callable[[list[str]], np.ndarray], train_texts: list[str],

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from smallfleet.calibration import ConfidenceCurve
+from smallfleet.models.encoder_runtime import runtime_calibration
 from smallfleet.novelty import NoveltyModel, describe_novelty
 from smallfleet.training.artifacts import CALIBRATION, read_json
 
@@ -66,9 +67,12 @@ class Specialist(ABC):
 
     kind: ClassVar[str]
 
-    def __init__(self, folder: Path, manifest: dict):
+    def __init__(self, folder: Path, manifest: dict, calibration_runtime: str | None = None):
         self.folder = folder
         self.manifest = manifest
+        self.calibration_runtime = calibration_runtime
+        """The encoder runtime the model answers on (e.g. onnx): its calibration record is used when training made
+        one there; None = the trained model's calibration."""
         self.novelty: NoveltyModel | None = NoveltyModel.load(folder, manifest.get("novelty"))
         """Novelty statistics and threshold saved with the specialist; None = no novelty test (older folders)."""
 
@@ -95,8 +99,9 @@ class Specialist(ABC):
         """What `smallfleet predict` prints for `text`: the answer in the kind's own keys, with `confidence`."""
 
     def confidence_curve(self) -> ConfidenceCurve:
-        """Validation correctness-vs-confidence curve recorded at training time (calibration.json)."""
-        return confidence_curve(self.folder)
+        """Validation correctness-vs-confidence curve recorded at training time (calibration.json), on the runtime
+        the model answers on when training calibrated it there too."""
+        return confidence_curve(self.folder, self.calibration_runtime)
 
     can_stream: ClassVar[bool] = False
     """True when `stream` yields the answer piece by piece as it is generated."""
@@ -118,6 +123,8 @@ class Specialist(ABC):
         return self.manifest.get("name", self.folder.name)
 
 
-def confidence_curve(folder: Path) -> ConfidenceCurve:
-    """The validation correctness-vs-confidence curve saved in a specialist folder, without loading the model."""
-    return ConfidenceCurve.from_dict(read_json(Path(folder) / CALIBRATION)["curve"])
+def confidence_curve(folder: Path, runtime: str | None = None) -> ConfidenceCurve:
+    """The validation correctness-vs-confidence curve saved in a specialist folder, without loading the model:
+    the one measured on `runtime` when training made one there, else the trained model's."""
+    calibration = read_json(Path(folder) / CALIBRATION)
+    return ConfidenceCurve.from_dict(runtime_calibration(calibration, runtime)["curve"] if runtime else calibration["curve"])

@@ -10,6 +10,7 @@ import torch
 
 from smallfleet.data.batches import by_length
 from smallfleet.models.encoder import ENCODER_DIR, EncoderClassifier, pick_device
+from smallfleet.models.encoder_runtime import runtime_calibration, serving_encoder
 from smallfleet.tasks.specialist import Answer, AnswerOptions, EscalationRequest, Specialist
 from smallfleet.training.artifacts import MANIFEST, read_json
 
@@ -70,23 +71,31 @@ class ClassifySpecialist(Specialist):
 
     kind = "classify"
 
-    def __init__(self, folder: Path, manifest: dict, model: EncoderClassifier, tokenizer, device: torch.device):
-        super().__init__(folder, manifest)
+    def __init__(self, folder: Path, manifest: dict, model: EncoderClassifier, tokenizer, device: torch.device,
+                 runtime: str | None = None, runtime_words: str = ""):  # fmt: skip
+        super().__init__(folder, manifest, runtime)
         self.model = model.to(device).eval()
         self.tokenizer = tokenizer
         self.device = device
         self.labels: list[str] = manifest["labels"]
-        self.temperature: float = manifest["calibration"]["temperature"]
+        self.temperature: float = runtime_calibration(manifest["calibration"], runtime)["temperature"]
         self.max_length: int = manifest["training"]["max_length"]
+        self.runtime_words = runtime_words
 
     @classmethod
-    def load(cls, folder: Path) -> ClassifySpecialist:
+    def load(cls, folder: Path, runtime: str | None = None) -> ClassifySpecialist:
+        """The classifier in `folder`, its encoder on `runtime` (None = $SMALLFLEET_ENCODER_RUNTIME, else auto)."""
         from transformers import AutoTokenizer
 
         manifest = read_json(folder / MANIFEST)
         model = EncoderClassifier.load(folder, len(manifest["labels"]))
+        model.encoder, chosen = serving_encoder(folder, manifest, model.encoder, runtime)
         tokenizer = AutoTokenizer.from_pretrained(folder / ENCODER_DIR)
-        return cls(folder, manifest, model, tokenizer, pick_device())
+        return cls(folder, manifest, model, tokenizer, chosen.device(pick_device()), chosen.name,
+                   chosen.describe(manifest))  # fmt: skip
+
+    def serving_note(self) -> str:
+        return f"encoder on {self.runtime_words}" if self.runtime_words else ""
 
     def probabilities(self, texts: list[str]) -> torch.Tensor:
         """Calibrated class probabilities, shape (len(texts), len(labels))."""

@@ -19,7 +19,9 @@ from smallfleet.models.resolve import resolve_base_model
 from smallfleet.tasks.classify.card import write_classify_card
 from smallfleet.tasks.classify.metrics import classification_metrics
 from smallfleet.tasks.classify.specialist import ClassifySpecialist, compute_logits, compute_outputs
-from smallfleet.tasks.recipe import fit_novelty, manifest_header, out_of_scope_texts, save_specialist
+from smallfleet.tasks.recipe import (
+    calibrate_on_runtimes, fit_novelty, manifest_header, out_of_scope_texts, save_specialist,
+)  # fmt: skip
 from smallfleet.tasks.spec import FieldMap, TaskSpec
 from smallfleet.training.artifacts import check_output
 from smallfleet.training.loop import fit
@@ -137,7 +139,22 @@ def train_classifier(spec: TaskSpec, out: Path, force: bool = False, console: Co
         if novelty:
             novelty.save(tmp)
 
+    def on_runtime(encoder: torch.nn.Module) -> tuple[dict, dict]:
+        """Calibrate the classifier again with `encoder` (another runtime's copy) in place of the trained one."""
+        served = EncoderClassifier(encoder, len(labels))
+        served.head.load_state_dict(model.head.state_dict())
+        served.eval()
+        logits, pooled = compute_outputs(served, tokenizer, valid_texts, settings.max_length, torch.device("cpu"))
+        own = fit_temperature(logits[known], torch.tensor(valid_gold)[known])
+        facts = {"valid_accuracy": float((logits.argmax(-1).numpy() == valid_gold).mean()),
+                 "torch_valid_accuracy": float((valid_logits.argmax(-1).numpy() == valid_gold).mean()),
+                 "agreement_with_torch": float((logits.argmax(-1) == valid_logits.argmax(-1)).float().mean())}
+        if novelty:  # the torch model's novelty threshold, on this runtime's embeddings
+            facts["valid_novelty_escalated"] = float(np.mean([not novelty.accepts(v) for v in novelty.score(pooled.numpy())]))
+        return _calibration_record(logits, valid_gold, own), facts
+
     def score(tmp: Path) -> tuple[dict, dict]:
+        calibrate_on_runtimes(tmp, manifest, calibration, model.encoder, on_runtime, console)
         specialist = ClassifySpecialist(tmp, manifest, model, tokenizer, device)
         metrics = {"validation": classification_metrics([ex.label for ex in data.valid], specialist.predict(valid_texts))}
         if data.test:

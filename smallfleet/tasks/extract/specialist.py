@@ -17,6 +17,7 @@ import torch
 from smallfleet.calibration import LogisticMap
 from smallfleet.errors import DataError
 from smallfleet.models.encoder import ENCODER_DIR, pick_device
+from smallfleet.models.encoder_runtime import runtime_calibration, serving_encoder
 from smallfleet.tasks.extract.decode import Extraction, Extractor
 from smallfleet.tasks.extract.schema import Schema
 from smallfleet.tasks.extract.tagger import EncoderTagger
@@ -29,20 +30,25 @@ class ExtractSpecialist(Specialist):
 
     kind = "extract"
 
-    def __init__(self, folder: Path, manifest: dict, extractor: Extractor):
-        super().__init__(folder, manifest)
+    def __init__(self, folder: Path, manifest: dict, extractor: Extractor, runtime: str | None = None,
+                 runtime_words: str = ""):  # fmt: skip
+        super().__init__(folder, manifest, runtime)
         self.extractor = extractor
         self.schema = extractor.schema
+        self.runtime_words = runtime_words
 
     @classmethod
-    def load(cls, folder: Path) -> ExtractSpecialist:
+    def load(cls, folder: Path, runtime: str | None = None) -> ExtractSpecialist:
+        """The extractor in `folder`, its encoder on `runtime` (None = $SMALLFLEET_ENCODER_RUNTIME, else auto)."""
         from transformers import AutoTokenizer
 
         manifest = read_json(folder / MANIFEST)
-        calibration = read_json(folder / CALIBRATION)
-        device = pick_device()
+        model = EncoderTagger.load(folder, len(manifest["labels"]))
+        model.encoder, chosen = serving_encoder(folder, manifest, model.encoder, runtime)
+        calibration = runtime_calibration(read_json(folder / CALIBRATION), chosen.name)
+        device = chosen.device(pick_device())
         extractor = Extractor(
-            model=EncoderTagger.load(folder, len(manifest["labels"])).to(device),
+            model=model.to(device),
             tokenizer=AutoTokenizer.from_pretrained(folder / ENCODER_DIR),
             schema=Schema.from_dict(manifest["schema"], f"{folder / MANIFEST}: schema"),
             labels=manifest["labels"],
@@ -53,7 +59,10 @@ class ExtractSpecialist(Specialist):
             field_platt=LogisticMap.from_dict(calibration["field_platt"]),
             record_platt=LogisticMap.from_dict(calibration["record_platt"]),
         )
-        return cls(folder, manifest, extractor)
+        return cls(folder, manifest, extractor, chosen.name, chosen.describe(manifest))
+
+    def serving_note(self) -> str:
+        return f"encoder on {self.runtime_words}" if self.runtime_words else ""
 
     def extract(self, texts: list[str]) -> list[Extraction]:
         """Records, confidences and validity for `texts`."""

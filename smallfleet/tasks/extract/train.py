@@ -26,7 +26,9 @@ from smallfleet.tasks.extract.schema import Schema
 from smallfleet.tasks.extract.tagger import IGNORE, EncoderTagger, bio_labels, make_windows, token_logits, window_targets
 from smallfleet.models.encoder import ENCODER_DIR, load_base_encoder, pick_device
 from smallfleet.models.resolve import resolve_base_model
-from smallfleet.tasks.recipe import fit_novelty, manifest_header, out_of_scope_texts, save_specialist
+from smallfleet.tasks.recipe import (
+    calibrate_on_runtimes, fit_novelty, manifest_header, out_of_scope_texts, save_specialist,
+)  # fmt: skip
 from smallfleet.tasks.spec import TaskSpec
 from smallfleet.training.artifacts import check_output
 from smallfleet.training.loop import fit
@@ -166,7 +168,17 @@ def train_extractor(spec: TaskSpec, out: Path, force: bool = False, console: Con
         if novelty:
             novelty.save(tmp)
 
+    def on_runtime(encoder: torch.nn.Module) -> tuple[dict, dict]:
+        """Calibrate the extractor again with `encoder` (another runtime's copy) in place of the trained one."""
+        served = EncoderTagger(encoder, len(labels))
+        served.head.load_state_dict(model.head.state_dict())
+        other = Extractor(served.eval(), tokenizer, data.schema, labels, settings.max_length, stride, torch.device("cpu"))
+        record = calibrate(other, data.valid.examples)
+        return record, {"valid_f1": score(other, data.valid.examples, data.bio)[0]["f1"],
+                        "torch_valid_f1": score(extractor, data.valid.examples, data.bio)[0]["f1"]}  # fmt: skip
+
     def evaluate(tmp: Path) -> tuple[dict, dict]:
+        calibrate_on_runtimes(tmp, manifest, calibration, model.encoder, on_runtime, console)
         metrics = {"validation": score(extractor, data.valid.examples, data.bio)[0]}
         if data.test:
             metrics["test"] = score(extractor, data.test.examples, data.bio)[0]
