@@ -106,10 +106,12 @@ async def one(client: httpx.AsyncClient, url: str, model: str, text: str, on_don
     t = time.perf_counter()
     try:
         r = await client.post(url, json={"model": model, "messages": [{"role": "user", "content": text}]})
-        status, rid = r.status_code, (r.json().get("id") if r.status_code == 200 else None)
+        body = r.json() if r.status_code == 200 else {}
+        status, rid = r.status_code, body.get("id")
+        busy = (body.get("smallfleet") or {}).get("escalation_reason") == ["busy"]
     except httpx.HTTPError:
-        status, rid = 0, None
-    on_done(time.perf_counter(), (time.perf_counter() - t) * 1000, status, rid, model)
+        status, rid, busy = 0, None, False
+    on_done(time.perf_counter(), (time.perf_counter() - t) * 1000, status, rid, model, busy)
 
 
 def log_rows(db_file: Path) -> int:
@@ -121,7 +123,7 @@ def log_rows(db_file: Path) -> int:
 
 def soak(url: str, pid: int, db_file: Path, minutes: float, rate: float, every: float, texts: dict,
          console: Console) -> dict:
-    done: list[tuple[float, float, int, str | None, str]] = []
+    done: list[tuple[float, float, int, str | None, str, bool]] = []
     samples = []
     start_t = time.perf_counter()
 
@@ -139,7 +141,8 @@ def soak(url: str, pid: int, db_file: Path, minutes: float, rate: float, every: 
             samples.append({"t_s": round(time.perf_counter() - start_t, 1), "rss_mb": round(rss_mb(pid), 1),
                             "requests": len(window), "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99),
                             "p99_no_generate_ms": pct(short, 0.99),
-                            "errors": sum(1 for d in window if d[2] != 200), "log_rows": log_rows(db_file)})  # fmt: skip
+                            "errors": sum(1 for d in window if d[2] != 200), "shed": sum(1 for d in window if d[5]),
+                            "log_rows": log_rows(db_file)})  # fmt: skip
             s = samples[-1]
             console.print(f"t={s['t_s']:>6.0f}s rss {s['rss_mb']:.0f} MB  p50 {s['p50_ms']:.1f} ms  "
                           f"p99 {s['p99_ms']:.1f} ms  errors {s['errors']}  log rows {s['log_rows']}")  # fmt: skip
@@ -157,9 +160,11 @@ def soak(url: str, pid: int, db_file: Path, minutes: float, rate: float, every: 
         lat = [d[1] for d in done if d[4] == model and d[2] == 200]
         routes.append({"model": model, "requests": sum(1 for d in done if d[4] == model),
                        "errors": sum(1 for d in done if d[4] == model and d[2] != 200),
+                       "shed": sum(1 for d in done if d[4] == model and d[5]),
                        "p50_ms": round(pct(lat, 0.5), 1), "p99_ms": round(pct(lat, 0.99), 1)})  # fmt: skip
     return {"samples": samples, "routes": routes, "answered_ids": [d[3] for d in done if d[2] == 200],
-            "requests": len(done), "errors": sum(1 for d in done if d[2] != 200)}  # fmt: skip
+            "requests": len(done), "errors": sum(1 for d in done if d[2] != 200),
+            "shed": sum(1 for d in done if d[5])}  # fmt: skip
 
 
 def knee(url: str, rates: list[float], seconds: float, texts: dict, console: Console) -> list[dict]:
@@ -230,6 +235,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="The gateway's serving.threads (torch threads of its models; 0 = one per core) "
                              "[default: the fleet's setting].")  # fmt: skip
+    parser.add_argument("--max-wait-seconds", type=float, default=None,
+                        help="The gateway's serving.max_wait_seconds (load shedding; 0 = off) [default: the fleet's].")
+    parser.add_argument("--name", default="soak", help="Results file name (bench/results/NAME.json); a name other "
+                        "than `soak` leaves bench/RESULTS.md and the plots alone, for A/B runs.")
     parser.add_argument("--knee-only", action="store_true",
                         help="Only the knee, no soak: writes results/soak_knee.json and the knee plot.")
     args = parser.parse_args()
@@ -253,7 +262,9 @@ def main() -> None:
                             "--threshold", "slots=0", "--threshold", "summary=0",
                             "--threshold", "review_sentiment=1.01",
                             *(["--drift-every", str(args.drift_every)] if args.drift_every is not None else []),
-                            *(["--threads", str(args.threads)] if args.threads is not None else [])],
+                            *(["--threads", str(args.threads)] if args.threads is not None else []),
+                            *(["--max-wait-seconds", str(args.max_wait_seconds)]
+                              if args.max_wait_seconds is not None else [])],
                            work / "gateway.log"))  # fmt: skip
         wait_up(f"http://127.0.0.1:{gw_port}/healthz", procs[1], "gateway")
         url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
@@ -288,7 +299,8 @@ def main() -> None:
 
     summary = {
         "minutes": args.minutes, "rate": args.rate, "requests": result["requests"], "answered": len(ids),
-        "errors": result["errors"], "lost_rows": lost,
+        "errors": result["errors"], "lost_rows": lost, "shed": result["shed"],
+        "threads": args.threads, "max_wait_seconds": args.max_wait_seconds,
         "rss_growth_pct": round(100 * (steady[-1]["rss_mb"] / steady[0]["rss_mb"] - 1), 2),
         "p99_spread_pct": spread("p99_ms"), "p99_spread_no_generate_pct": spread("p99_no_generate_ms"),
         "knee_rate": knee_rate,
@@ -299,14 +311,18 @@ def main() -> None:
     table.add_row(*[str(v) for v in summary.values()])
     Console().print(table)
     routes = Table(title="by route (whole soak)")
-    for key in ("model", "requests", "errors", "p50_ms", "p99_ms"):
+    for key in ("model", "requests", "errors", "shed", "p50_ms", "p99_ms"):
         routes.add_column(key, justify="right")
     for r in result["routes"]:
-        routes.add_row(*[str(r[k]) for k in ("model", "requests", "errors", "p50_ms", "p99_ms")])
+        routes.add_row(*[str(r[k]) for k in ("model", "requests", "errors", "shed", "p50_ms", "p99_ms")])
     Console().print(routes)
+    env = machine(fail_rate=args.fail_rate, mix=[m[:2] for m in MIX])
+    if args.name != "soak":
+        write_json(args.name, {"env": env, "summary": summary, "routes": result["routes"], "samples": samples,
+                               "knee": knee_rows})  # fmt: skip
+        return
     plot(knee_rows, HERE / "results" / "soak_knee.png")
     plot_timeline(samples, HERE / "results" / "soak_timeline.png")
-    env = machine(fail_rate=args.fail_rate, mix=[m[:2] for m in MIX])
     write_json("soak", {"env": env, "summary": summary, "routes": result["routes"], "samples": samples,
                         "knee": knee_rows})  # fmt: skip
     if not args.no_update:

@@ -89,7 +89,15 @@ class ServingSpec:
     per core. Measured on 2 cores: one MiniLM request took 19 ms on 1 thread and 53 ms on 2, while batches of 64
     were faster on 2 (bench/RESULTS.md, soak): on a small machine, 1 leaves a core to a second model or request."""
 
+    max_wait_seconds: float = 0.0
+    """Load shedding: a request whose task has more work queued than this many seconds (its queue times the recent
+    seconds per answer) goes straight to the escalation tiers, with escalation_reason `busy`, instead of waiting;
+    0 = never (every request waits its turn). Bounds the latency of slow kinds (a generation takes about a
+    core-second) under bursts, at the upstream's price."""
+
     def __post_init__(self) -> None:
+        if self.max_wait_seconds < 0:
+            raise ConfigError(f"serving: max_wait_seconds must not be negative, got {self.max_wait_seconds}")
         if self.threads < 0:
             raise ConfigError(f"serving: threads must not be negative, got {self.threads}")
         if min(self.cpu_hour_usd, self.gpu_hour_usd) < 0 or self.max_request_bytes < 1024 or self.max_tokens < 1:

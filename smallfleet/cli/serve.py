@@ -60,12 +60,16 @@ from smallfleet.store.journal import JOURNAL_FOLDER
 @click.option("--threads", type=click.IntRange(min=0), help="Torch threads of the models (llama.cpp takes the same "
               "count); 0 = one per core. On a small machine 1 answers single requests faster and leaves a core to "
               "the next [default: the fleet's serving.threads, 0].")
+@click.option("--max-wait-seconds", type=click.FloatRange(min=0), help="Load shedding: a request whose task has "
+              "more than this many seconds of work queued goes straight to the escalation tiers (escalation_reason "
+              "busy) instead of waiting; 0 = every request waits its turn [default: the fleet's "
+              "serving.max_wait_seconds, 0].")
 @runtime_option
 @click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shadows, escalate_url, escalate_model, escalate_key_env, escalate_input_price,
             escalate_output_price, escalate_timeout, escalate_retries, cpu_hour_usd, audit_rate, max_pending_reviews,
             journal_fsync, log_inputs, triage, willingness_to_pay, drift_every, console_cache_seconds, threads,
-            runtime, log_level):  # fmt: skip
+            max_wait_seconds, runtime, log_level):  # fmt: skip
     """Serve FLEET (a folder made by `smallfleet train`, or one specialist folder) over HTTP.
 
     \b
@@ -135,7 +139,8 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
                               "everything with --escalate-to URL --escalate-model M")  # fmt: skip
     flags = {"cpu_hour_usd": cpu_hour_usd, "audit_rate": audit_rate, "max_pending_reviews": max_pending_reviews,
              "journal_fsync": journal_fsync, "log_inputs": log_inputs, "willingness_to_pay": willingness_to_pay,
-             "drift_every": drift_every, "console_cache_seconds": console_cache_seconds}  # fmt: skip
+             "drift_every": drift_every, "console_cache_seconds": console_cache_seconds,
+             "max_wait_seconds": max_wait_seconds}  # fmt: skip
     served.serving = replace(served.serving, **{k: v for k, v in flags.items() if v is not None})  # flags given win
     if triage:
         with console.status("loading the triage model"):
@@ -160,6 +165,10 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
     tiers = ", ".join(f"{t.name} ({t.kind})" for t in served.tiers) or "none (low-confidence answers are returned as is)"
     console.print(f"escalation tiers: {tiers}")
     console.print(f"model threads: {served.serving.threads or 'one per core'} (--threads)")
+    if served.serving.max_wait_seconds:
+        console.print(f"load shedding: a request whose task has more than {served.serving.max_wait_seconds:g} s of "
+                      "work queued goes straight to the escalation tiers" + ("" if served.tiers else
+                      " [yellow](no tier: off)[/]"))  # fmt: skip
     if served.triage:
         heads = ", ".join(served.triage.heads) or "none (tier order)"
         console.print(f"triage: free-form and `auto` requests go to the tier whose predicted gain is worth its price at "

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 MAX_BATCH = 32
+EMA = 0.2
+"""Weight of the newest batch in the running estimate of seconds per item."""
 
 
 class Batcher:
@@ -24,6 +26,8 @@ class Batcher:
         self.fn = fn
         self.max_batch = max_batch
         self._queue: queue.Queue = queue.Queue()
+        self._running = 0
+        self._per_item: float | None = None
         self._thread = threading.Thread(target=self._run, name=f"smallfleet-{name}", daemon=True)
         self._thread.start()
 
@@ -33,6 +37,11 @@ class Batcher:
         future = loop.create_future()
         self._queue.put((text, options, loop, future))
         return await future
+
+    def expected_wait(self) -> float:
+        """Seconds a request submitted now would wait before its own batch starts: the items queued or running,
+        times the recent seconds per item (0 until a batch has run). An estimate for load shedding, not a promise."""
+        return (self._queue.qsize() + self._running) * (self._per_item or 0.0)
 
     def close(self) -> None:
         self._queue.put(None)
@@ -57,12 +66,15 @@ class Batcher:
                 (batch if item[1] == first[1] else rest).append(item)
             held = rest
             started = time.perf_counter()
+            self._running = len(batch)
             try:
                 results = self.fn([item[0] for item in batch], first[1])
                 error = None
             except Exception as exc:  # handed to every waiting request, which answers with a 5xx
                 results, error = [None] * len(batch), exc
+            self._running = 0
             share = (time.perf_counter() - started) / len(batch)
+            self._per_item = share if self._per_item is None else (1 - EMA) * self._per_item + EMA * share
             for (_, _, loop, future), result in zip(batch, results):
                 loop.call_soon_threadsafe(_settle, future, result, share, error)
 

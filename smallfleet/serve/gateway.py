@@ -273,18 +273,23 @@ class Gateway:
         """The task's cascade answers; a shadow version of the task then answers too, in the background.
         `client_prompt`: escalate with the client's own messages (traffic a task was distilled from), not the task's."""
         completion = await self._cascade(task, request, text, client_prompt)
-        self.shadow.follow(task, text, request.options(), completion)
+        if "busy" not in completion.escalation_reason:  # a shed request adds no work to the busy machine
+            self.shadow.follow(task, text, request.options(), completion)
         return completion
 
     async def _cascade(self, task: ServedTask, request: ChatCompletionRequest, text: str,
                        client_prompt: bool = False) -> Completion:  # fmt: skip
-        """The specialist answers; below the threshold (or invalid), the tiers are tried in order."""
-        answer, seconds = await task.batcher.submit(text, request.options())
-        own_cost = self.fleet.compute_cost(seconds)
+        """The specialist answers; below the threshold (or invalid), the tiers are tried in order. When the task's
+        queue holds more than `serving.max_wait_seconds` of work, the tiers answer at once (`busy`)."""
         escalation = task.specialist.escalation_request(text)
         if client_prompt:
             escalation = EscalationRequest(request.model_dump(include={"messages"})["messages"],
                                            escalation.response_format)  # fmt: skip
+        limit = self.fleet.serving.max_wait_seconds
+        if limit and self.tiers and task.batcher.expected_wait() > limit:
+            return await self._shed(task, request, text, escalation)
+        answer, seconds = await task.batcher.submit(text, request.options())
+        own_cost = self.fleet.compute_cost(seconds)
         frontier = self._frontier_cost(escalation.messages, answer.content)
         failed = failed_tests(task, answer)
         accepted = not failed
@@ -299,6 +304,22 @@ class Gateway:
         if accepted or not self.tiers:
             return result
         tier_request = self._tier_request(escalation, task, request, text, result, answer)
+        return await self._ask_tiers(task, result, tier_request, frontier)
+
+    async def _shed(self, task: ServedTask, request: ChatCompletionRequest, text: str,
+                    escalation: EscalationRequest) -> Completion:  # fmt: skip
+        """The task's queue is too long: the tiers answer without the specialist (no guess, no confidence)."""
+        self.metrics.shed(task.name)
+        result = Completion(content="", tier=SPECIALIST_TIER, task=task.name, escalation_reason=["busy"],
+                            version=task.version, accepted=False,
+                            prompt_tokens=estimate_prompt_tokens([{"content": text}]))  # fmt: skip
+        no_answer = Answer(content="", confidence=0.0)
+        return await self._ask_tiers(task, result, self._tier_request(escalation, task, request, text, result, no_answer),
+                                     self._frontier_cost(escalation.messages, ""))  # fmt: skip
+
+    async def _ask_tiers(self, task: ServedTask, result: Completion, tier_request: TierRequest,
+                         frontier: float) -> Completion:  # fmt: skip
+        """The escalation tiers in order, until one gives an answer the task can use."""
         tried, unavailable = [], False
         for tier in self.tiers:
             try:

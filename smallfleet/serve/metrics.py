@@ -20,6 +20,9 @@ class GatewayMetrics:
                                    ("task", "tier"), registry=self.registry)  # fmt: skip
         self.latency = Histogram("smallfleet_request_latency_seconds", "Time to answer a request.", ("task", "tier"),
                                  buckets=LATENCY_BUCKETS, registry=self.registry)  # fmt: skip
+        self.shed_requests = Counter("smallfleet_shed", "Requests sent straight to the escalation tiers because their "
+                                     "task's queue held more than serving.max_wait_seconds of work.", ("task",),
+                                     registry=self.registry)  # fmt: skip
         self.audits = Counter("smallfleet_audits", "Live audits of accepted answers by an upstream tier.",
                               ("task", "outcome"), registry=self.registry)  # fmt: skip
         self.quality = Gauge("smallfleet_live_quality", "Share of judged accepted answers that were right.",
@@ -51,6 +54,10 @@ class GatewayMetrics:
         if escalated:
             self.escalations.labels(task, tier).inc()
         self.latency.labels(task, tier).observe(seconds)
+
+    def shed(self, task: str) -> None:
+        """One request of `task` escalated for load (`busy`), without asking its specialist."""
+        self.shed_requests.labels(task).inc()
 
     def audited(self, task: str, outcome: str) -> None:
         """One audit: `agree`, `disagree` or `failed`."""
