@@ -57,6 +57,8 @@ def test_paths_resolve_relative_to_the_yaml_and_defaults_merge(tmp_path):
         ("name: f\ntasks:\n  - {name: a, train: x.jsonl}\nserving: {max_pending_reviews: 0}\n",
          "max_pending_reviews must be at least 1"),
         ("name: f\ntasks:\n  - {name: a, train: x.jsonl}\nserving: {threads: -1}\n", "threads must not be negative"),
+        ("name: f\ntasks:\n  - {name: a, train: x.jsonl}\nserving: {max_wait_seconds: -1}\n",
+         "max_wait_seconds must not be negative"),
     ],
 )
 def test_bad_fleet_files_name_the_file_and_key(tmp_path, body, expected):
@@ -75,7 +77,7 @@ def test_settings_replace_ignores_none():
 def test_tier_and_serving_reliability_settings_load_from_the_fleet_file(tmp_path):
     fleet = FleetSpec.from_file(write(tmp_path, "name: f\ntasks:\n  - {name: a, train: x.jsonl}\ntiers:\n"
                                       "  - {name: h, kind: review, deadline: 10, breaker_failures: 5, breaker_seconds: 60}\n"
-                                      "serving: {max_pending_reviews: 500, threads: 1}\n"))  # fmt: skip
+                                      "serving: {max_pending_reviews: 500, threads: 1, max_wait_seconds: 2.5}\n"))  # fmt: skip
     (tier,) = fleet.tiers
     assert (tier.deadline, tier.breaker_failures, tier.breaker_seconds) == (10, 5, 60)
-    assert (fleet.serving.max_pending_reviews, fleet.serving.threads) == (500, 1)
+    assert (fleet.serving.max_pending_reviews, fleet.serving.threads, fleet.serving.max_wait_seconds) == (500, 1, 2.5)
