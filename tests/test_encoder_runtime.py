@@ -12,6 +12,7 @@ from smallfleet.models.encoder_runtime import ENCODER_RUNTIME_ENV
 from smallfleet.models.encoder_runtime.onnx import ONNX_FILE, OnnxEncoder, available
 from smallfleet.tasks import load_specialist
 from smallfleet.tasks.classify.specialist import ClassifySpecialist
+from smallfleet.tasks.specialist import confidence_curve
 from smallfleet.training.artifacts import read_json, write_json
 
 
@@ -44,10 +45,28 @@ def test_auto_serves_on_onnx_with_its_own_calibration_and_torch_stays_available(
     assert onnx.temperature == read_json(ticket_specialist / "specialist.json")["runtimes"]["onnx"]["temperature"]
     assert torch_.temperature == read_json(ticket_specialist / "specialist.json")["calibration"]["temperature"]
     assert onnx.confidence_curve().to_dict() != torch_.confidence_curve().to_dict()
+    # offline thresholds (fleet.json, distill, gates) come from the curve of the runtime that would serve the folder
+    assert confidence_curve(ticket_specialist).to_dict() == onnx.confidence_curve().to_dict()
     assert "onnx int8" in onnx.serving_note() and "torch fp32" in torch_.serving_note()
     a, b = onnx.predict(texts(quickstart_data)), torch_.predict(texts(quickstart_data))
     assert sum(x.label == y.label for x, y in zip(a, b)) >= 0.9 * len(a)
     assert max(abs(x.confidence - y.confidence) for x, y in zip(a, b)) < 0.25
+
+
+def test_an_answer_on_onnx_does_not_depend_on_the_requests_batched_with_it(ticket_specialist, quickstart_data):
+    # dynamic int8 quantizes activations per tensor: run together, texts would change each other's answers
+    specialist, batch = load_specialist(ticket_specialist), texts(quickstart_data)
+    together, alone = specialist.predict(batch), [specialist.predict([t])[0] for t in batch]
+    assert [p.label for p in together] == [p.label for p in alone]
+    assert max(abs(p.confidence - q.confidence) for p, q in zip(together, alone)) < 1e-5
+    assert max(abs(p.novelty - q.novelty) for p, q in zip(together, alone)) < 1e-3
+
+
+def test_the_folder_curve_follows_the_runtime_asked_for(ticket_specialist, monkeypatch):
+    monkeypatch.setenv(ENCODER_RUNTIME_ENV, "torch")
+    assert confidence_curve(ticket_specialist).to_dict() == ClassifySpecialist.load(
+        ticket_specialist).confidence_curve().to_dict()
+    assert confidence_curve(ticket_specialist).to_dict() != confidence_curve(ticket_specialist, "onnx").to_dict()
 
 
 def test_predict_runs_on_the_runtime_asked_for(ticket_specialist):

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import ClassVar
 
 from smallfleet.calibration import ConfidenceCurve
-from smallfleet.models.encoder_runtime import runtime_calibration
+from smallfleet.errors import SmallfleetError
+from smallfleet.models.encoder_runtime import choose_encoder_runtime, runtime_calibration
 from smallfleet.novelty import NoveltyModel, describe_novelty
-from smallfleet.training.artifacts import CALIBRATION, read_json
+from smallfleet.training.artifacts import CALIBRATION, MANIFEST, read_json
 
 @dataclass
 class AnswerOptions:
@@ -125,6 +126,14 @@ class Specialist(ABC):
 
 def confidence_curve(folder: Path, runtime: str | None = None) -> ConfidenceCurve:
     """The validation correctness-vs-confidence curve saved in a specialist folder, without loading the model:
-    the one measured on `runtime` when training made one there, else the trained model's."""
-    calibration = read_json(Path(folder) / CALIBRATION)
+    the one measured on `runtime` when training made one there, else the trained model's. Without `runtime`, the
+    runtime this process would serve the folder on (`--runtime`, else auto), so that thresholds computed offline
+    (fleet.json, distill, gates) are those of the model that answers."""
+    folder = Path(folder)
+    calibration = read_json(folder / CALIBRATION)
+    if runtime is None and calibration.get("runtimes"):
+        try:
+            runtime = choose_encoder_runtime(folder, read_json(folder / MANIFEST)).name
+        except SmallfleetError:  # a runtime asked for that cannot run here: loading the model will say so
+            runtime = None
     return ConfidenceCurve.from_dict(runtime_calibration(calibration, runtime)["curve"] if runtime else calibration["curve"])

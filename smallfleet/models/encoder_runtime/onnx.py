@@ -1,7 +1,8 @@
 """Encoders on ONNX Runtime, int8: export a trained transformers encoder once, quantize it, serve it.
 
 The export is the encoder alone (input_ids, attention_mask -> last_hidden_state), so every
-kind keeps its own head and pooling in torch. Quantization is ONNX Runtime's dynamic int8
+kind keeps its own head and pooling in torch. Rows of a batch run one at a time (see
+`OnnxEncoder.forward`), so an answer never depends on the other requests batched with it. Quantization is ONNX Runtime's dynamic int8
 (`quantize_dynamic`): weights of every MatMul in int8, one scale per output channel; activations
 are quantized per call, so no calibration data is needed to quantize. Per-channel scales keep
 MiniLM's mean-pooled embedding at cosine 0.993 of fp32's, against 0.969 with one scale per tensor.
@@ -130,9 +131,20 @@ class OnnxEncoder(nn.Module):
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: torch.Tensor) -> SimpleNamespace:
-        feed = {"input_ids": input_ids.cpu().numpy().astype(np.int64),
-                "attention_mask": attention_mask.cpu().numpy().astype(np.int64)}  # fmt: skip
-        (hidden,) = self.session.run(None, feed)
+        """Each row runs alone, on its own tokens only (padding dropped, zeros in its place in the output).
+
+        Dynamic int8 quantizes activations with one scale per tensor, computed on the whole input: in a batch, a
+        text's answer would depend on the other texts in it (measured: a novelty of 12.85 alone, 12.50 in a
+        batch of 64). Alone, a request gets the same answer whoever else is asking, and no time goes to padding.
+        """
+        ids = input_ids.cpu().numpy().astype(np.int64)
+        mask = attention_mask.cpu().numpy().astype(np.int64)
+        hidden = np.zeros((*ids.shape, self.config.hidden_size), dtype=np.float32)
+        for row in range(ids.shape[0]):
+            keep = mask[row] > 0
+            feed = {"input_ids": ids[row][keep][None, :], "attention_mask": mask[row][keep][None, :]}
+            (out,) = self.session.run(None, feed)
+            hidden[row, keep] = out[0]
         return SimpleNamespace(last_hidden_state=torch.from_numpy(hidden))
 
 
