@@ -37,6 +37,8 @@ def test_training_exports_the_int8_encoder_and_calibrates_the_specialist_on_it(t
     assert own["temperature"] == manifest["calibration"]["runtimes"]["onnx"]["temperature"] == onnx["temperature"]
     assert own["temperature"] != manifest["calibration"]["temperature"]  # refitted on the int8 model's logits
     assert own["curve"] != read_json(ticket_specialist / "calibration.json")["curve"]
+    card = " ".join((ticket_specialist / "README.md").read_text().split())
+    assert f"Served on `onnx` ({onnx['quantization']})" in card and f"temperature {own['temperature']:.4f}" in card
 
 
 def test_auto_serves_on_onnx_with_its_own_calibration_and_torch_stays_available(ticket_specialist, quickstart_data):

@@ -42,10 +42,21 @@ def escalation_lines(manifest: dict, calibration: dict) -> list[str]:
     cascade = manifest.get("cascade") or {"target": 0.95, "delta": DEFAULT_DELTA}
     curve = ConfidenceCurve.from_dict(calibration["curve"])
     g = guaranteed_threshold(curve, cascade["target"], cascade["delta"])
-    return [
+    lines = [
         f"At the task's target ({g.target:.0%} of accepted answers right) and delta {g.delta}: {g.describe()}.",
         f"Method: {g.method}. The gateway recomputes this at start-up (`serve --target/--delta` change it).",
         "",
+    ]
+    for name, record in calibration.get("runtimes", {}).items():  # e.g. onnx int8: calibrated again on it
+        own = guaranteed_threshold(ConfidenceCurve.from_dict(record["curve"]), cascade["target"], cascade["delta"])
+        facts = manifest.get("runtimes", {}).get(name, {})
+        said = ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in facts.items()
+                         if isinstance(v, float) and k != "temperature")  # fmt: skip
+        lines += [f"Served on `{name}` ({facts.get('quantization', 'its own copy of the encoder')}), the default "
+                  f"when it can run: calibrated again on it (temperature {record['temperature']:.4f}; {said}). At the "
+                  f"same target: {own.describe()}.", ""]  # fmt: skip
+    return [
+        *lines,
         f"Novelty: {describe_novelty(manifest.get('novelty'))}. An answer is accepted only when it passes both "
         "tests; the novelty statistics are in `novelty.npz`.",
     ]
