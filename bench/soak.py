@@ -141,6 +141,8 @@ def soak(url: str, pid: int, db_file: Path, minutes: float, rate: float, every: 
             samples.append({"t_s": round(time.perf_counter() - start_t, 1), "rss_mb": round(rss_mb(pid), 1),
                             "requests": len(window), "p50_ms": pct(lat, 0.5), "p99_ms": pct(lat, 0.99),
                             "p99_no_generate_ms": pct(short, 0.99),
+                            "route_p99_ms": {m: pct([d[1] for d in window if d[2] == 200 and d[4] == m], 0.99)
+                                             for _, m, _ in MIX},
                             "errors": sum(1 for d in window if d[2] != 200), "shed": sum(1 for d in window if d[5]),
                             "log_rows": log_rows(db_file)})  # fmt: skip
             s = samples[-1]
@@ -293,9 +295,13 @@ def main() -> None:
     steady = samples[max(1, int(len(samples) * args.warmup)):] or samples
     full = [s for s in steady if s["requests"] >= 0.5 * args.rate * args.every]  # not the last, cut window
 
-    def spread(key: str) -> float | None:
-        values = [s[key] for s in full]
+    def spread(key: str, route: str | None = None) -> float | None:
+        values = [s[key] if route is None else s[key].get(route) for s in full]
+        values = [v for v in values if v is not None and v == v]  # a window with no answer on that route: NaN
         return round(100 * (max(values) / statistics.median(values) - 1), 1) if values else None
+
+    for r in result["routes"]:
+        r["p99_spread_pct"] = spread("route_p99_ms", r["model"])
 
     summary = {
         "minutes": args.minutes, "rate": args.rate, "requests": result["requests"], "answered": len(ids),
@@ -311,10 +317,11 @@ def main() -> None:
     table.add_row(*[str(v) for v in summary.values()])
     Console().print(table)
     routes = Table(title="by route (whole soak)")
-    for key in ("model", "requests", "errors", "shed", "p50_ms", "p99_ms"):
+    route_keys = ("model", "requests", "errors", "shed", "p50_ms", "p99_ms", "p99_spread_pct")
+    for key in route_keys:
         routes.add_column(key, justify="right")
     for r in result["routes"]:
-        routes.add_row(*[str(r[k]) for k in ("model", "requests", "errors", "shed", "p50_ms", "p99_ms")])
+        routes.add_row(*[str(r[k]) for k in route_keys])
     Console().print(routes)
     env = machine(fail_rate=args.fail_rate, mix=[m[:2] for m in MIX])
     if args.name != "soak":
@@ -330,15 +337,18 @@ def main() -> None:
                  f"{env['date']}, {env['cpu_count']} cores. {args.minutes:g} min of mixed traffic at {args.rate:g} req/s "
                  "of held-out texts: " + ", ".join(f"{share:.0%} `{model}`" for share, model, _ in MIX)
                  + f" (classify, extract, generate, the router, a task whose every answer escalates, pass-through), "
-                 f"the upstream failing {args.fail_rate:.0%} of calls; the fleet of `bench/soak_fleet.yaml`.", "",
+                 f"the upstream failing {args.fail_rate:.0%} of calls; the fleet of `bench/soak_fleet.yaml`; model threads "
+                 f"{args.threads or 'torch default'}, `max_wait_seconds` {args.max_wait_seconds or 0:g}, windows of "
+                 f"{args.every:g} s.", "",
                  "| requests | answered | errors | lost log rows | RSS growth after warm-up | p99 spread (max vs median window) "
                  "| the same without generate | knee (p99 < 100 ms) |", "|---:|---:|---:|---:|---:|---:|---:|---:|",
                  f"| {summary['requests']} | {summary['answered']} | {summary['errors']} | {summary['lost_rows']} | "
                  f"{summary['rss_growth_pct']}% | {summary['p99_spread_pct']}% | {summary['p99_spread_no_generate_pct']}% "
                  f"| {summary['knee_rate']} req/s |", "",
-                 "| route | requests | errors | p50 ms | p99 ms |", "|---|---:|---:|---:|---:|",
-                 *[f"| `{r['model']}` | {r['requests']} | {r['errors']} | {r['p50_ms']} | {r['p99_ms']} |"
-                   for r in result["routes"]], "",
+                 f"| route | requests | errors | shed | p50 ms | p99 ms | p99 spread over the {args.every:g} s windows |",
+                 "|---|---:|---:|---:|---:|---:|---:|",
+                 *[f"| `{r['model']}` | {r['requests']} | {r['errors']} | {r['shed']} | {r['p50_ms']} | {r['p99_ms']} "
+                   f"| {r['p99_spread_pct']}% |" for r in result["routes"]], "",
                  "![RSS and latency over the soak](results/soak_timeline.png)", "",
                  "![latency against offered load](results/soak_knee.png)"]  # fmt: skip
         update_results("soak", "\n".join(lines))
