@@ -89,6 +89,11 @@ class ServingSpec:
     per core. Measured on 2 cores: one MiniLM request took 19 ms on 1 thread and 53 ms on 2, while batches of 64
     were faster on 2 (bench/RESULTS.md, soak): on a small machine, 1 leaves a core to a second model or request."""
 
+    workers: int = 1
+    """Gateway processes on the one port (`serve --workers`), forked after the fleet is loaded so they share its
+    weights; each runs its models on one thread, so N workers use N cores. They share the request log, reviews,
+    keys, budgets and console sessions through the database (not an SQLite database in memory)."""
+
     max_wait_seconds: float = 0.0
     """Load shedding: a request whose task has more work queued than this many seconds (its queue times the recent
     seconds per answer) goes straight to the escalation tiers, with escalation_reason `busy`, instead of waiting;
@@ -100,6 +105,12 @@ class ServingSpec:
             raise ConfigError(f"serving: max_wait_seconds must not be negative, got {self.max_wait_seconds}")
         if self.threads < 0:
             raise ConfigError(f"serving: threads must not be negative, got {self.threads}")
+        if self.workers < 1:
+            raise ConfigError(f"serving: workers must be at least 1, got {self.workers}")
+        if self.workers > 1 and self.threads > 1:
+            raise ConfigError(f"serving: with workers {self.workers}, each worker's models run on one thread (a "
+                              f"thread pool started before the fork hangs the workers); threads {self.threads} "
+                              "cannot be kept: set threads to 0 or 1, or use one worker")  # fmt: skip
         if min(self.cpu_hour_usd, self.gpu_hour_usd) < 0 or self.max_request_bytes < 1024 or self.max_tokens < 1:
             raise ConfigError("serving: prices must not be negative, max_request_bytes >= 1024, max_tokens >= 1")
         if not 0 <= self.audit_rate <= 1:

@@ -24,7 +24,7 @@ def fresh(access: ConsoleAccess) -> ConsoleAccess:
 def test_without_keys_the_console_is_open_on_loopback_only(db):
     open_access = ConsoleAccess(KeyCheck(db), open_without_keys=True)
     token, session = open_access.open_session()
-    assert session.role == "admin" and session.name is None and open_access.session(token) is session
+    assert session.role == "admin" and session.name is None and open_access.session(token).csrf == session.csrf
     closed = ConsoleAccess(KeyCheck(db), open_without_keys=False)
     assert closed.open_session() is None
     with pytest.raises(AccessError) as refused:
@@ -58,6 +58,21 @@ def test_sign_in_needs_an_active_reviewer_or_admin_key_and_the_session_follows_i
     access.check_csrf(session, session.csrf)
 
     revoke_key(db, "reviewer")
-    assert fresh(access).session(token) is None and access.session(admin_token) is admin
+    assert fresh(access).session(token) is None and access.session(admin_token).csrf == admin.csrf
     access.sign_out(admin_token)
     assert access.session(admin_token) is None
+
+
+def test_a_session_is_known_to_every_worker_and_replica_on_the_database(db, tmp_path):
+    """`serve --workers N` and replicas behind a load balancer: a browser signed in on one process is signed in
+    on all of them, sign-out ends it everywhere, and the token is stored only as its hash."""
+    key = create_key(db, "lead", "reviewer")
+    first, second = (ConsoleAccess(KeyCheck(Database(db.url)), open_without_keys=False) for _ in range(2))
+    token, session = first.sign_in(key)
+    seen = second.session(token)
+    assert (seen.name, seen.role, seen.csrf) == ("lead", "reviewer", session.csrf)
+    second.check_csrf(seen, session.csrf)
+    stored = b"".join(f.read_bytes() for f in tmp_path.glob("log.db*"))  # the database and its WAL
+    assert session.csrf.encode() in stored and token.encode() not in stored
+    second.sign_out(token)
+    assert first.session(token) is None

@@ -21,7 +21,7 @@ from smallfleet.store.migrations import MIGRATIONS
 def test_migrations_apply_once_in_order_on_a_fresh_database(tmp_path):
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     first = Database(url)
-    assert first.applied_now == [n for n, _, _ in MIGRATIONS] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]
+    assert first.applied_now == [n for n, _, _ in MIGRATIONS] == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
     tables = {"requests", "api_keys", "reviews", "judgements", "schema_migrations"}
     assert tables <= set(inspect(first.engine).get_table_names())
     assert Database(url).applied_now == []  # reopening applies nothing

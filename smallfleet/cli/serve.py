@@ -64,12 +64,15 @@ from smallfleet.store.journal import JOURNAL_FOLDER
               "more than this many seconds of work queued goes straight to the escalation tiers (escalation_reason "
               "busy) instead of waiting; 0 = every request waits its turn [default: the fleet's "
               "serving.max_wait_seconds, 0].")
+@click.option("--workers", type=click.IntRange(min=1), help="Gateway processes on the one port, forked after the "
+              "fleet is loaded so they share its weights; each runs its models on one thread, so N workers use N "
+              "cores [default: the fleet's serving.workers, 1].")
 @runtime_option
 @click.option("--log-level", default="warning", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shadows, escalate_url, escalate_model, escalate_key_env, escalate_input_price,
             escalate_output_price, escalate_timeout, escalate_retries, cpu_hour_usd, audit_rate, max_pending_reviews,
             journal_fsync, log_inputs, triage, willingness_to_pay, drift_every, console_cache_seconds, threads,
-            max_wait_seconds, runtime, log_level):  # fmt: skip
+            max_wait_seconds, workers, runtime, log_level):  # fmt: skip
     """Serve FLEET (a folder made by `smallfleet train`, or one specialist folder) over HTTP.
 
     \b
@@ -118,10 +121,14 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
         raise SmallfleetError(f"refusing to serve on {host} with no API key: anyone who can reach it could use the "
                               f"gateway and its upstream tiers. Create a key first (smallfleet keys create {fleet} "
                               "NAME), serve on 127.0.0.1, or pass --insecure to serve it open anyway.")  # fmt: skip
+    if (workers or 1) > 1 and not db.shareable:
+        raise SmallfleetError(f"--workers {workers} needs a request log the workers can share, not {db}: use a "
+                              "file or a database server (--db)")  # fmt: skip
     if delta is not None and not 0 < delta < 1:
         raise click.BadParameter("must be in (0, 1)", param_hint="--delta")
     with console.status("loading the fleet"):
-        served = ServedFleet.load(fleet, target=target, thresholds=manual, delta=delta, threads=threads)
+        served = ServedFleet.load(fleet, target=target, thresholds=manual, delta=delta, threads=threads,
+                                  workers=workers)  # fmt: skip
     for item in shadows:
         task, sep, version = item.partition("=")
         if not sep or not version:
@@ -164,7 +171,11 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
                           "(set input_price/output_price, or hour_usd for a self-hosted endpoint)")  # fmt: skip
     tiers = ", ".join(f"{t.name} ({t.kind})" for t in served.tiers) or "none (low-confidence answers are returned as is)"
     console.print(f"escalation tiers: {tiers}")
-    console.print(f"model threads: {served.serving.threads or 'one per core'} (--threads)")
+    if served.serving.workers > 1:
+        console.print(f"workers: {served.serving.workers} processes forked from this one, sharing the loaded "
+                      "weights; each runs its models on one thread (--workers)")  # fmt: skip
+    else:
+        console.print(f"model threads: {served.serving.threads or 'one per core'} (--threads)")
     if served.serving.max_wait_seconds:
         console.print(f"load shedding: a request whose task has more than {served.serving.max_wait_seconds:g} s of "
                       "work queued goes straight to the escalation tiers" + ("" if served.tiers else
@@ -181,7 +192,13 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
                   f"{', synced to disk per row' if served.serving.journal_fsync else ''})")
     console.print(f"[green]serving[/] http://{host}:{port}/v1, console at http://{host}:{port}/ui (Ctrl-C stops). Try:")
     click.echo(example_curl(host, port), err=True)  # not through rich: a wrapped curl cannot be pasted
-    uvicorn.run(create_app(served, db, loopback=is_loopback(host)), host=host, port=port, log_level=log_level, access_log=False)
+    app = create_app(served, db, loopback=is_loopback(host))
+    if served.serving.workers > 1:
+        from smallfleet.serve import workers as forked
+
+        forked.run(app, host, port, served.serving.workers, log_level, forked.prepare())
+    else:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
 
 
 def is_loopback(host: str) -> bool:

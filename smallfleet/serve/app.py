@@ -20,6 +20,7 @@ from smallfleet.serve.console.routes import router as console_router
 from smallfleet.serve.drift import DriftMonitor
 from smallfleet.serve.fleet import ServedFleet
 from smallfleet.serve.reload import FleetWatcher
+from smallfleet.serve.workers import runs_drift_checks
 from smallfleet.serve.gateway import Gateway, GatewayError
 from smallfleet.serve.keycheck import KeyCheck
 from smallfleet.serve.metrics import GatewayMetrics
@@ -61,8 +62,10 @@ def create_app(fleet: ServedFleet, db: Database, loopback: bool = False) -> Fast
         app.state.console_access = ConsoleAccess(app.state.keys, open_without_keys=loopback)
         await gateway.auditor.start(list(fleet.tasks.values()))
         watcher = asyncio.get_running_loop().create_task(FleetWatcher(fleet).run())
-        drift = None
-        if fleet.serving.drift_every > 0:
+        drift = drift_lock = None
+        if fleet.serving.drift_every > 0 and fleet.serving.workers > 1:
+            drift_lock = runs_drift_checks(fleet.folder)  # one worker checks; /metrics shows it from any
+        if fleet.serving.drift_every > 0 and (fleet.serving.workers == 1 or drift_lock):
             app.state.drift = DriftMonitor(fleet, db, gateway.metrics)
             drift = asyncio.get_running_loop().create_task(app.state.drift.run())
         try:
@@ -71,6 +74,8 @@ def create_app(fleet: ServedFleet, db: Database, loopback: bool = False) -> Fast
             watcher.cancel()
             if drift is not None:
                 drift.cancel()
+            if drift_lock is not None:
+                drift_lock.close()
             await gateway.auditor.close()
             await gateway.shadow.close()
             app.state.console.close()

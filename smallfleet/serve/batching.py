@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from smallfleet.forking import renew_after_fork
+
 MAX_BATCH = 32
 EMA = 0.2
 """Weight of the newest batch in the running estimate of seconds per item."""
@@ -24,12 +26,23 @@ class Batcher:
 
     def __init__(self, fn: Callable[[list[str], Any], list], name: str, max_batch: int = MAX_BATCH):
         self.fn = fn
+        self.name = name
         self.max_batch = max_batch
+        self._per_item: float | None = None
+        self._closed = False
+        self._start()
+        renew_after_fork(self)
+
+    def _start(self) -> None:
         self._queue: queue.Queue = queue.Queue()
         self._running = 0
-        self._per_item: float | None = None
-        self._thread = threading.Thread(target=self._run, name=f"smallfleet-{name}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"smallfleet-{self.name}", daemon=True)
         self._thread.start()
+
+    def after_fork(self) -> None:
+        """A forked worker (`serve --workers`) gets its own queue and thread: the parent's did not come along."""
+        if not self._closed:
+            self._start()
 
     async def submit(self, text: str, options: Any = None) -> tuple[Any, float]:
         """The result for `text`, and this request's share of the batch's compute seconds."""
@@ -44,6 +57,7 @@ class Batcher:
         return (self._queue.qsize() + self._running) * (self._per_item or 0.0)
 
     def close(self) -> None:
+        self._closed = True
         self._queue.put(None)
 
     def _run(self) -> None:

@@ -92,7 +92,7 @@ class ServedFleet:
 
     @classmethod
     def load(cls, folder: Path, target: float | None = None, thresholds: dict[str, float] | None = None,
-             delta: float | None = None, threads: int | None = None) -> ServedFleet:  # fmt: skip
+             delta: float | None = None, threads: int | None = None, workers: int | None = None) -> ServedFleet:  # fmt: skip
         """Load a fleet folder (with fleet.json) or one specialist folder as a one-task fleet.
 
         Each task's threshold is the guaranteed one (`guarantee.guaranteed_threshold`) at its target and delta.
@@ -102,15 +102,18 @@ class ServedFleet:
             delta: failure probability of every task's guarantee, replacing the stored ones.
             thresholds: task -> confidence threshold set by hand (overrides the target; above 1 escalates all).
             threads: torch threads of the models (replaces the fleet's `serving.threads`), set before any loads.
+            workers: gateway processes to fork from this one (replaces `serving.workers`); above 1 the models load
+                on one thread, since a thread pool started before a fork hangs the forked processes.
         """
         manual = dict(thresholds or {})
         thresholds = dict(manual)
         folder = Path(folder)
         # an empty or new folder is a pure pass-through gateway that logs everything (tasks come later, e.g. distill)
         index = fleet_index(folder, empty_ok=True)
-        serving = ServingSpec(**{**index.get("serving", {}), **({"threads": threads} if threads is not None else {})})
-        if serving.threads:
-            torch.set_num_threads(serving.threads)
+        given = {key: value for key, value in (("threads", threads), ("workers", workers)) if value is not None}
+        serving = ServingSpec(**{**index.get("serving", {}), **given})
+        if serving.threads or serving.workers > 1:
+            torch.set_num_threads(serving.threads or 1)
         tasks = {name: load_task(folder, name, entry, target, delta, thresholds.pop(name, None))
                  for name, entry in index["tasks"].items()}  # fmt: skip
         if thresholds:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, MetaData, create_engine, event
 
+from smallfleet.forking import renew_after_fork
 from smallfleet.store.migrations import migrate
 
 DB_FILE = "smallfleet.db"
@@ -40,7 +41,8 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self.applied_now = migrate(self.engine)
         meta = MetaData()
-        meta.reflect(self.engine, only=["requests", "api_keys", "reviews", "judgements", "shadow", "key_usage", "requests_hourly"])
+        meta.reflect(self.engine, only=["requests", "api_keys", "reviews", "judgements", "shadow", "key_usage",
+                                        "requests_hourly", "console_sessions"])
         self.requests = meta.tables["requests"]
         self.api_keys = meta.tables["api_keys"]
         self.reviews = meta.tables["reviews"]
@@ -48,6 +50,12 @@ class Database:
         self.shadow = meta.tables["shadow"]
         self.key_usage = meta.tables["key_usage"]
         self.requests_hourly = meta.tables["requests_hourly"]
+        self.console_sessions = meta.tables["console_sessions"]
+        renew_after_fork(self)
+
+    def after_fork(self) -> None:
+        """A forked worker (`serve --workers`) opens connections of its own; the parent's stay the parent's."""
+        self.engine.dispose(close=False)
 
     @property
     def shareable(self) -> bool:

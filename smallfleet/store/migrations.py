@@ -234,6 +234,22 @@ def _system(conn: Connection) -> None:
     # `smallfleet audit` groups pass-through traffic by task, and a system prompt names the task best
     conn.execute(text("ALTER TABLE requests ADD COLUMN system TEXT"))
 
+
+@migration(12, "console sessions in the database")
+def _console_sessions(conn: Connection) -> None:
+    # the gateway's workers (serve --workers) and replicas behind one load balancer must all know a session
+    meta = MetaData()
+    Table(
+        "console_sessions",
+        meta,
+        Column("token_hash", String(64), primary_key=True),  # SHA-256 of the cookie's token, never the token
+        Column("name", String(200)),  # the key's name; NULL on an open console (no keys, loopback)
+        Column("role", String(20), nullable=False),
+        Column("key_hash", String(64)),
+        Column("csrf", String(64), nullable=False),
+        Column("expires_at", Float, nullable=False),  # seconds since the epoch
+    ).create(conn)
+
 def applied(engine: Engine) -> list[int]:
     """Versions already applied to the database behind `engine`."""
     meta = MetaData()

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from smallfleet.forking import renew_after_fork
 from smallfleet.models.resolve import ResolvedModel
 from smallfleet.models.runtime.base import (
     AdapterRuntime,
@@ -193,10 +194,18 @@ class SharedBase(AdapterRuntime):
         """Forward-pass batches run so far (tests read it to see calls merged)."""
         self.taken = 0
         """Calls the worker has taken off the queue so far."""
+        self._start()
+        renew_after_fork(self)
+
+    def _start(self) -> None:
         self._lock = threading.Lock()  # guards the model while adapters are added
         self._pending: list[_Job] = []
         self._wake = threading.Condition()
         threading.Thread(target=self._work, name="smallfleet-generate", daemon=True).start()
+
+    def after_fork(self) -> None:
+        """A forked worker (`serve --workers`) decodes on its own thread: the parent's did not come along."""
+        self._start()
 
     def add_adapter(self, name: str, folder: Path) -> None:
         """Load the peft adapter saved in `folder` under `name` (no-op when already there)."""

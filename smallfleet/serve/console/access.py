@@ -1,7 +1,7 @@
 """Who may use the console, and what they may do.
 
-Signing in with an API key starts a server-side session: the browser gets only a random
-session token, in an HttpOnly, SameSite=Strict cookie (scripts cannot read it, other sites
+Signing in with an API key starts a server-side session, stored in the database so that every
+worker and replica knows it (`store/sessions.py`): the browser gets only a random session token, in an HttpOnly, SameSite=Strict cookie (scripts cannot read it, other sites
 cannot send it); the key itself is never stored, echoed or logged. Each session carries its
 own CSRF token, which every form posts back. A session follows its key: revoking the key
 ends it within the key check's refresh interval, and a changed role applies at once.
@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 from smallfleet.serve.keycheck import KeyCheck
+from smallfleet.store import sessions
 
 COOKIE = "smallfleet_console"
 SIGNIN_COOKIE = "smallfleet_signin"
@@ -45,14 +46,16 @@ class Session:
     role: str
     key_hash: str | None = None
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    expires: float = field(default_factory=lambda: time.monotonic() + SESSION_SECONDS)
+    expires: float = field(default_factory=lambda: time.time() + SESSION_SECONDS)
+    """Seconds since the epoch."""
 
     def may(self, action: str) -> bool:
         return self.role in MAY[action]
 
 
 class ConsoleAccess:
-    """Console sessions, in memory (a restart signs everyone out)."""
+    """Console sessions, in the gateway's database (they outlive a restart, and every worker and replica shares
+    them). Each method reads or writes the database: call them off the event loop."""
 
     def __init__(self, keys: KeyCheck, open_without_keys: bool):
         """
@@ -62,7 +65,6 @@ class ConsoleAccess:
         """
         self.keys = keys
         self.open_without_keys = open_without_keys
-        self._sessions: dict[str, Session] = {}
 
     def keys_required(self) -> bool:
         return self.keys.keys()[1]
@@ -80,21 +82,23 @@ class ConsoleAccess:
         if role not in CONSOLE_ROLES:
             raise AccessError(403, f"key {name!r} has role {role!r}, which only calls the API; the console needs a "
                                    f"reviewer or admin key (smallfleet keys create DIR NAME --role reviewer)")  # fmt: skip
-        self._expire()
-        token = secrets.token_urlsafe(32)
-        self._sessions[token] = Session(name, role, digest)
-        return token, self._sessions[token]
+        return self._start(Session(name, role, digest))
 
     def sign_out(self, token: str | None) -> None:
-        self._sessions.pop(token or "", None)
+        if token:
+            sessions.end(self.keys.db, token)
 
     def open_session(self) -> tuple[str, Session] | None:
         """A new everyone-is-admin session when the console is open (no keys, loopback); else None."""
         if self.keys_required() or not self.open_without_keys:
             return None
+        return self._start(Session(None, "admin"))
+
+    def _start(self, session: Session) -> tuple[str, Session]:
         token = secrets.token_urlsafe(32)
-        self._sessions[token] = Session(None, "admin")
-        return token, self._sessions[token]
+        sessions.start(self.keys.db, token, session.name, session.role, session.key_hash, session.csrf,
+                       session.expires)  # fmt: skip
+        return token, session
 
     def session(self, token: str | None) -> Session | None:
         """The live session of cookie value `token`, following its key's current state; None when there is none.
@@ -106,16 +110,17 @@ class ConsoleAccess:
         if not required and not self.open_without_keys:
             raise AccessError(403, "the console is closed: this gateway listens beyond loopback and has no API key. "
                                    "Create one with `smallfleet keys create DIR NAME --role admin`.")  # fmt: skip
-        found = self._sessions.get(token or "")
-        if found is None or found.expires < time.monotonic():
+        row = sessions.find(self.keys.db, token) if token else None
+        if row is None:
             return None
+        found = Session(row["name"], row["role"], row["key_hash"], row["csrf"], row["expires_at"])
         if found.key_hash is None:  # an open-console session ends once keys are in use
             return None if required else found
         active = self.keys.keys()[0].get(found.key_hash)
         if active is None or active[1] not in CONSOLE_ROLES:
-            self._sessions.pop(token, None)
+            sessions.end(self.keys.db, token)
             return None
-        found.role = active[1]
+        found.role = active[1]  # a changed role applies at once
         return found
 
     @staticmethod
@@ -130,8 +135,3 @@ class ConsoleAccess:
         if not session.may(action):
             who = f"key {session.name!r} ({session.role})" if session.name else session.role
             raise AccessError(403, f"{who} may not {action}: that needs one of the roles {', '.join(sorted(MAY[action]))}")
-
-    def _expire(self) -> None:
-        now = time.monotonic()
-        for token in [t for t, s in self._sessions.items() if s.expires < now]:
-            del self._sessions[token]

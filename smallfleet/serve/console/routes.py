@@ -66,9 +66,9 @@ def _error(console: Console, status: int, message: str, session: Session | None 
 async def _session(request: Request) -> tuple[Session | None, str | None]:
     """The caller's session and, when one was just opened (open console), its new token for the cookie."""
     _, access = _parts(request)
-    session = access.session(request.cookies.get(COOKIE))
+    session = await run_in_threadpool(access.session, request.cookies.get(COOKIE))  # sessions are in the database
     if session is None:
-        opened = access.open_session()
+        opened = await run_in_threadpool(access.open_session)
         if opened is not None:
             return opened[1], opened[0]
     return session, None
@@ -109,7 +109,7 @@ async def _post(request: Request, action: str | None, do) -> Response:
     console, access = _parts(request)
     session = None
     try:
-        session = access.session(request.cookies.get(COOKIE))
+        session = await run_in_threadpool(access.session, request.cookies.get(COOKIE))
         if session is None:
             raise AccessError(401, "sign in first")
         form = await _form(request)
@@ -154,7 +154,7 @@ async def signin(request: Request):
     try:
         if not held or sent != held:
             raise AccessError(403, "the form's security token is missing or stale: reload the page and try again")
-        token, _ = access.sign_in(form.get("key", ""))
+        token, _ = await run_in_threadpool(access.sign_in, form.get("key", ""))
     except AccessError as exc:
         body = console.pages.render(console.view(), "signin.html.j2", session=None, csrf=held or "", next=target,
                                     message=str(exc))  # fmt: skip
