@@ -214,6 +214,43 @@ def test_a_distilled_task_shadows_then_after_promote_answers_its_template_for_th
     assert len(shadowed) == 4 and {row.served_version for row in shadowed} == {"upstream"}
 
 
+def test_auto_promote_waits_for_live_shadow_agreement_when_the_held_back_rows_cannot_prove_it(
+        tmp_path, shared_datasets):  # fmt: skip
+    """20 held-back rows cannot prove 90% agreement at 95% confidence (at best 86%), so the task stays in shadow
+    with its goal; the gateway promotes it once enough of its live shadow answers agree with the frontier."""
+    spam = _rows(shared_datasets, "sms_spam/all.jsonl", 230, seed=5)
+    gold = {r["text"]: r["label"] for r in spam}
+    export = tmp_path / "export.jsonl"
+    export.write_text("".join(json.dumps({"messages": [{"role": "system", "content": SPAM_SYSTEM},
+                                                       {"role": "user", "content": r["text"]}],
+                                          "response": r["label"]}) + "\n" for r in spam[:100]))  # fmt: skip
+    folder = tmp_path / "fleet"
+    run("audit", folder, "--from", export)
+    printed = run("distill", folder, "--cluster", "1", "--name", "spam", "--epochs", "2", "--max-length", "48",
+                  "--target", "0.9", "--auto-promote").stdout  # fmt: skip
+    assert "held-back rows do not prove 0.9 agreement" in printed, printed
+    entry = json.loads((folder / "fleet.json").read_text())["tasks"]["spam"]
+    assert entry["shadow_only"] and entry["auto_promote"] == {"target": 0.9, "delta": 0.05}
+    live = [[{"role": "system", "content": SPAM_SYSTEM}, {"role": "user", "content": r["text"]}] for r in spam[100:]]
+    with FakeUpstream() as upstream:
+        upstream.mode = "answer"
+        upstream.answer = lambda body: gold[body["messages"][-1]["content"]]
+        with GatewayProcess(folder, "--escalate-to", upstream.base_url, "--escalate-model", "gpt-4o-mini",
+                            "--threshold", "spam=0.5") as gw:  # fmt: skip
+            client = openai.OpenAI(base_url=gw.base_url, api_key="none")
+            tiers = []
+            for messages in live:
+                tiers.append(client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+                             .model_extra["smallfleet"]["tier"])  # fmt: skip
+                if "spam: now answering" in gw.output() and tiers.count("specialist") >= 5:
+                    break
+            assert "promoted on live shadow agreement" in gw.output(), gw.output()
+            first = tiers.index("specialist")
+            assert first >= 36 and set(tiers[:first]) == {"escalate"}  # upstream until the first look could pass
+    promoted = json.loads((folder / "fleet.json").read_text())["tasks"]["spam"]
+    assert "shadow_only" not in promoted and promoted["served"] == "v1"
+
+
 INTENT_PREFIX = "Which banking request is this? Answer with its intent: "
 
 

@@ -8,8 +8,9 @@ fleet in shadow (`shadow_only` in fleet.json), and the fleet's router is refit t
 router once the fleet has two tasks; the router sends a request to a task in shadow upstream, and
 the task answers it in the background too): requests carrying its template still go upstream
 while the specialist answers them in the background (the `shadow` table), until `smallfleet
-promote` (or `--auto-promote`, when the held-back agreement of the answers it would accept
-clears the task's target with confidence 1 - delta).
+promote`. With `--auto-promote` it is served at once when the held-back agreement of the answers
+it would accept clears the task's target with confidence 1 - delta; otherwise the gateway
+promotes it once its live shadow agreement does (`flywheel/shadow_gate.py`).
 """
 
 from __future__ import annotations
@@ -125,6 +126,7 @@ def distill(fleet: Path, cluster: int, name: str, kind: str | None = None, setti
         "data": {"train": str((data / "train.jsonl").resolve()), "valid": None, "test": None},
         "versions": {"v1": version}, "served": "v1", "history": ["v1"],
         "template": template, "shadow_only": not promote,
+        **({"auto_promote": {"target": target, "delta": delta}} if auto_promote and not promote else {}),
         "distilled": {"cluster": cluster, "requests": len(rows), "held_back": held, "agreement": round(agreement, 4),
                       "accepted_share": round(accepted, 4),
                       "accepted_agreement": None if accepted_agreement is None else round(accepted_agreement, 4)},

@@ -23,7 +23,8 @@ from smallfleet.tasks import KINDS, get_kind
 @click.option("--delta", type=float, default=0.05, show_default=True, help="Failure probability of the guarantee.")
 @click.option("--auto-promote", is_flag=True,
               help="Serve the task at once when the held-back agreement of the answers it would accept clears "
-                   "--target with confidence 1 - delta; otherwise it stays in shadow until `smallfleet promote`.")
+                   "--target with confidence 1 - delta; otherwise the serving gateway promotes it once the live "
+                   "shadow agreement of those answers with the frontier does (or `smallfleet promote`).")
 @click.option("--force", is_flag=True, help="Replace a task of that name.")
 @db_option
 @settings_flags
@@ -65,6 +66,10 @@ def command(fleet, cluster, name, kind, target, delta, auto_promote, force, db_u
         click.echo(f"router: refit with {result.task}, serving {result.router}")
     if result.promoted:
         click.echo(f"promoted: {result.task} now answers requests carrying its template")
+    elif auto_promote:
+        click.echo(f"in shadow: the held-back rows do not prove {target:g} agreement at 1 - {delta:g}; serve with "
+                   f"`smallfleet serve {fleet} --escalate-to ...` and the gateway promotes {result.task} once its "
+                   "live shadow agreement with the frontier does")  # fmt: skip
     else:
         click.echo(f"in shadow: serve with `smallfleet serve {fleet} --escalate-to ...`, then "
                    f"`smallfleet promote {fleet} --task {result.task} --version v1`")  # fmt: skip

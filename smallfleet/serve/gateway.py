@@ -59,7 +59,7 @@ class Gateway:
         self.ledger = ledger
         self.metrics = metrics
         self.upstreams = [t for t in tiers if t.model]
-        self.shadow = Shadow(fleet.shadows, ledger.db)
+        self.shadow = Shadow(fleet.shadows, ledger.db, fleet.folder)
         self.limiter = KeyLimiter(ledger.db)
         for tier in tiers:
             metrics.watch_circuit(tier.name, tier.breaker)

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from pathlib import Path
 
+from smallfleet.flywheel.shadow_gate import promote_if_proven
 from smallfleet.serve.fleet import ServedTask
 from smallfleet.serve.protocol import Completion
 from smallfleet.store import Database
@@ -23,15 +26,19 @@ log = logging.getLogger("smallfleet.shadow")
 CLOSE_SECONDS = 10.0
 UPSTREAM = "upstream"
 """The served version recorded for a shadow answer compared with the frontier's (a task in shadow)."""
+PROMOTE_CHECK_SECONDS = 5.0
+"""Least time between two checks of one task in shadow against its auto-promote goal."""
 
 
 class Shadow:
     """Runs each task's shadow version (task name -> ServedTask) on the requests its served version saw."""
 
-    def __init__(self, tasks: dict[str, ServedTask], db: Database):
+    def __init__(self, tasks: dict[str, ServedTask], db: Database, fleet: Path):
         self.tasks = tasks
         self.db = db
+        self.fleet = fleet
         self._jobs: set[asyncio.Task] = set()
+        self._checked: dict[str, float] = {}
 
     def follow(self, served: ServedTask, text: str, options, completion: Completion) -> None:
         shadow = self.tasks.get(served.name)
@@ -69,6 +76,11 @@ class Shadow:
             row = new_shadow_row(completion.request_id, task.name, task.version, UPSTREAM, answer.content,
                                  answer.confidence, agrees, agrees)  # fmt: skip
             await asyncio.to_thread(record, self.db, row)
+            if time.monotonic() - self._checked.get(task.name, -PROMOTE_CHECK_SECONDS) >= PROMOTE_CHECK_SECONDS:
+                self._checked[task.name] = time.monotonic()
+                verdict = await asyncio.to_thread(promote_if_proven, self.fleet, self.db, task.name, task.threshold)
+                if verdict is not None and verdict.promoted:  # the fleet watcher now makes it answer
+                    log.warning(verdict.describe())
         except Exception:  # a shadow must never take anything else down
             log.exception("shadow task %s failed on request %s", task.name, completion.request_id)
 

@@ -37,3 +37,14 @@ def agreement(db: Database, task: str | None = None) -> dict[tuple[str, str], di
                                       "escalated": int(r.final_n),
                                       "agrees_final": (r.final or 0) / r.final_n if r.final_n else None}
                 for r in conn.execute(query)}  # fmt: skip
+
+
+def accepted_against_frontier(db: Database, task: str, version: str, threshold: float, limit: int) -> list[bool]:
+    """Whether each of the first `limit` answers of `task` `version` in shadow (judged against the frontier's,
+    served version `upstream`) that it would have accepted at `threshold` agreed with the frontier, oldest first."""
+    s = db.shadow
+    query = (select(s.c.agrees_final).where(s.c.task == task, s.c.version == version, s.c.served_version == "upstream",
+                                            s.c.confidence >= threshold, s.c.agrees_final.is_not(None))
+             .order_by(s.c.id).limit(limit))  # fmt: skip
+    with db.engine.connect() as conn:
+        return [bool(row[0]) for row in conn.execute(query)]
