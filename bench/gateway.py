@@ -53,6 +53,14 @@ def wait_up(url: str, proc: subprocess.Popen, what: str, timeout: float = 180) -
     raise SystemExit(f"{what} did not start within {timeout:.0f}s")
 
 
+def quickstart_fleet(folder: Path, console: Console) -> None:
+    """Train the quickstart fleet into `folder` unless a fleet is there already."""
+    if not (folder / "fleet.json").is_file():
+        console.print(f"training the quickstart fleet into {folder}")
+        subprocess.run([sys.executable, "-m", "smallfleet", "train", str(ROOT / "examples/quickstart/fleet.yaml"),
+                        "--out", str(folder), "--force"], check=True)  # fmt: skip
+
+
 def start(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
 
@@ -111,10 +119,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     console = Console(stderr=True)
-    if not (args.fleet / "fleet.json").is_file():
-        console.print(f"training the quickstart fleet into {args.fleet}")
-        subprocess.run([sys.executable, "-m", "smallfleet", "train", str(ROOT / "examples/quickstart/fleet.yaml"),
-                        "--out", str(args.fleet), "--force"], check=True)  # fmt: skip
+    quickstart_fleet(args.fleet, console)
     if args.threads:
         import torch
 

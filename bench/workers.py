@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 from common import HERE, machine, update_results, write_json
-from gateway import ROOT, free_port, load, start, wait_up
+from gateway import ROOT, free_port, load, quickstart_fleet, start, wait_up
 from rich.console import Console
 from rich.table import Table
 
@@ -55,10 +55,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     console = Console(stderr=True)
-    if not (args.fleet / "fleet.json").is_file():
-        console.print(f"training the quickstart fleet into {args.fleet}")
-        subprocess.run([sys.executable, "-m", "smallfleet", "train", str(ROOT / "examples/quickstart/fleet.yaml"),
-                        "--out", str(args.fleet), "--force"], check=True)  # fmt: skip
+    quickstart_fleet(args.fleet, console)
     counts = [int(n) for n in args.workers.split(",")]
     work = Path(tempfile.mkdtemp(prefix="smallfleet-bench-workers-"))
     up_port = free_port()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import openai
 import pytest
@@ -169,6 +171,18 @@ def test_extract_answers_become_records_checked_against_an_inferred_schema_the_u
     assert "order" not in (tmp_path / "schema.json").read_text()
 
 
+@contextmanager
+def spam_gateway(folder, gold: dict[str, str]) -> Iterator[GatewayProcess]:
+    """A gateway on `folder` whose upstream tier answers each request's last message with `gold`, the spam task's
+    threshold set to 0.5."""
+    with FakeUpstream() as upstream:
+        upstream.mode = "answer"
+        upstream.answer = lambda body: gold[body["messages"][-1]["content"]]
+        with GatewayProcess(folder, "--escalate-to", upstream.base_url, "--escalate-model", "gpt-4o-mini",
+                            "--threshold", "spam=0.5") as gw:  # fmt: skip
+            yield gw
+
+
 def test_a_distilled_task_shadows_then_after_promote_answers_its_template_for_the_same_model_name(
         tmp_path, shared_datasets):  # fmt: skip
     spam = _rows(shared_datasets, "sms_spam/all.jsonl", 110, seed=3)
@@ -186,26 +200,22 @@ def test_a_distilled_task_shadows_then_after_promote_answers_its_template_for_th
     assert labels == {"SPAM", "ham"}  # the frontier's own strings
     gold = {r["text"]: ("SPAM" if r["label"] == "spam" else "ham") for r in spam} | {r["text"]: r["response"] for r in free}
     requests = [[{"role": "system", "content": SPAM_SYSTEM}, {"role": "user", "content": r["text"]}] for r in spam[100:]]
-    with FakeUpstream() as upstream:
-        upstream.mode = "answer"
-        upstream.answer = lambda body: gold[body["messages"][-1]["content"]]
-        with GatewayProcess(folder, "--escalate-to", upstream.base_url, "--escalate-model", "gpt-4o-mini",
-                            "--threshold", "spam=0.5") as gw:  # fmt: skip
-            client = openai.OpenAI(base_url=gw.base_url, api_key="none")
-            before = [client.chat.completions.create(model="gpt-4o-mini", messages=m) for m in requests[:4]]
-            assert {r.model_extra["smallfleet"]["tier"] for r in before} != {"specialist"}  # in shadow: upstream
-            run("promote", folder, "--task", "spam", "--version", "v1")
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and "spam: now answering" not in gw.output():
-                time.sleep(0.2)
-            after = [client.chat.completions.create(model="gpt-4o-mini", messages=m) for m in requests]
-            tiers = [r.model_extra["smallfleet"]["tier"] for r in after]
-            assert tiers.count("specialist") >= 8
-            assert {r.choices[0].message.content for r in after} <= {"SPAM", "ham"}
-            assert all(r.model_extra["smallfleet"]["task"] == "spam" for r in after)
-            for r in free:  # no template: still upstream, answered by no task
-                reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": r["text"]}])
-                assert reply.model_extra["smallfleet"]["tier"] != "specialist" and reply.model_extra["smallfleet"]["task"] is None
+    with spam_gateway(folder, gold) as gw:
+        client = openai.OpenAI(base_url=gw.base_url, api_key="none")
+        before = [client.chat.completions.create(model="gpt-4o-mini", messages=m) for m in requests[:4]]
+        assert {r.model_extra["smallfleet"]["tier"] for r in before} != {"specialist"}  # in shadow: upstream
+        run("promote", folder, "--task", "spam", "--version", "v1")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "spam: now answering" not in gw.output():
+            time.sleep(0.2)
+        after = [client.chat.completions.create(model="gpt-4o-mini", messages=m) for m in requests]
+        tiers = [r.model_extra["smallfleet"]["tier"] for r in after]
+        assert tiers.count("specialist") >= 8
+        assert {r.choices[0].message.content for r in after} <= {"SPAM", "ham"}
+        assert all(r.model_extra["smallfleet"]["task"] == "spam" for r in after)
+        for r in free:  # no template: still upstream, answered by no task
+            reply = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": r["text"]}])
+            assert reply.model_extra["smallfleet"]["tier"] != "specialist" and reply.model_extra["smallfleet"]["task"] is None
     from smallfleet.store import Database, database_url
 
     db = Database(database_url(folder))
@@ -232,21 +242,17 @@ def test_auto_promote_waits_for_live_shadow_agreement_when_the_held_back_rows_ca
     entry = json.loads((folder / "fleet.json").read_text())["tasks"]["spam"]
     assert entry["shadow_only"] and entry["auto_promote"] == {"target": 0.9, "delta": 0.05}
     live = [[{"role": "system", "content": SPAM_SYSTEM}, {"role": "user", "content": r["text"]}] for r in spam[100:]]
-    with FakeUpstream() as upstream:
-        upstream.mode = "answer"
-        upstream.answer = lambda body: gold[body["messages"][-1]["content"]]
-        with GatewayProcess(folder, "--escalate-to", upstream.base_url, "--escalate-model", "gpt-4o-mini",
-                            "--threshold", "spam=0.5") as gw:  # fmt: skip
-            client = openai.OpenAI(base_url=gw.base_url, api_key="none")
-            tiers = []
-            for messages in live:
-                tiers.append(client.chat.completions.create(model="gpt-4o-mini", messages=messages)
-                             .model_extra["smallfleet"]["tier"])  # fmt: skip
-                if "spam: now answering" in gw.output() and tiers.count("specialist") >= 5:
-                    break
-            assert "promoted on live shadow agreement" in gw.output(), gw.output()
-            first = tiers.index("specialist")
-            assert first >= 36 and set(tiers[:first]) == {"escalate"}  # upstream until the first look could pass
+    with spam_gateway(folder, gold) as gw:
+        client = openai.OpenAI(base_url=gw.base_url, api_key="none")
+        tiers = []
+        for messages in live:
+            tiers.append(client.chat.completions.create(model="gpt-4o-mini", messages=messages)
+                         .model_extra["smallfleet"]["tier"])  # fmt: skip
+            if "spam: now answering" in gw.output() and tiers.count("specialist") >= 5:
+                break
+        assert "promoted on live shadow agreement" in gw.output(), gw.output()
+        first = tiers.index("specialist")
+        assert first >= 36 and set(tiers[:first]) == {"escalate"}  # upstream until the first look could pass
     promoted = json.loads((folder / "fleet.json").read_text())["tasks"]["spam"]
     assert "shadow_only" not in promoted and promoted["served"] == "v1"
 
