@@ -121,8 +121,22 @@ def log_rows(db_file: Path) -> int:
         return conn.execute("SELECT count(*) FROM requests").fetchone()[0]
 
 
+def latency_windows(done: list, start_t: float, window: float, seconds: float) -> list[dict]:
+    """p99 of the answered requests finished in each `window`-second stretch of the soak: overall, without the
+    generate route, and per route (NaN for a route with no answer in it). The last, cut stretch is left out."""
+    out = []
+    for k in range(int(seconds // window)):
+        lo, hi = start_t + k * window, start_t + (k + 1) * window
+        inside = [d for d in done if lo <= d[0] < hi and d[2] == 200]
+        out.append({"t_s": round((k + 1) * window, 1), "requests": len(inside),
+                    "p99_ms": pct([d[1] for d in inside], 0.99),
+                    "p99_no_generate_ms": pct([d[1] for d in inside if d[4] != GENERATE], 0.99),
+                    "route_p99_ms": {m: pct([d[1] for d in inside if d[4] == m], 0.99) for _, m, _ in MIX}})  # fmt: skip
+    return out
+
+
 def soak(url: str, pid: int, db_file: Path, minutes: float, rate: float, every: float, texts: dict,
-         console: Console) -> dict:
+         console: Console, window: float | None = None) -> dict:
     done: list[tuple[float, float, int, str | None, str, bool]] = []
     samples = []
     start_t = time.perf_counter()
@@ -165,6 +179,7 @@ def soak(url: str, pid: int, db_file: Path, minutes: float, rate: float, every: 
                        "shed": sum(1 for d in done if d[4] == model and d[5]),
                        "p50_ms": round(pct(lat, 0.5), 1), "p99_ms": round(pct(lat, 0.99), 1)})  # fmt: skip
     return {"samples": samples, "routes": routes, "answered_ids": [d[3] for d in done if d[2] == 200],
+            "windows": latency_windows(done, start_t, window or every, minutes * 60),
             "requests": len(done), "errors": sum(1 for d in done if d[2] != 200),
             "shed": sum(1 for d in done if d[5])}  # fmt: skip
 
@@ -226,6 +241,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0, help="Length of the soak.")
     parser.add_argument("--rate", type=float, default=20.0, help="Requests per second during the soak.")
     parser.add_argument("--every", type=float, default=30.0, help="Seconds between samples.")
+    parser.add_argument("--p99-window", type=float, default=None,
+                        help="Seconds per window for the p99 stability figures [default: --every]. Longer windows "
+                             "hold more of the rare slow requests (generations), so their p99 is a steadier figure.")
     parser.add_argument("--warmup", type=float, default=0.2, help="Share of the soak left out of the RSS growth.")
     parser.add_argument("--fail-rate", type=float, default=0.05, help="Share of upstream calls that fail with a 500.")
     parser.add_argument("--knee-rates", default="25,50,100,150,200,300,400", help="Rates for the knee (req/s).")
@@ -250,6 +268,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "smallfleet", "train", str(HERE / "soak_fleet.yaml"),
                         "--out", str(args.fleet), "--force"], check=True)  # fmt: skip
     texts = load_texts()
+    window = args.p99_window or args.every
     work = Path(tempfile.mkdtemp(prefix="smallfleet-soak-"))
     up_port, gw_port = free_port(), free_port()
     db_file = work / "soak.db"
@@ -272,7 +291,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
         console.print(f"soak: {args.minutes:g} min at {args.rate:g} req/s, sampling every {args.every:g} s")
         if not args.knee_only:
-            result = soak(url, procs[1].pid, db_file, args.minutes, args.rate, args.every, texts, console)
+            result = soak(url, procs[1].pid, db_file, args.minutes, args.rate, args.every, texts, console, window)
         knee_rows = knee(url, [float(r) for r in args.knee_rates.split(",") if r], args.knee_seconds, texts, console)
     finally:
         for p in reversed(procs):
@@ -293,7 +312,8 @@ def main() -> None:
     lost = sum(1 for i in ids if i not in logged)
     samples = result["samples"]
     steady = samples[max(1, int(len(samples) * args.warmup)):] or samples
-    full = [s for s in steady if s["requests"] >= 0.5 * args.rate * args.every]  # not the last, cut window
+    windows = result.pop("windows")
+    full = [w for w in windows if w["t_s"] - window > args.warmup * args.minutes * 60 - 1e-6] or windows
 
     def spread(key: str, route: str | None = None) -> float | None:
         values = [s[key] if route is None else s[key].get(route) for s in full]
@@ -306,7 +326,7 @@ def main() -> None:
     summary = {
         "minutes": args.minutes, "rate": args.rate, "requests": result["requests"], "answered": len(ids),
         "errors": result["errors"], "lost_rows": lost, "shed": result["shed"],
-        "threads": args.threads, "max_wait_seconds": args.max_wait_seconds,
+        "threads": args.threads, "max_wait_seconds": args.max_wait_seconds, "p99_window_s": window,
         "rss_growth_pct": round(100 * (steady[-1]["rss_mb"] / steady[0]["rss_mb"] - 1), 2),
         "p99_spread_pct": spread("p99_ms"), "p99_spread_no_generate_pct": spread("p99_no_generate_ms"),
         "knee_rate": knee_rate,
@@ -326,11 +346,12 @@ def main() -> None:
     env = machine(fail_rate=args.fail_rate, mix=[m[:2] for m in MIX])
     if args.name != "soak":
         write_json(args.name, {"env": env, "summary": summary, "routes": result["routes"], "samples": samples,
+                               "windows": windows,
                                "knee": knee_rows})  # fmt: skip
         return
     plot(knee_rows, HERE / "results" / "soak_knee.png")
     plot_timeline(samples, HERE / "results" / "soak_timeline.png")
-    write_json("soak", {"env": env, "summary": summary, "routes": result["routes"], "samples": samples,
+    write_json("soak", {"env": env, "summary": summary, "routes": result["routes"], "samples": samples, "windows": windows,
                         "knee": knee_rows})  # fmt: skip
     if not args.no_update:
         lines = ["## Soak and load (`bench/soak.py`)", "",
@@ -338,14 +359,14 @@ def main() -> None:
                  "of held-out texts: " + ", ".join(f"{share:.0%} `{model}`" for share, model, _ in MIX)
                  + f" (classify, extract, generate, the router, a task whose every answer escalates, pass-through), "
                  f"the upstream failing {args.fail_rate:.0%} of calls; the fleet of `bench/soak_fleet.yaml`; model threads "
-                 f"{args.threads or 'torch default'}, `max_wait_seconds` {args.max_wait_seconds or 0:g}, windows of "
-                 f"{args.every:g} s.", "",
+                 f"{args.threads or 'torch default'}, `max_wait_seconds` {args.max_wait_seconds or 0:g}; RSS sampled every "
+                 f"{args.every:g} s, p99 over windows of {window:g} s after the first {args.warmup:.0%} (warm-up).", "",
                  "| requests | answered | errors | lost log rows | RSS growth after warm-up | p99 spread (max vs median window) "
                  "| the same without generate | knee (p99 < 100 ms) |", "|---:|---:|---:|---:|---:|---:|---:|---:|",
                  f"| {summary['requests']} | {summary['answered']} | {summary['errors']} | {summary['lost_rows']} | "
                  f"{summary['rss_growth_pct']}% | {summary['p99_spread_pct']}% | {summary['p99_spread_no_generate_pct']}% "
                  f"| {summary['knee_rate']} req/s |", "",
-                 f"| route | requests | errors | shed | p50 ms | p99 ms | p99 spread over the {args.every:g} s windows |",
+                 f"| route | requests | errors | shed | p50 ms | p99 ms | p99 spread over the {window:g} s windows |",
                  "|---|---:|---:|---:|---:|---:|---:|",
                  *[f"| `{r['model']}` | {r['requests']} | {r['errors']} | {r['shed']} | {r['p50_ms']} | {r['p99_ms']} "
                    f"| {r['p99_spread_pct']}% |" for r in result["routes"]], "",
