@@ -19,6 +19,7 @@ from smallfleet.audit import MIN_REQUESTS, audit
 from smallfleet.audit.analysis import Assumptions
 from smallfleet.audit.templates import Template, find_templates
 from smallfleet.audit.traffic import Exchange
+from smallfleet.flywheel.shadow_gate import first_look
 from smallfleet.models.embed import SentenceEmbedder
 from smallfleet.tasks import get_kind
 
@@ -226,9 +227,10 @@ def test_a_distilled_task_shadows_then_after_promote_answers_its_template_for_th
 
 def test_auto_promote_waits_for_live_shadow_agreement_when_the_held_back_rows_cannot_prove_it(
         tmp_path, shared_datasets):  # fmt: skip
-    """20 held-back rows cannot prove 90% agreement at 95% confidence (at best 86%), so the task stays in shadow
-    with its goal; the gateway promotes it once enough of its live shadow answers agree with the frontier."""
-    spam = _rows(shared_datasets, "sms_spam/all.jsonl", 230, seed=5)
+    """The held-back rows cannot prove 80% agreement at 95% confidence here (too few validation rows for a
+    threshold), so the task stays in shadow with its goal; the gateway promotes it once enough of its live shadow
+    answers agree with the frontier (at 96% agreement, the second or third look passes)."""
+    spam = _rows(shared_datasets, "sms_spam/all.jsonl", 300, seed=5)
     gold = {r["text"]: r["label"] for r in spam}
     export = tmp_path / "export.jsonl"
     export.write_text("".join(json.dumps({"messages": [{"role": "system", "content": SPAM_SYSTEM},
@@ -237,22 +239,24 @@ def test_auto_promote_waits_for_live_shadow_agreement_when_the_held_back_rows_ca
     folder = tmp_path / "fleet"
     run("audit", folder, "--from", export)
     printed = run("distill", folder, "--cluster", "1", "--name", "spam", "--epochs", "2", "--max-length", "48",
-                  "--target", "0.9", "--auto-promote").stdout  # fmt: skip
-    assert "held-back rows do not prove 0.9 agreement" in printed, printed
+                  "--target", "0.8", "--auto-promote").stdout  # fmt: skip
+    assert "held-back rows do not prove 0.8 agreement" in printed, printed
     entry = json.loads((folder / "fleet.json").read_text())["tasks"]["spam"]
-    assert entry["shadow_only"] and entry["auto_promote"] == {"target": 0.9, "delta": 0.05}
+    assert entry["shadow_only"] and entry["auto_promote"] == {"target": 0.8, "delta": 0.05}
     live = [[{"role": "system", "content": SPAM_SYSTEM}, {"role": "user", "content": r["text"]}] for r in spam[100:]]
     with spam_gateway(folder, gold) as gw:
         client = openai.OpenAI(base_url=gw.base_url, api_key="none")
         tiers = []
-        for messages in live:
+        deadline = time.monotonic() + 120  # the gateway checks a task at most every 5 s
+        for messages in live * 3:
             tiers.append(client.chat.completions.create(model="gpt-4o-mini", messages=messages)
                          .model_extra["smallfleet"]["tier"])  # fmt: skip
-            if "spam: now answering" in gw.output() and tiers.count("specialist") >= 5:
+            if tiers.count("specialist") >= 5 or time.monotonic() > deadline:
                 break
+            time.sleep(0.1)  # traffic at a client's pace, not a burst finished before the first check is due
         assert "promoted on live shadow agreement" in gw.output(), gw.output()
         first = tiers.index("specialist")
-        assert first >= 36 and set(tiers[:first]) == {"escalate"}  # upstream until the first look could pass
+        assert first >= first_look(0.8, 0.05) and set(tiers[:first]) == {"escalate"}  # upstream until a look passes
     promoted = json.loads((folder / "fleet.json").read_text())["tasks"]["spam"]
     assert "shadow_only" not in promoted and promoted["served"] == "v1"
 
