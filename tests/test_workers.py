@@ -95,7 +95,7 @@ def test_two_workers_share_the_port_the_weights_the_log_the_metrics_and_the_cons
 
 def test_workers_need_a_shared_log_and_one_thread_each(fleet_dir, tmp_path):
     memory_log = cli("serve", fleet_dir, "--workers", "2", "--db", "sqlite://", check=False)
-    assert memory_log.returncode != 0 and "needs a request log the workers can share" in memory_log.stderr
+    assert memory_log.returncode != 0 and "need a request log they can share" in memory_log.stderr
     threads = cli("serve", fleet_dir, "--workers", "2", "--threads", "2", "--db", f"sqlite:///{tmp_path / 'x.db'}",
                   check=False)  # fmt: skip
     assert threads.returncode != 0 and "each worker's models run on one thread" in threads.stderr

@@ -121,14 +121,14 @@ def command(fleet, host, insecure, port, db_url, target, delta, thresholds, shad
         raise SmallfleetError(f"refusing to serve on {host} with no API key: anyone who can reach it could use the "
                               f"gateway and its upstream tiers. Create a key first (smallfleet keys create {fleet} "
                               "NAME), serve on 127.0.0.1, or pass --insecure to serve it open anyway.")  # fmt: skip
-    if (workers or 1) > 1 and not db.shareable:
-        raise SmallfleetError(f"--workers {workers} needs a request log the workers can share, not {db}: use a "
-                              "file or a database server (--db)")  # fmt: skip
     if delta is not None and not 0 < delta < 1:
         raise click.BadParameter("must be in (0, 1)", param_hint="--delta")
     with console.status("loading the fleet"):
         served = ServedFleet.load(fleet, target=target, thresholds=manual, delta=delta, threads=threads,
                                   workers=workers)  # fmt: skip
+    if served.serving.workers > 1 and not db.shareable:
+        raise SmallfleetError(f"{served.serving.workers} workers (--workers, serving.workers) need a request log "
+                              f"they can share, not {db}: use a file or a database server (--db)")  # fmt: skip
     for item in shadows:
         task, sep, version = item.partition("=")
         if not sep or not version:

@@ -22,6 +22,7 @@ mode, and only one worker at a time runs the periodic drift check.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import shutil
 import tempfile
@@ -29,6 +30,7 @@ from pathlib import Path
 
 from smallfleet.serve.metrics import gather_across_processes, process_ended
 
+log = logging.getLogger("smallfleet.workers")
 DRIFT_LOCK = ".drift.lock"
 """A file in the fleet folder: the worker holding its lock runs the periodic drift check."""
 
@@ -74,7 +76,11 @@ def run(app, host: str, port: int, workers: int, log_level: str, metrics_folder:
 def runs_drift_checks(fleet_folder: Path):
     """In a worker: a held lock (keep the returned file open) when this worker is the one that runs the drift
     checks, else None. A worker that dies releases it; the one gunicorn starts in its place takes it."""
-    handle = open(fleet_folder / DRIFT_LOCK, "a")
+    try:
+        handle = open(fleet_folder / DRIFT_LOCK, "a")
+    except OSError as exc:  # a read-only fleet folder: no worker can take the lock, so none checks
+        log.warning("drift checks are off: %s cannot be created (%s)", fleet_folder / DRIFT_LOCK, exc)
+        return None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
