@@ -20,7 +20,6 @@ from smallfleet.serve.console.routes import router as console_router
 from smallfleet.serve.drift import DriftMonitor
 from smallfleet.serve.fleet import ServedFleet
 from smallfleet.serve.reload import FleetWatcher
-from smallfleet.serve.workers import runs_drift_checks
 from smallfleet.serve.gateway import Gateway, GatewayError
 from smallfleet.serve.keycheck import KeyCheck
 from smallfleet.serve.metrics import GatewayMetrics
@@ -35,6 +34,7 @@ from smallfleet.serve.protocol import (
     read_body,
     validation_message,
 )
+from smallfleet.serve.workers import runs_drift_checks
 from smallfleet.store import Database
 from smallfleet.store.journal import JOURNAL_FOLDER, Journal
 from smallfleet.store.ledger import SPECIALIST_TIER, Ledger

@@ -106,7 +106,7 @@ class GatewayMetrics:
         if signal["drift"] is None:
             for gauge in (self.drift, self.drift_statistic, self.drift_p_value):
                 try:
-                    with warnings.catch_warnings():  # workers: not removable, the last value stays (see render)
+                    with warnings.catch_warnings():  # workers (multiprocess mode) cannot remove a series: its last value stays
                         warnings.simplefilter("ignore", UserWarning)
                         gauge.remove(task, name)
                 except KeyError:  # never computed: nothing to take down
