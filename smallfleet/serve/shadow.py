@@ -19,13 +19,11 @@ from smallfleet.flywheel.shadow_gate import promote_if_proven
 from smallfleet.serve.fleet import ServedTask
 from smallfleet.serve.protocol import Completion
 from smallfleet.store import Database
-from smallfleet.store.shadow import new_shadow_row, record
+from smallfleet.store.shadow import UPSTREAM, new_shadow_row, record
 from smallfleet.tasks import get_kind
 
 log = logging.getLogger("smallfleet.shadow")
 CLOSE_SECONDS = 10.0
-UPSTREAM = "upstream"
-"""The served version recorded for a shadow answer compared with the frontier's (a task in shadow)."""
 PROMOTE_CHECK_SECONDS = 5.0
 """Least time between two checks of one task in shadow against its auto-promote goal."""
 

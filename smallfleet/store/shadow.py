@@ -8,6 +8,9 @@ from sqlalchemy import Integer, func, select
 
 from smallfleet.store.db import Database
 
+UPSTREAM = "upstream"
+"""The served version recorded for a shadow answer compared with the frontier's (a task in shadow)."""
+
 
 def new_shadow_row(request_id: str, task: str, version: str, served_version: str, answer: str,
                    confidence: float | None, agrees_served: bool, agrees_final: bool | None) -> dict:  # fmt: skip
@@ -43,7 +46,7 @@ def accepted_against_frontier(db: Database, task: str, version: str, threshold: 
     """Whether each of the first `limit` answers of `task` `version` in shadow (judged against the frontier's,
     served version `upstream`) that it would have accepted at `threshold` agreed with the frontier, oldest first."""
     s = db.shadow
-    query = (select(s.c.agrees_final).where(s.c.task == task, s.c.version == version, s.c.served_version == "upstream",
+    query = (select(s.c.agrees_final).where(s.c.task == task, s.c.version == version, s.c.served_version == UPSTREAM,
                                             s.c.confidence >= threshold, s.c.agrees_final.is_not(None))
              .order_by(s.c.id).limit(limit))  # fmt: skip
     with db.engine.connect() as conn:
