@@ -1,7 +1,10 @@
 """Step-based LoRA fine-tuning of a causal LM on (input, answer) pairs.
 
 Each example is the chat-templated prompt followed by the answer and the end-of-turn
-token; the loss counts answer tokens only. Micro-batches are drawn from
+token; the loss counts answer tokens only, and the vocabulary projection runs on those
+positions only (`answer_loss`). With `gradient_checkpointing` each layer's activations
+are recomputed in the backward pass instead of kept, and freed activations go back to the
+system (`training.heap`). Micro-batches are drawn from
 length-sorted buckets (little padding), summed over `gradient_accumulation` into one
 optimizer step. Every `checkpoint_every` steps the adapter, optimizer, schedule and
 position in the data stream are saved, so an interrupted run resumes where it was.
@@ -24,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from smallfleet.tasks.generate.settings import GenerateSettings
 from smallfleet.models.runtime.base import build_prompt
 from smallfleet.data.batches import length_bucketed_batches
+from smallfleet.training.heap import fix_mmap_threshold
 
 IGNORE = -100
 BUCKET_BATCHES = 32  # micro-batches per length-sorted bucket
@@ -50,6 +54,21 @@ def encode_pair(tokenizer, text: str, answer: str, instruction: str, max_length:
     prompt = build_prompt(tokenizer, text, instruction, max(8, max_length - len(answer_ids) - overhead))
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     return prompt_ids + answer_ids, [IGNORE] * len(prompt_ids) + answer_ids
+
+
+def answer_loss(model, ids: torch.Tensor, attention: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over the answer tokens (labels != IGNORE) of a peft causal LM.
+
+    The same value as transformers' own loss, but the output layer runs on the answer positions only:
+    full-vocabulary logits for every prompt token are the largest tensors of a step (49,152 floats per
+    token for SmolLM2), and the prompt is most of each row.
+    """
+    base = model.get_base_model()
+    hidden = base.get_decoder()(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state
+    targets = labels[:, 1:]
+    keep = targets != IGNORE
+    logits = base.get_output_embeddings()(hidden[:, :-1][keep])
+    return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
 
 
 def micro_batches(lengths: list[int], batch_size: int, seed: int) -> Iterator[list[int]]:
@@ -90,6 +109,7 @@ def train_lora(
     """
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
+    fix_mmap_threshold()
     encoded = [encode_pair(tokenizer, t, a, settings.instruction, settings.max_length) for t, a in pairs]
     run_id = _run_id(settings, pairs)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -114,6 +134,8 @@ def train_lora(
     stream = micro_batches([len(ids) for ids, _ in encoded], settings.batch_size, settings.seed)
     for _ in range(step * settings.gradient_accumulation):  # skip what the resumed run already consumed
         next(stream)
+    if settings.gradient_checkpointing:
+        _checkpointing(model.get_base_model(), True)
     model.train()
     started = time.perf_counter()
     answer_tokens = 0
@@ -125,7 +147,7 @@ def train_lora(
             total = 0.0
             for _ in range(settings.gradient_accumulation):
                 ids, labels = _pad([encoded[i] for i in next(stream)], tokenizer.pad_token_id)
-                loss = model(input_ids=ids, attention_mask=(labels != -1).long(), labels=labels.masked_fill(labels == -1, IGNORE)).loss
+                loss = answer_loss(model, ids, (labels != -1).long(), labels.masked_fill(labels == -1, IGNORE))
                 (loss / settings.gradient_accumulation).backward()
                 total += loss.item() / settings.gradient_accumulation
                 answer_tokens += int((labels >= 0).sum())
@@ -146,8 +168,18 @@ def train_lora(
                          "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "history": history}
                 torch.save(state, state_path.with_suffix(".tmp"))
                 state_path.with_suffix(".tmp").replace(state_path)
+    if settings.gradient_checkpointing:
+        _checkpointing(model.get_base_model(), False)
     model.eval()
     return LoraResult(step, time.perf_counter() - started, resumed_from, history, answer_tokens)
+
+
+def _checkpointing(model, on: bool) -> None:
+    """Turn activation checkpointing on (non-reentrant: no input grads needed; LoRA dropout replays its RNG) or off."""
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x; the older name warns there
+        model.activation_checkpointing_enable({"use_reentrant": False}) if on else model.activation_checkpointing_disable()
+    else:
+        model.gradient_checkpointing_enable({"use_reentrant": False}) if on else model.gradient_checkpointing_disable()
 
 
 def _pad(rows: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

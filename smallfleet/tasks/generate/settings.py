@@ -24,6 +24,9 @@ class GenerateSettings(Settings):
     """Fraction of the steps spent warming up the learning rate."""
     max_length: int = 512
     """Longest prompt + answer in tokens; the input is cut to fit, the answer is kept."""
+    gradient_checkpointing: bool = True
+    """Recompute each layer's activations in the backward pass instead of keeping them: several times less
+    training memory at long inputs for about a third more compute (bench/generate.py --memory measures both)."""
     lora_r: int = 16
     """LoRA rank."""
     lora_alpha: int = 32
