@@ -9,6 +9,8 @@ Prints a table, writes bench/results/generate.json and updates bench/RESULTS.md.
 
     python bench/generate.py                               # defaults below
     python bench/generate.py --max-steps 20 --test-limit 20 --no-update
+    python bench/generate.py --memory                      # peak RSS of LoRA training (bench/lora_memory.py)
+    python bench/generate.py --speed-only --out DIR        # decoding speed of the specialist in DIR, every runtime
 """
 
 from __future__ import annotations
@@ -46,16 +48,20 @@ def subset(src: Path, dst: Path, size: int, seed: int) -> Path:
     return dst
 
 
-def runtime_speed(folder: Path, runtime: str, texts: list[str], max_new_tokens: int, threads: int) -> list[dict]:
+def runtime_speed(folder: Path, runtime: str, texts: list[str], max_new_tokens: int, threads: int,
+                  quality_texts: list[str] = ()) -> list[dict]:  # fmt: skip
     """Decoding speed of the specialist in `folder` on `runtime`: one stream with the adapter and with the bare
-    base, plus a batch of 8 where the runtime batches; the rows also carry the adapter's greedy answers.
+    base, plus a batch of 8 where the runtime batches; the rows also carry the adapter's greedy answers (and, for
+    `quality_texts`, its greedy answers to those under "quality_answers").
 
     Runs in a fresh process per runtime (see `speed_in_subprocess`).
     """
     os.environ[RUNTIME_ENV] = runtime
     if threads:
         torch.set_num_threads(threads)
+    started = time.perf_counter()
     specialist = load_specialist(folder)
+    load_seconds = time.perf_counter() - started
     base, adapter = specialist.base, specialist.adapter
     decoding = Decoding(max_new_tokens=max_new_tokens)
     prompts = specialist.prompts(texts)
@@ -71,13 +77,15 @@ def runtime_speed(folder: Path, runtime: str, texts: list[str], max_new_tokens: 
             "ttft_ms": statistics.median(g.ttft_ms for g in gens),
             "prompt_tokens": statistics.median(len(base.tokenizer(p, add_special_tokens=False)["input_ids"])
                                                for p in prompts[:SINGLE_PROMPTS]),
-            "answers": [g.text for g in gens],
+            "answers": [g.text for g in gens], "load_seconds": load_seconds,
         }
         if runtime == "transformers" and name is not None:
             started = time.perf_counter()
             batch = base.generate(prompts[:BATCH_PROMPTS], name, decoding)
             row["batch8_tokens_per_second"] = sum(g.tokens for g in batch) / (time.perf_counter() - started)
         rows.append(row)
+    if quality_texts:
+        rows[0]["quality_answers"] = [g.text for g in base.generate(specialist.prompts(quality_texts), adapter, decoding)]
     return rows
 
 
@@ -90,6 +98,48 @@ def speed_in_subprocess(*args) -> list[dict]:
         return pool.apply(runtime_speed, args)
 
 
+def measure_speed(folder: Path, texts: list[str], max_new_tokens: int, threads: int, console: Console,
+                  quality_texts: list[str] = ()) -> list[dict]:  # fmt: skip
+    """`runtime_speed` on every installed runtime, one fresh process each; prints the table."""
+    from smallfleet.models.runtime import llama_cpp
+
+    runtimes = ["transformers"] + (["llama.cpp-lora", "llama.cpp"] if llama_cpp.available() else [])
+    speed = [row for runtime in runtimes
+             for row in speed_in_subprocess(folder, runtime, texts, max_new_tokens, threads, list(quality_texts))]
+    console.print(speed_table(speed))
+    return speed
+
+
+def speed_only(out: Path, root: Path, max_new_tokens: int, threads: int, quality_rows: int, update: bool,
+               console: Console) -> None:  # fmt: skip
+    """--speed-only: every runtime's decoding speed on the specialist in `out`, and the ROUGE of its answers to the
+    first `quality_rows` test dialogues on each (the same adapter: what a runtime's arithmetic changes)."""
+    from smallfleet.tasks.generate.metrics import rouge_per_answer
+
+    if not (out / "specialist.json").is_file():
+        raise SystemExit(f"--speed-only needs a trained specialist in --out (got {out})")
+    rows = [json.loads(line) for line in (root / "test.jsonl").read_text().splitlines()[: max(BATCH_PROMPTS, quality_rows)]]
+    speed = measure_speed(out, [r["dialogue"] for r in rows[:BATCH_PROMPTS]], max_new_tokens, threads, console,
+                          [r["dialogue"] for r in rows[:quality_rows]])  # fmt: skip
+    refs = [r.get("references") or [r["summary"]] for r in rows[:quality_rows]]
+    quality = {}
+    for r in speed:
+        if "quality_answers" in r:
+            scores = rouge_per_answer(r.pop("quality_answers"), refs)
+            quality[r["runtime"]] = {k: statistics.fmean(s[k] for s in scores) for k in ("rouge1", "rouge2", "rougeL")}
+    pairs = [("transformers", "llama.cpp-lora"), ("transformers", "llama.cpp"), ("llama.cpp-lora", "llama.cpp")]
+    payload = {"machine": machine(llama_cpp=llama_cpp_version()), "specialist": str(out), "max_new_tokens": max_new_tokens,
+               "speed": speed, "quality_rows": quality_rows, "quality": quality,
+               "agreement": [{"first": a, "second": b, **(agreement(speed, a, b) or {})} for a, b in pairs]}
+    for runtime, q in quality.items():
+        console.print(f"{runtime}: ROUGE-1 {100 * q['rouge1']:.1f}, ROUGE-L {100 * q['rougeL']:.1f} "
+                      f"on the first {quality_rows} test dialogues")
+    path = write_json("generate_speed", payload)
+    console.print(f"wrote {path}")
+    if update:
+        update_results("generate_speed", speed_section(payload))
+
+
 def llama_cpp_version() -> str | None:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -99,14 +149,14 @@ def llama_cpp_version() -> str | None:
         return None
 
 
-def agreement(rows: list[dict]) -> dict | None:
-    """How closely the runtimes' greedy answers (LoRA adapter, same prompts) agree."""
+def agreement(rows: list[dict], first: str = "transformers", second: str = "llama.cpp") -> dict | None:
+    """How closely two runtimes' greedy answers (LoRA adapter, same prompts) agree."""
     from smallfleet.tasks.generate.metrics import rouge_per_answer
 
     answers = {r["runtime"]: r["answers"] for r in rows if r["model"] == "LoRA adapter"}
-    if len(answers) < 2:
+    if first not in answers or second not in answers:
         return None
-    a, b = answers["transformers"], answers["llama.cpp"]
+    a, b = answers[first], answers[second]
     return {"identical": sum(x == y for x, y in zip(a, b)), "n": len(a),
             "rougeL": statistics.fmean(s["rougeL"] for s in rouge_per_answer(b, [[x] for x in a]))}
 
@@ -130,7 +180,21 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="reuse the specialist already in --out (no training)")
     parser.add_argument("--render-only", action="store_true", help="rewrite RESULTS.md from results/generate.json")
     parser.add_argument("--no-update", action="store_true", help="do not rewrite bench/RESULTS.md")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="instead: decoding speed of the specialist already in --out on every installed runtime")
+    parser.add_argument("--quality-rows", type=int, default=60,
+                        help="--speed-only: also score each runtime's answers to this many test dialogues (ROUGE)")
+    parser.add_argument("--memory", action="store_true",
+                        help="instead: peak RSS and loss of LoRA training at 8x2, max_length 512, change by change")
+    parser.add_argument("--memory-steps", type=int, default=3, help="optimizer steps per --memory configuration")
+    parser.add_argument("--memory-only", nargs="*", help="--memory configurations whose name contains one of these")
     args = parser.parse_args()
+    if args.memory:
+        import lora_memory
+
+        lora_memory.main(datasets_dir() / "dialogsum" / "train.jsonl", args.memory_steps, args.threads,
+                         args.memory_only, not args.no_update)
+        return
     if args.render_only:
         update_results("generate", results_section(json.loads((Path(__file__).parent / "results/generate.json").read_text())))
         return
@@ -154,6 +218,8 @@ def main() -> None:
         fields=FieldMap(text="dialogue", output="summary"), base="smollm2-135m", settings=settings,
     )
     out = args.out or work / "dialogsum"
+    if args.speed_only:
+        return speed_only(out, root, args.max_new_tokens, args.threads, args.quality_rows, not args.no_update, console)
     started = time.perf_counter()
     if args.reuse and (out / "metrics.json").is_file():
         valid = json.loads((out / "metrics.json").read_text())["validation"]
@@ -163,7 +229,6 @@ def main() -> None:
         train_seconds = time.perf_counter() - started
         out.with_name(out.name + ".train.json").write_text(json.dumps({"train_wall_seconds": train_seconds}))
 
-    from smallfleet.models.runtime import llama_cpp
     from smallfleet.tasks.generate.data import load_pairs, load_references
     from smallfleet.tasks.generate.metrics import score_answers
 
@@ -171,11 +236,7 @@ def main() -> None:
     test = load_pairs(root / "test.jsonl", "dialogue", "summary")[: args.test_limit]
     refs = load_references(root / "test.jsonl", test)
     greedy = Decoding(max_new_tokens=args.max_new_tokens)
-    texts = [e.text for e in test[:BATCH_PROMPTS]]
-    runtimes = ["transformers"] + (["llama.cpp"] if llama_cpp.available() else [])
-    speed = [row for runtime in runtimes
-             for row in speed_in_subprocess(out, runtime, texts, args.max_new_tokens, args.threads)]
-    console.print(speed_table(speed))
+    speed = measure_speed(out, [e.text for e in test[:BATCH_PROMPTS]], args.max_new_tokens, args.threads, console)
     tuned = score_answers(specialist, test, refs, greedy, console=console)
     base = score_answers(specialist, test, refs, greedy, with_adapter=False, console=console)
     table = Table(title=f"DialogSum test ({len(test)} dialogues, ROUGE F1 0-100, best of 3 references)")
@@ -189,7 +250,8 @@ def main() -> None:
     payload = {
         "machine": machine(llama_cpp=llama_cpp_version()), "settings": vars(args) | {"out": str(out)}, "train_seconds": train_seconds,
         "fit": manifest["fit"], "validation": valid, "test": {"base_zero_shot": base, "fine_tuned": tuned},
-        "scoring_runtime": specialist.base.runtime, "speed": speed, "runtime_agreement": agreement(speed),
+        "scoring_runtime": specialist.base.runtime, "speed": speed,
+        "runtime_agreement": agreement(speed, "transformers", "llama.cpp-lora"),
     }
     path = write_json("generate", payload)
     console.print(f"train {train_seconds / 60:.1f} min (LoRA steps {manifest['fit']['seconds'] / 60:.1f} min), "
@@ -216,6 +278,41 @@ def threads_note() -> str:
         f"{speed['no OpenMP']['alone']:.0f} and {speed['no OpenMP'][after]:.0f} (`bench/llama_threads.py`, "
         "results/llama_threads.json)."
     )
+
+
+def speed_section(p: dict) -> str:
+    """RESULTS.md: each llama.cpp runtime against the bare base and against transformers, from one run."""
+    rows = {(r["runtime"], r["model"]): r for r in p["speed"]}
+    m = p["machine"]
+    lines = [
+        "## Generation speed: adapters merged into the base (`bench/generate.py --speed-only`)",
+        "",
+        f"The specialist in `{p['specialist']}`, the same {SINGLE_PROMPTS} DialogSum test prompts (median "
+        f"{p['speed'][0]['prompt_tokens']:.0f} prompt tokens), greedy, at most {p['max_new_tokens']} new tokens, "
+        f"one stream, a fresh process per runtime; {m['cpu_count']} cores, {m['threads']} threads, "
+        f"llama-cpp-python {m.get('llama_cpp', '?')}, {m['date']}. `llama.cpp` merges the adapter into a Q8_0 copy "
+        "of the base's adapted weights; `llama.cpp-lora` applies it at run time to the shipped Q4_1 base.",
+        "",
+        "| runtime | model | decode tok/s | vs bare base (same runtime) | TTFT ms | load s |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in p["speed"]:
+        bare = rows.get((r["runtime"], "bare base"))
+        ratio = f"x{r['decode_tokens_per_second'] / bare['decode_tokens_per_second']:.2f}" if bare else ""
+        lines.append(f"| {r['runtime']} | {r['model']} | {r['decode_tokens_per_second']:.1f} | {ratio} | "
+                     f"{r['ttft_ms']:.0f} | {r['load_seconds']:.1f} |")
+    if p.get("quality"):
+        lines += ["", f"ROUGE F1 of the adapter's greedy answers to the first {p['quality_rows']} test dialogues "
+                  "(best of the three references), per runtime:", "", "| runtime | ROUGE-1 | ROUGE-2 | ROUGE-L |",
+                  "|---|---:|---:|---:|"]  # fmt: skip
+        lines += [f"| {name} | {100 * q['rouge1']:.1f} | {100 * q['rouge2']:.1f} | {100 * q['rougeL']:.1f} |"
+                  for name, q in p["quality"].items()]
+    lines += ["", "Greedy answers with the adapter, runtime against runtime (same prompts):", ""]
+    for a in p["agreement"]:
+        if "n" in a:
+            lines.append(f"- {a['second']} against {a['first']}: {a['identical']}/{a['n']} identical, "
+                         f"ROUGE-L between them {a['rougeL']:.2f}")
+    return "\n".join(lines)
 
 
 def speed_table(rows: list[dict]) -> Table:
@@ -277,7 +374,8 @@ def results_section(p: dict) -> str:
         lines.append(f"| {r['runtime']} | {r['model']} | {r['decode_tokens_per_second']:.1f} | "
                      f"{r['end_to_end_tokens_per_second']:.1f} | {r['ttft_ms']:.0f} ms | "
                      f"{'' if batch is None else f'{batch:.1f}'} |")
-    fast = {r["model"]: r for r in p["speed"] if r["runtime"] == "llama.cpp"}
+    at_run_time = "llama.cpp-lora" if any(r["runtime"] == "llama.cpp-lora" for r in p["speed"]) else "llama.cpp"
+    fast = {r["model"]: r for r in p["speed"] if r["runtime"] == at_run_time}  # older runs: llama.cpp applied it
     slow = {r["model"]: r for r in p["speed"] if r["runtime"] == "transformers"}
     if fast:
         ratio = fast["LoRA adapter"]["decode_tokens_per_second"] / slow["LoRA adapter"]["decode_tokens_per_second"]
@@ -285,7 +383,7 @@ def results_section(p: dict) -> str:
         agree = p["runtime_agreement"]
         lines += [
             "",
-            f"llama.cpp (llama-cpp-python {p['machine'].get('llama_cpp', '?')}, built with the CMAKE_ARGS in the "
+            f"{at_run_time} (llama-cpp-python {p['machine'].get('llama_cpp', '?')}, built with the CMAKE_ARGS in the "
             "README) runs the base GGUF as shipped (Q4_1) and applies the adapter's GGUF copy at run time "
             "(`llama_set_adapters_lora`, switched per request); transformers runs the same weights dequantized to "
             f"fp32 with peft. With the adapter, llama.cpp decodes {ratio:.1f}x faster than transformers and "

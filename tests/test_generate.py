@@ -174,12 +174,12 @@ def test_adapter_exports_to_llama_cpp_gguf(summary_specialist, tmp_path):
     import numpy as np
     from safetensors.numpy import load_file
 
-    from smallfleet.models.runtime import llama_cpp
+    from smallfleet.models.runtime import gguf_lora
 
     folder = summary_specialist[0]
-    heads = llama_cpp.gguf_heads(SMOLLM2_135M.locate())
+    heads = gguf_lora.gguf_heads(SMOLLM2_135M.locate())
     assert heads == (9, 3)  # SmolLM2-135M: 9 query heads, 3 key/value heads
-    path = llama_cpp.export_lora_gguf(folder / "adapter", tmp_path / "lora.gguf", *heads)
+    path = gguf_lora.export_lora_gguf(folder / "adapter", tmp_path / "lora.gguf", *heads)
     reader = gguf.GGUFReader(str(path))
     names = {t.name: t for t in reader.tensors}
     assert len(names) == 30 * 7 * 2  # 30 layers x 7 projections x (lora_a, lora_b)
@@ -189,6 +189,37 @@ def test_adapter_exports_to_llama_cpp_gguf(summary_specialist, tmp_path):
     # the rows are permuted for llama.cpp's rotary layout, never changed
     assert not np.array_equal(exported, peft[key])
     assert np.array_equal(np.sort(exported, axis=0), np.sort(peft[key].astype(np.float16), axis=0))
+
+
+def test_adapter_merges_into_a_copy_of_the_base_gguf(summary_specialist, tmp_path):
+    """The merged model holds W + (alpha/r) B A in the adapted weights (to Q8_0 precision), everything else as is."""
+    import gguf
+    import numpy as np
+
+    from smallfleet.errors import SpecialistError
+    from smallfleet.models.runtime import gguf_lora
+
+    base_file, adapter = SMOLLM2_135M.locate(), summary_specialist[0] / "adapter"
+    merged = gguf_lora.merge_lora_into_gguf(base_file, adapter, tmp_path / "merged.gguf")
+    assert not (tmp_path / "merged.gguf.tmp").exists()
+    base, out = gguf.GGUFReader(str(base_file)), gguf.GGUFReader(str(merged))
+    assert {f for f in base.fields} == {f for f in out.fields}
+    assert out.fields["tokenizer.chat_template"].contents() == base.fields["tokenizer.chat_template"].contents()
+    deltas = gguf_lora.lora_deltas(adapter, *gguf_lora.gguf_heads(base_file))
+    assert len(deltas) == 30 * 7
+    tensors = {t.name: t for t in out.tensors}
+    for t in base.tensors:
+        m = tensors[t.name]
+        if t.name not in deltas:  # embeddings and norms: byte for byte
+            assert m.tensor_type == t.tensor_type and np.array_equal(m.data, t.data), t.name
+            continue
+        assert m.tensor_type == gguf.GGMLQuantizationType.Q8_0
+        want = gguf.quants.dequantize(t.data, t.tensor_type).reshape(deltas[t.name].shape) + deltas[t.name]
+        got = gguf.quants.dequantize(m.data, m.tensor_type).reshape(want.shape)
+        step = np.abs(want.reshape(-1, 32)).max(axis=1) / 127  # Q8_0: one scale per block of 32, kept in fp16
+        assert (np.abs(got - want).reshape(-1, 32) <= 0.6 * step[:, None] + 1e-6).all(), t.name
+    with pytest.raises(SpecialistError, match="merged_type must be one of"):
+        gguf_lora.merge_lora_into_gguf(base_file, adapter, tmp_path / "x.gguf", merged_type="Q2")
 
 
 def test_lora_checkpoint_resumes(dialog_data, tmp_path):
@@ -208,6 +239,51 @@ def test_lora_checkpoint_resumes(dialog_data, tmp_path):
     assert (tmp_path / "trainer_state.pt").is_file()
     assert runs[0].resumed_from == 0 and runs[1].resumed_from == 1
     assert runs[1].history[0] == runs[0].history[0] and len(runs[1].history) == 2
+
+
+def test_answer_only_loss_and_checkpointing_give_transformers_loss_and_gradients(dialog_data):
+    """The memory savings of LoRA training (bench/generate.py --memory) change nothing a run learns."""
+    import torch
+
+    from smallfleet.models.resolve import resolve_base_model
+    from smallfleet.models.runtime.hf import load_causal_lm
+    from smallfleet.tasks.generate.lora import IGNORE, _checkpointing, _pad, answer_loss, attach_lora, encode_pair
+
+    rows = [json.loads(line) for line in (dialog_data / "train.jsonl").read_text().splitlines()][:3]
+    model, tokenizer = load_causal_lm(resolve_base_model("smollm2-135m"))
+    model = attach_lora(model, GenerateSettings(lora_dropout=0.0))
+    for name, p in model.named_parameters():  # LoRA B starts at zero, which would leave every A gradient zero
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.02)
+    ids, labels = _pad([encode_pair(tokenizer, r["dialogue"], r["summary"], "", 96) for r in rows], tokenizer.pad_token_id)
+    attention, labels = (labels != -1).long(), labels.masked_fill(labels == -1, IGNORE)
+    model.train()
+
+    def loss_and_grads(loss_fn):
+        model.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    full, full_grads = loss_and_grads(lambda: model(input_ids=ids, attention_mask=attention, labels=labels).loss)
+    _checkpointing(model.get_base_model(), True)
+    mine, my_grads = loss_and_grads(lambda: answer_loss(model, ids, attention, labels))
+    _checkpointing(model.get_base_model(), False)
+    assert mine == pytest.approx(full, abs=1e-5)
+    assert all(g.abs().sum() > 0 for g in full_grads)
+    for a, b in zip(full_grads, my_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_training_sets_a_fixed_mmap_threshold_unless_the_user_did(monkeypatch):
+    import sys
+
+    from smallfleet.training.heap import ENV, fix_mmap_threshold
+
+    monkeypatch.setenv(ENV, "65536")
+    assert fix_mmap_threshold() is False
+    monkeypatch.delenv(ENV)
+    assert fix_mmap_threshold() is sys.platform.startswith("linux")
 
 
 def test_fleet_yaml_generation_settings(tmp_path):
@@ -263,7 +339,7 @@ def _runtime_base(runtime: str, summary_specialist, topic_specialist):
     from smallfleet.models.runtime.base import build_prompt
     from smallfleet.models.resolve import resolve_base_model
 
-    if runtime == "llama.cpp" and not llama_cpp.available():
+    if runtime.startswith("llama.cpp") and not llama_cpp.available():
         pytest.skip("llama-cpp-python is not installed (README, 'Faster generation')")
     base = shared_base(resolve_base_model("smollm2-135m"), runtime)
     assert base.runtime == runtime
@@ -272,7 +348,7 @@ def _runtime_base(runtime: str, summary_specialist, topic_specialist):
     return base, lambda texts: [build_prompt(base.tokenizer, t, INSTRUCTION, 192) for t in texts]
 
 
-@pytest.mark.parametrize("runtime", ["transformers", "llama.cpp"])
+@pytest.mark.parametrize("runtime", ["transformers", "llama.cpp", "llama.cpp-lora"])
 def test_each_runtime_switches_adapters_per_request(runtime, summary_specialist, topic_specialist, dialog_data):
     """Whatever runtime the environment picks, both runtimes run each request with its own adapter."""
     from smallfleet.models.runtime.base import Decoding
@@ -453,7 +529,7 @@ def test_novelty_from_the_base_models_embedding_of_the_input(runtime, summary_sp
     from smallfleet.tasks.generate.train import _InMemory
     from smallfleet.training.artifacts import MANIFEST, read_json
 
-    if runtime == "llama.cpp" and not llama_cpp.available():
+    if runtime.startswith("llama.cpp") and not llama_cpp.available():
         pytest.skip("llama-cpp-python is not installed (README, 'Faster generation')")
     folder, _ = summary_specialist
     manifest = read_json(folder / MANIFEST)

@@ -21,7 +21,8 @@ runtime_option = click.option(
     help="Where the models run; repeat to name both. Encoder specialists (classify, extract, router): onnx (int8 on "
     "ONNX Runtime, the `onnx` extra) or torch (fp32) [default: $SMALLFLEET_ENCODER_RUNTIME or auto = onnx for a "
     "specialist trained with its int8 export, on a CPU, when onnxruntime is installed]. Generate specialists: "
-    "llama.cpp or transformers [default: $SMALLFLEET_RUNTIME or auto = llama.cpp when llama-cpp-python is installed "
+    "llama.cpp (each adapter merged into its own copy of the base), llama.cpp-lora (one base, adapters applied per "
+    "request) or transformers [default: $SMALLFLEET_RUNTIME or auto = llama.cpp when llama-cpp-python is installed "
     "and the base is a llama-architecture GGUF, else transformers].",
 )
 

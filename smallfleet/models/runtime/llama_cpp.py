@@ -1,13 +1,11 @@
-"""The optional llama.cpp runtime: the base GGUF as shipped, with specialists' LoRA adapters in GGUF.
+"""The optional llama.cpp runtimes: the base GGUF as shipped, with specialists' LoRA adapters in GGUF.
 
-llama.cpp (through `llama-cpp-python`, the `fast` extra) runs the base GGUF as shipped
-(Q4_1) and applies a LoRA adapter converted to GGUF. The conversion follows llama.cpp's
-`convert_lora_to_gguf.py` for llama-architecture models: peft module names map to GGUF
-tensor names, lora_A/lora_B are stored as `<tensor>.lora_a`/`.lora_b`, and the rows of
-lora_B for the query and key projections get the same rotary permutation that the base
-conversion applied to those weights. The factors are stored in fp16, as llama.cpp's converter
-does by default: half the file, and a little faster to decode with than fp32 factors.
-Several times faster than the transformers runtime on a CPU, so `auto` prefers it where it can run.
+llama.cpp (through `llama-cpp-python`, the `fast` extra) is several times faster than the
+transformers runtime on a CPU, so `auto` prefers it where it can run. Two runtimes:
+- `llama.cpp`: each adapter merged into its own copy of the base (`gguf_lora.merge_lora_into_gguf`,
+  written once beside the adapter), so an adapted token costs what a bare one does;
+- `llama.cpp-lora`: one base as shipped (Q4_1), each adapter converted to GGUF and applied at
+  run time, switched per request. Slower per token, but one base in memory for any number of adapters.
 """
 
 from __future__ import annotations
@@ -23,12 +21,7 @@ import numpy as np
 from smallfleet.errors import SpecialistError
 from smallfleet.models.resolve import ResolvedModel
 from smallfleet.models.runtime.base import AdapterRuntime, Decoding, Generation, TextStream, cut_at_stop
-
-# peft module name -> llama.cpp tensor name
-GGUF_NAMES = {
-    "q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output",
-    "gate_proj": "ffn_gate", "up_proj": "ffn_up", "down_proj": "ffn_down",
-}
+from smallfleet.models.runtime.gguf_lora import export_lora_gguf, gguf_heads
 
 
 def available() -> bool:
@@ -40,31 +33,6 @@ def available() -> bool:
     import llama_cpp
 
     return hasattr(llama_cpp, "llama_set_adapters_lora")
-
-
-def _permute(rows: np.ndarray, n_head: int) -> np.ndarray:
-    """llama.cpp's rotary row order for q/k (convert_hf_to_gguf `LlamaModel.permute`)."""
-    return rows.reshape(n_head, 2, rows.shape[0] // n_head // 2, *rows.shape[1:]).swapaxes(1, 2).reshape(rows.shape)
-
-
-def gguf_heads(base_gguf: Path) -> tuple[int, int]:
-    """(attention heads, key/value heads) read from a llama-architecture GGUF file.
-
-    Raises:
-        SpecialistError: the GGUF holds another architecture (its q/k layout is not llama's).
-    """
-    import gguf
-
-    reader = gguf.GGUFReader(str(base_gguf))
-
-    def value(key: str):
-        field = reader.fields[key]
-        return field.parts[field.data[0]]
-
-    arch = bytes(value("general.architecture")).decode()
-    if arch != "llama":
-        raise SpecialistError(f"{base_gguf.name}: LoRA export supports llama-architecture bases, not {arch!r}")
-    return int(value("llama.attention.head_count")[0]), int(value("llama.attention.head_count_kv")[0])
 
 
 def supports(base_gguf: Path) -> bool:
@@ -82,49 +50,10 @@ def _llama_architecture(base_gguf: Path) -> bool:
     return True
 
 
-def export_lora_gguf(adapter_dir: Path, out_file: Path, n_head: int, n_head_kv: int) -> Path:
-    """Write the peft adapter in `adapter_dir` as a llama.cpp LoRA GGUF file.
-
-    Args:
-        adapter_dir: folder with adapter_config.json and adapter_model.safetensors.
-        out_file: the .gguf file to write.
-        n_head: attention heads of the base (query permutation).
-        n_head_kv: key/value heads of the base (key permutation).
-    """
-    import json
-
-    import gguf
-    from safetensors.numpy import load_file
-
-    config = json.loads((adapter_dir / "adapter_config.json").read_text())
-    tensors = load_file(str(adapter_dir / "adapter_model.safetensors"))
-    writer = gguf.GGUFWriter(str(out_file), "llama")
-    writer.add_type(gguf.GGUFType.ADAPTER)
-    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
-    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(config["lora_alpha"]))
-    for name in sorted(tensors):
-        if ".lora_A." not in name:
-            continue
-        parts = name.split(".")
-        layer, module = int(parts[parts.index("layers") + 1]), parts[parts.index("lora_A") - 1]
-        if module not in GGUF_NAMES:
-            raise SpecialistError(f"{adapter_dir}: LoRA on {module!r} has no llama.cpp equivalent")
-        lora_a = tensors[name].astype(np.float32)
-        lora_b = tensors[name.replace(".lora_A.", ".lora_B.")].astype(np.float32)
-        if module in ("q_proj", "k_proj"):
-            lora_b = _permute(lora_b, n_head if module == "q_proj" else n_head_kv)
-        target = f"blk.{layer}.{GGUF_NAMES[module]}.weight"
-        writer.add_tensor(f"{target}.lora_a", np.ascontiguousarray(lora_a, dtype=np.float16))
-        writer.add_tensor(f"{target}.lora_b", np.ascontiguousarray(lora_b, dtype=np.float16))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return out_file
-
-
 ADAPTER_GGUF = "adapter.gguf"
 """The llama.cpp copy of a peft adapter, saved beside it when a specialist is trained."""
+MERGED_GGUF = "merged.gguf"
+"""The base with the adapter merged in, written beside the adapter the first time the `llama.cpp` runtime loads it."""
 
 
 def adapter_gguf(adapter_dir: Path, base_gguf: Path, cache: Path) -> Path:
@@ -137,8 +66,25 @@ def adapter_gguf(adapter_dir: Path, base_gguf: Path, cache: Path) -> Path:
     return export_lora_gguf(adapter_dir, out, *gguf_heads(base_gguf))
 
 
+def merged_gguf(adapter_dir: Path, base_gguf: Path, cache: Path) -> Path:
+    """The base with the adapter merged in: the file saved beside the adapter, else written there (or into `cache`
+    when the specialist's folder is read-only)."""
+    from smallfleet.models.runtime.gguf_lora import merge_lora_into_gguf
+
+    saved = adapter_dir / MERGED_GGUF
+    adapter_file = adapter_dir / "adapter_model.safetensors"
+    if saved.is_file() and saved.stat().st_mtime >= adapter_file.stat().st_mtime:
+        return saved
+    try:
+        return merge_lora_into_gguf(base_gguf, adapter_dir, saved)
+    except PermissionError:
+        cache.mkdir(parents=True, exist_ok=True)
+        return merge_lora_into_gguf(base_gguf, adapter_dir, cache / f"{len(list(cache.iterdir()))}-merged.gguf")
+
+
 class LlamaCppBase(AdapterRuntime):
-    """The base GGUF loaded once in llama.cpp, with named LoRA adapters switched per request.
+    """The base GGUF loaded once in llama.cpp, with each adapter merged into a copy of it (`merge`), or applied
+    to the one base per request.
 
     Prompts are built with the base's Hugging Face chat template and decoded by
     our own loop over `llama_decode`, so greedy and sampled decoding, stop sequences and
@@ -150,6 +96,8 @@ class LlamaCppBase(AdapterRuntime):
     runtime = "llama.cpp"
     auto_priority = 10
     embeds = True
+    merge = True
+    """Each adapter merged into a copy of the base (one model per adapter), not applied at run time."""
 
     @classmethod
     def auto_ok(cls, resolved: ResolvedModel) -> bool:
@@ -171,11 +119,12 @@ class LlamaCppBase(AdapterRuntime):
 
     @classmethod
     def export_adapter(cls, adapter_dir: Path, resolved: ResolvedModel) -> Path | None:
-        """Save the adapter's GGUF copy (`ADAPTER_GGUF`) beside it when the base is a GGUF file.
+        """Save the adapter's GGUF copy (`ADAPTER_GGUF`) beside it when the base is a GGUF file (`llama.cpp-lora`;
+        `llama.cpp` writes its merged model the first time it loads the adapter).
 
         Needs only the `gguf` package, not llama-cpp-python: a specialist trained here runs fast where it is installed.
         """
-        if not resolved.gguf_file:
+        if cls.merge or not resolved.gguf_file:
             return None
         gguf_base = Path(resolved.path) / resolved.gguf_file
         return export_lora_gguf(adapter_dir, adapter_dir / ADAPTER_GGUF, *gguf_heads(gguf_base))
@@ -192,8 +141,9 @@ class LlamaCppBase(AdapterRuntime):
         self.resolved = resolved
         self.gguf = Path(resolved.path) / resolved.gguf_file
         threads = threads or torch.get_num_threads()
-        self.llm = Llama(model_path=str(self.gguf), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                         flash_attn=True, verbose=False)
+        self._open = lambda path: Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads,
+                                        n_threads_batch=threads, flash_attn=True, verbose=False)  # fmt: skip
+        self.llm = self._open(self.gguf)
         self.tokenizer = AutoTokenizer.from_pretrained(resolved.path, gguf_file=resolved.gguf_file)
         self.ends = {self.llm.token_eos(), self.tokenizer.eos_token_id}
         self.adapters: dict[str, object] = {}
@@ -204,11 +154,17 @@ class LlamaCppBase(AdapterRuntime):
         atexit.register(self.llm.close)
 
     def add_adapter(self, name: str, folder: Path) -> None:
-        """Load the peft adapter in `folder` (its GGUF copy, exported when missing) under `name`."""
+        """Load the peft adapter in `folder` under `name`: the base with it merged in (written when missing), or
+        with `merge` off its GGUF copy (exported when missing)."""
         import llama_cpp as lc
 
         with self._lock:
             if name in self.adapters:
+                return
+            if self.merge:
+                model = self._open(merged_gguf(Path(folder), self.gguf, self._cache))
+                atexit.register(model.close)
+                self.adapters[name] = model
                 return
             path = adapter_gguf(Path(folder), self.gguf, self._cache)
             adapter = lc.llama_adapter_lora_init(self.llm.model, str(path).encode())
@@ -219,8 +175,8 @@ class LlamaCppBase(AdapterRuntime):
     def _generate(self, prompts: list[str], adapter: str | None, decoding: Decoding, on_text) -> list[Generation]:
         rng = np.random.default_rng(decoding.seed)
         with self._lock:
-            self._use(adapter)
-            return [self._one(p, decoding, rng, on_text if len(prompts) == 1 else None) for p in prompts]
+            llm = self._use(adapter)
+            return [self._one(llm, p, decoding, rng, on_text if len(prompts) == 1 else None) for p in prompts]
 
     def embed(self, texts: list[str], max_tokens: int) -> np.ndarray:
         """The bare base model's mean-pooled last hidden state (after the final norm) of each input text, (n, d).
@@ -253,11 +209,14 @@ class LlamaCppBase(AdapterRuntime):
                 llm.reset()
         return out
 
-    def _use(self, adapter: str | None) -> None:
+    def _use(self, adapter: str | None):
+        """The model that answers with `adapter` (None: the bare base), made ready for it."""
         import ctypes
 
         import llama_cpp as lc
 
+        if self.merge:
+            return self.llm if adapter is None else self.adapters[adapter]
         if adapter is None:
             status = lc.llama_set_adapters_lora(self.llm.ctx, None, 0, None)
         else:
@@ -265,11 +224,12 @@ class LlamaCppBase(AdapterRuntime):
             status = lc.llama_set_adapters_lora(self.llm.ctx, adapters, 1, (ctypes.c_float * 1)(1.0))
         if status != 0:
             raise SpecialistError(f"llama.cpp could not switch to adapter {adapter!r} (status {status})")
+        return self.llm
 
-    def _one(self, prompt: str, decoding: Decoding, rng, on_text) -> Generation:
+    def _one(self, llm, prompt: str, decoding: Decoding, rng, on_text) -> Generation:
         import llama_cpp as lc
 
-        llm, n_vocab = self.llm, self.llm.n_vocab()
+        n_vocab = llm.n_vocab()
         started = time.perf_counter()
         ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
         budget = min(decoding.max_new_tokens, llm.n_ctx() - len(ids))
@@ -292,6 +252,14 @@ class LlamaCppBase(AdapterRuntime):
         text, _ = cut_at_stop(self.tokenizer.decode(tokens, skip_special_tokens=True), decoding.stop)
         return Generation(text=text.strip(), logprobs=logprobs, ttft_ms=((first or started) - started) * 1000,
                           seconds=time.perf_counter() - started)
+
+
+class LlamaCppLora(LlamaCppBase):
+    """llama.cpp with one base in memory and each adapter applied at run time, switched per request."""
+
+    runtime = "llama.cpp-lora"
+    auto_priority = 9
+    merge = False
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
