@@ -59,8 +59,11 @@ postgres:  ## install the PostgreSQL server from Debian's packages when missing 
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql; }
 
+# test files run on TEST_WORKERS pytest-xdist processes, a file's tests in one process (its fixtures are built once);
+# the session's trained fleet is trained once and copied to each (tests/conftest.py). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: setup-fast browser postgres  ## run the test suite (real models on shipped data; shared datasets when present)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: setup  ## classification benchmark on the shared datasets (about 11 minutes on 2 cores)
 	$(BIN)/python bench/classify.py

@@ -12,9 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from smallfleet.settings import datasets_dir
-from smallfleet.tasks import FieldMap, TaskSpec
-from smallfleet.training.settings import TrainSettings
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # set in `pytest -n N` processes (`make test`)
+if WORKER and "OMP_NUM_THREADS" not in os.environ:
+    # N test processes share the cores: each trains (and starts gateways, which inherit this) on its share,
+    # instead of every one spinning up a thread per core (oversubscribed OpenMP threads slow each other badly).
+    # Set before anything imports torch: its OpenMP runtime reads the variable once, when it loads.
+    _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // _workers))
+
+from smallfleet.settings import datasets_dir  # noqa: E402
+from smallfleet.tasks import FieldMap, TaskSpec  # noqa: E402
+from smallfleet.training.settings import TrainSettings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICKSTART = ROOT / "examples" / "quickstart"
@@ -118,7 +126,18 @@ def fleet_dir(tmp_path_factory, quickstart_data) -> Path:
         router=RouterSpec(out_of_scope=quickstart_data / "out_of_scope.jsonl", training=TrainSettings(epochs=3)),
     )
     out = tmp_path_factory.mktemp("fleet") / "testfleet"
-    train_fleet(spec, out)
+    if not WORKER:
+        train_fleet(spec, out)
+        return out
+    # under pytest-xdist the first process to get here trains it for all of them; each serves its own copy,
+    # since gateways write their journals and locks into the fleet folder
+    from filelock import FileLock
+
+    trained = tmp_path_factory.getbasetemp().parent / "trained-testfleet"
+    with FileLock(f"{trained}.lock"):
+        if not (trained / "fleet.json").is_file():
+            train_fleet(spec, trained)
+    shutil.copytree(trained, out)
     return out
 
 

@@ -86,7 +86,8 @@ def test_rows_naming_unknown_tiers_are_reported_and_short_tiers_fall_back(tmp_pa
     rows = replay_rows(quickstart_data, shared_datasets, 0, 5)
     rows[4]["scores"]["mystery"] = 1
     write_rows(tmp_path / "rows.jsonl", rows)
-    proc = run("triage", "train", "--data", tmp_path / "rows.jsonl", "--fleet", fleet, "--out", tmp_path / "m")
+    # wide enough that the console does not cut the file's path (long under pytest-xdist) in two
+    proc = run("triage", "train", "--data", tmp_path / "rows.jsonl", "--fleet", fleet, "--out", tmp_path / "m", columns=400)
     said = " ".join(proc.stderr.split())  # the console wraps long lines
     assert f"tier 'mystery' is not in the fleet (tiers: cheap, frontier): 1 row(s), e.g. {tmp_path / 'rows.jsonl'}:5" in said
     assert "tier cheap: 15 rows, good share 0.333, no head: too few labelled rows, falls back to the tier order" in said
@@ -95,7 +96,7 @@ def test_rows_naming_unknown_tiers_are_reported_and_short_tiers_fall_back(tmp_pa
     assert decision.tier is None and "too few labelled rows for tier(s) cheap" in decision.fallback
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "hi", "scores": {"cheap": 2}}\n')
-    proc = run("triage", "train", "--data", bad, "--out", tmp_path / "m2", check=False)
+    proc = run("triage", "train", "--data", bad, "--out", tmp_path / "m2", check=False, columns=400)
     assert proc.returncode == 1 and f"{bad}:1: score of tier 'cheap' must be 0, 1 or a number in [0, 1]" in " ".join(proc.stderr.split())
 
 
