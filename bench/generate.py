@@ -287,7 +287,7 @@ def speed_section(p: dict) -> str:
     lines = [
         "## Generation speed: adapters merged into the base (`bench/generate.py --speed-only`)",
         "",
-        f"The specialist in `{p['specialist']}`, the same {SINGLE_PROMPTS} DialogSum test prompts (median "
+        f"Specialist: {p['specialist']}; the same {SINGLE_PROMPTS} DialogSum test prompts (median "
         f"{p['speed'][0]['prompt_tokens']:.0f} prompt tokens), greedy, at most {p['max_new_tokens']} new tokens, "
         f"one stream, a fresh process per runtime; {m['cpu_count']} cores, {m['threads']} threads, "
         f"llama-cpp-python {m.get('llama_cpp', '?')}, {m['date']}. `llama.cpp` merges the adapter into a Q8_0 copy "

@@ -201,7 +201,7 @@ def test_adapter_merges_into_a_copy_of_the_base_gguf(summary_specialist, tmp_pat
 
     base_file, adapter = SMOLLM2_135M.locate(), summary_specialist[0] / "adapter"
     merged = gguf_lora.merge_lora_into_gguf(base_file, adapter, tmp_path / "merged.gguf")
-    assert not (tmp_path / "merged.gguf.tmp").exists()
+    assert [f.name for f in tmp_path.iterdir()] == ["merged.gguf"]  # no temporary file left
     base, out = gguf.GGUFReader(str(base_file)), gguf.GGUFReader(str(merged))
     assert {f for f in base.fields} == {f for f in out.fields}
     assert out.fields["tokenizer.chat_template"].contents() == base.fields["tokenizer.chat_template"].contents()

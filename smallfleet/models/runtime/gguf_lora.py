@@ -16,6 +16,7 @@ tensor (embeddings, norms) and every metadata key is copied as it is.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,7 +128,7 @@ def merge_lora_into_gguf(base_gguf: Path, adapter_dir: Path, out_file: Path, mer
         raise SpecialistError(f"merged_type must be one of {', '.join(MERGED_TYPES)}, not {merged_type!r}")
     deltas = lora_deltas(adapter_dir, *gguf_heads(base_gguf))
     reader = gguf.GGUFReader(str(base_gguf))
-    tmp = out_file.with_name(out_file.name + ".tmp")
+    tmp = out_file.with_name(f"{out_file.name}.{os.getpid()}.tmp")  # two gateways may merge the same adapter at once
     writer = gguf.GGUFWriter(str(tmp), bytes(reader.fields["general.architecture"].parts[-1]).decode())
     for field in reader.fields.values():
         if field.name.startswith("GGUF.") or field.name == "general.architecture":

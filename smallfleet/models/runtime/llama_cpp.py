@@ -21,7 +21,7 @@ import numpy as np
 from smallfleet.errors import SpecialistError
 from smallfleet.models.resolve import ResolvedModel
 from smallfleet.models.runtime.base import AdapterRuntime, Decoding, Generation, TextStream, cut_at_stop
-from smallfleet.models.runtime.gguf_lora import export_lora_gguf, gguf_heads
+from smallfleet.models.runtime.gguf_lora import export_lora_gguf, gguf_heads, merge_lora_into_gguf
 
 
 def available() -> bool:
@@ -69,15 +69,13 @@ def adapter_gguf(adapter_dir: Path, base_gguf: Path, cache: Path) -> Path:
 def merged_gguf(adapter_dir: Path, base_gguf: Path, cache: Path) -> Path:
     """The base with the adapter merged in: the file saved beside the adapter, else written there (or into `cache`
     when the specialist's folder is read-only)."""
-    from smallfleet.models.runtime.gguf_lora import merge_lora_into_gguf
-
     saved = adapter_dir / MERGED_GGUF
     adapter_file = adapter_dir / "adapter_model.safetensors"
     if saved.is_file() and saved.stat().st_mtime >= adapter_file.stat().st_mtime:
         return saved
     try:
         return merge_lora_into_gguf(base_gguf, adapter_dir, saved)
-    except PermissionError:
+    except OSError:  # a read-only folder or file system
         cache.mkdir(parents=True, exist_ok=True)
         return merge_lora_into_gguf(base_gguf, adapter_dir, cache / f"{len(list(cache.iterdir()))}-merged.gguf")
 
