@@ -46,7 +46,11 @@ def gguf_heads(base_gguf: Path) -> tuple[int, int]:
     """
     import gguf
 
-    reader = gguf.GGUFReader(str(base_gguf))
+    return _heads(gguf.GGUFReader(str(base_gguf)), base_gguf.name)
+
+
+def _heads(reader, name: str) -> tuple[int, int]:
+    """`gguf_heads` of the GGUF file open in `reader` (named `name` in the error)."""
 
     def value(key: str):
         field = reader.fields[key]
@@ -54,7 +58,7 @@ def gguf_heads(base_gguf: Path) -> tuple[int, int]:
 
     arch = bytes(value("general.architecture")).decode()
     if arch != "llama":
-        raise SpecialistError(f"{base_gguf.name}: LoRA export supports llama-architecture bases, not {arch!r}")
+        raise SpecialistError(f"{name}: LoRA export supports llama-architecture bases, not {arch!r}")
     return int(value("llama.attention.head_count")[0]), int(value("llama.attention.head_count_kv")[0])
 
 
@@ -126,8 +130,8 @@ def merge_lora_into_gguf(base_gguf: Path, adapter_dir: Path, out_file: Path, mer
 
     if merged_type not in MERGED_TYPES:
         raise SpecialistError(f"merged_type must be one of {', '.join(MERGED_TYPES)}, not {merged_type!r}")
-    deltas = lora_deltas(adapter_dir, *gguf_heads(base_gguf))
     reader = gguf.GGUFReader(str(base_gguf))
+    deltas = lora_deltas(adapter_dir, *_heads(reader, base_gguf.name))
     tmp = out_file.with_name(f"{out_file.name}.{os.getpid()}.tmp")  # two gateways may merge the same adapter at once
     writer = gguf.GGUFWriter(str(tmp), bytes(reader.fields["general.architecture"].parts[-1]).decode())
     for field in reader.fields.values():

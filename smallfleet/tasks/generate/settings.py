@@ -26,7 +26,7 @@ class GenerateSettings(Settings):
     """Longest prompt + answer in tokens; the input is cut to fit, the answer is kept."""
     gradient_checkpointing: bool = True
     """Recompute each layer's activations in the backward pass instead of keeping them: several times less
-    training memory at long inputs for about a third more compute (bench/generate.py --memory measures both)."""
+    training memory at long inputs for about a quarter more time per step (bench/generate.py --memory)."""
     lora_r: int = 16
     """LoRA rank."""
     lora_alpha: int = 32
